@@ -1,0 +1,199 @@
+"""Command-line options and ini keys, read once into a validated, frozen ``PerfConfig``.
+
+Every option is also an ini key (``--omni-rounds`` -> ``omni_rounds``); the command line wins.
+"Not given" is ``None``, never a falsy value, so ``--omni-rounds=0`` is an error rather than
+silently the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BACKENDS = ("auto", "diffusers", "omni", "omni-server")
+DEFAULT_SERVER_COMMAND = "vllm serve {model} --omni --host 127.0.0.1 --port {port}"
+
+
+def _positive_int(name: str, minimum: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {value}")
+        return value
+    return convert
+
+
+def _positive_float(name: str) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, got {text!r}")
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {value}")
+        return value
+    return convert
+
+
+def _backend(text: str) -> str:
+    if text not in BACKENDS:
+        raise argparse.ArgumentTypeError(
+            f"--omni-backend must be one of {', '.join(BACKENDS)}, got {text!r}")
+    return text
+
+
+def _list_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise argparse.ArgumentTypeError(f"--omni-list-profiles takes 'json' or nothing, got {text!r}")
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class _Opt:
+    flag: str
+    help: str
+    convert: Callable[[str], Any] = str
+    default: Any = None
+    ini_type: str = "string"
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+
+_OPTIONS = (
+    _Opt("--omni-profile", "Profiles to measure, comma separated ('all' for every known one); "
+         "tests using omni_profile/omni_engine/omni_perf are parametrized over them. "
+         "Default: the test's omni_profiles marker, else 'eager'.", metavar="NAME[,NAME...]"),
+    _Opt("--omni-model", "Model to measure: a built-in (tiny-flux, tiny-wan, medium-flux, "
+         "medium-wan), a local diffusers folder or a vLLM-Omni model id. Default: tiny-flux.",
+         default="tiny-flux", metavar="ID_OR_PATH"),
+    _Opt("--omni-backend", "Engine driving the model: auto (omni when vllm_omni imports and a GPU "
+         "is present, else diffusers), diffusers, omni, omni-server. Default: auto.",
+         _backend, "auto"),
+    _Opt("--omni-rounds", "Measured requests per profile. Default: 5.",
+         _positive_int("--omni-rounds", 2), 5, metavar="N"),
+    _Opt("--omni-warmup", "Unmeasured requests before the rounds. Default: 1.",
+         _positive_int("--omni-warmup", 0), 1, metavar="N"),
+    _Opt("--omni-baseline-dir", "Stored baselines. Default: baselines/ beside the rootdir's "
+         "conftest.py (or the rootdir).", metavar="PATH"),
+    _Opt("--omni-report-json", "Write the JSON report here.", metavar="PATH"),
+    _Opt("--omni-report-html", "Write the self-contained HTML report here.", metavar="PATH"),
+    _Opt("--omni-cache-dir", "Built-in model folders and compile caches. Default: "
+         "$OMNI_PERF_CACHE_DIR or ~/.cache/pytest-omni-perf.", metavar="PATH"),
+    _Opt("--omni-start-timeout", "Seconds an engine may take to start. Default: 900.",
+         _positive_float("--omni-start-timeout"), 900.0, metavar="S"),
+    _Opt("--omni-request-timeout", "Seconds one request may take before the engine is "
+         "killed. Default: 600.", _positive_float("--omni-request-timeout"), 600.0, metavar="S"),
+    _Opt("--omni-server-command", "Server command template for --omni-backend=omni-server; "
+         "{model} and {port} are filled in, the profile's flags appended. "
+         f"Default: '{DEFAULT_SERVER_COMMAND}'.", default=DEFAULT_SERVER_COMMAND, metavar="CMD"),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register every option with its ini twin."""
+    group = parser.getgroup("omni-perf", "vLLM-Omni diffusion performance (pytest-omni-perf)")
+    for opt in _OPTIONS:
+        group.addoption(opt.flag, dest=opt.dest, type=opt.convert, default=None,
+                        metavar=opt.metavar, help=opt.help)
+        parser.addini(opt.dest, opt.help, type=opt.ini_type, default=None)  # type: ignore[arg-type]
+    group.addoption("--omni-update-baselines", dest="omni_update_baselines", action="store_true",
+                    default=None, help="Write or refresh stored baselines for what ran, "
+                    "instead of comparing against them.")
+    parser.addini("omni_update_baselines", "Same as --omni-update-baselines.", type="bool",
+                  default=False)
+    group.addoption("--omni-in-process", dest="omni_in_process", action="store_true",
+                    default=None, help="Run engines inside the pytest process (for debugging; "
+                    "no crash isolation, VRAM of profiles mixes).")
+    parser.addini("omni_in_process", "Same as --omni-in-process.", type="bool", default=False)
+    group.addoption("--omni-list-profiles", dest="omni_list_profiles", nargs="?", const="text",
+                    type=_list_format, default=None, metavar="json",
+                    help="Print every profile (requirements, bounds, Omni(...) kwargs, "
+                    "vllm serve flags) and exit; '=json' prints one JSON object.")
+    parser.addini("omni_profile_files", "Extra TOML files of user profiles (same schema as the "
+                  "built-in profiles.toml), relative to the rootdir.", type="paths", default=[])
+
+
+@dataclasses.dataclass(frozen=True)
+class PerfConfig:
+    """The run's settings, validated at configure time."""
+
+    profile_names: tuple[str, ...]
+    model: str
+    backend: str
+    rounds: int
+    warmup: int
+    baseline_dir: Path
+    update_baselines: bool
+    report_json: Path | None
+    report_html: Path | None
+    cache_dir: Path | None
+    start_timeout_s: float
+    request_timeout_s: float
+    server_command: str
+    in_process: bool
+    profile_files: tuple[Path, ...]
+    list_profiles: str | None
+
+
+def _value(config: pytest.Config, opt: _Opt) -> Any:
+    """Command line first, then ini (converted and checked the same way), then the default."""
+    value = config.getoption(opt.dest)
+    if value is not None:
+        return value
+    raw = config.getini(opt.dest)
+    if raw is None or raw == "":
+        return opt.default
+    try:
+        return opt.convert(str(raw))
+    except argparse.ArgumentTypeError as exc:
+        raise pytest.UsageError(f"ini {opt.dest}: {exc}") from None
+
+
+def _flag(config: pytest.Config, dest: str) -> bool:
+    value = config.getoption(dest)
+    return bool(config.getini(dest)) if value is None else bool(value)
+
+
+def default_baseline_dir(config: pytest.Config) -> Path:
+    """``baselines/`` beside the rootdir's conftest.py; the rootdir itself has that place."""
+    return config.rootpath / "baselines"
+
+
+def read_config(config: pytest.Config) -> PerfConfig:
+    """Build the PerfConfig; pytest.UsageError for anything invalid."""
+    values = {opt.dest: _value(config, opt) for opt in _OPTIONS}
+    raw_profiles = values["omni_profile"] or ""
+    names = tuple(n.strip() for n in raw_profiles.split(",") if n.strip())
+
+    def path(value: str | None) -> Path | None:
+        return None if value is None else Path(value).expanduser()
+
+    return PerfConfig(
+        profile_names=names,
+        model=values["omni_model"],
+        backend=values["omni_backend"],
+        rounds=values["omni_rounds"],
+        warmup=values["omni_warmup"],
+        baseline_dir=path(values["omni_baseline_dir"]) or default_baseline_dir(config),
+        update_baselines=_flag(config, "omni_update_baselines"),
+        report_json=path(values["omni_report_json"]),
+        report_html=path(values["omni_report_html"]),
+        cache_dir=path(values["omni_cache_dir"]),
+        start_timeout_s=values["omni_start_timeout"],
+        request_timeout_s=values["omni_request_timeout"],
+        server_command=values["omni_server_command"],
+        in_process=_flag(config, "omni_in_process"),
+        profile_files=tuple(config.getini("omni_profile_files")),
+        list_profiles=config.getoption("omni_list_profiles"),
+    )

@@ -1,0 +1,1 @@
+"""Engine adapters, one per file, behind the small ``Engine`` protocol of ``base.py``."""

@@ -1,0 +1,124 @@
+"""The one small protocol every engine adapter implements, and the data it exchanges.
+
+Kept free of heavy imports: frames are numpy arrays at run time, but this module only
+names them for type checkers, so the plugin loads on a machine without numpy or torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+
+class EngineError(RuntimeError):
+    """An engine failed to start, crashed, hung or answered with an error.
+
+    ``log_tail`` carries the last lines the engine wrote, so a test failure can show why.
+    """
+
+    def __init__(self, message: str, *, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if not self.log_tail:
+            return base
+        return f"{base}\n--- engine log (tail) ---\n{self.log_tail.rstrip()}"
+
+
+class ProfileUnsupported(Exception):
+    """The engine cannot honour an option of the profile; the test skips with this reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSpec:
+    """What to start: model, canonical profile options, backend and where it may run."""
+
+    model: str
+    """Built-in model name (``tiny-flux``) or a local diffusers folder / vLLM-Omni model id."""
+    profile_name: str
+    options: Mapping[str, Any]
+    """Canonical options (``OmniDiffusionConfig`` field names) of the profile."""
+    backend: str
+    devices: tuple[int, ...] = ()
+    """Physical GPU indices the engine may use (empty: CPU, or whatever is visible)."""
+    in_process: bool = False
+    start_timeout_s: float = 900.0
+    request_timeout_s: float = 600.0
+    server_command: str = ""
+    """Template for server backends (``{model}``, ``{port}`` placeholders)."""
+    cache_dir: str = ""
+    """Folder for built-in model folders and compile caches."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationRequest:
+    """One generation call; the same request is sent to a profile and to its baseline."""
+
+    prompt: str = "a red fox in a snowy forest, photograph"
+    width: int = 128
+    height: int = 128
+    num_inference_steps: int = 12
+    num_frames: int | None = None
+    """None for images; a frame count (4k+1 for Wan) for video."""
+    seed: int = 0
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None
+
+    @property
+    def is_video(self) -> bool:
+        return self.num_frames is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class GenerationOutput:
+    """What one request produced, with the engine's own measurements beside ours."""
+
+    frames: list[npt.NDArray[np.uint8]]
+    """HxWx3 uint8 arrays: one for an image, several for a video."""
+    engine_latency_s: float
+    """Time spent inside the engine's generate call, measured where the engine runs."""
+    engine_metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Engine-reported extras: peak_memory_mb, stage_durations, cache statistics ..."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineInfo:
+    """What a started engine says about itself, shown in reports."""
+
+    backend: str
+    model: str
+    pids: tuple[int, ...]
+    """Processes whose memory belongs to this engine (for NVML / RSS sampling)."""
+    applied: Mapping[str, Any]
+    """How each profile option was honoured (e.g. ``{"cache_backend": "cache_dit"}``)."""
+    versions: Mapping[str, str]
+    device: str
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """start, generate, stop, describe: the whole engine contract."""
+
+    spec: EngineSpec
+
+    def start(self) -> None:
+        """Load the model with the profile applied; raise EngineError or ProfileUnsupported."""
+
+    def generate(self, request: GenerationRequest) -> GenerationOutput:
+        """Run one request; raise EngineError when the engine fails or times out."""
+
+    def stop(self) -> None:
+        """Release everything (processes, GPU memory). Safe to call twice."""
+
+    def describe(self) -> EngineInfo:
+        """Report backend, processes and how the profile was applied."""

@@ -1,0 +1,68 @@
+"""The ``diffusers`` backend: a diffusers pipeline (a built-in model or any local folder)
+with the profile applied by diffusers / cache-dit / torchao, hosted in a worker process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_omni_perf import builtin_models
+from pytest_omni_perf.engines.base import EngineError, EngineSpec, ProfileUnsupported
+from pytest_omni_perf.engines.hosting import InProcessEngine, IsolatedEngine
+from pytest_omni_perf.hardware import HardwareInfo
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pytest_omni_perf.engines.diffusers_runner import DiffusersRunner
+
+FACTORY = "pytest_omni_perf.engines.diffusers_engine:make_runner"
+
+
+def make_runner(model: str, cache_dir: str, options: Mapping[str, Any], device: str,
+                dtype: str = "auto") -> DiffusersRunner:
+    """Runs inside the worker: build the built-in model once if needed, then wrap it."""
+    from pytest_omni_perf.engines.diffusers_runner import DiffusersRunner
+
+    if builtin_models.is_builtin(model):
+        folder = builtin_models.ensure_model(model, Path(cache_dir) if cache_dir else None)
+    else:
+        folder = Path(model)
+    return DiffusersRunner(str(folder), options, device=device, dtype=dtype)
+
+
+def check_model(model: str) -> None:
+    """Fail in the parent, in milliseconds, for a model that cannot exist."""
+    if builtin_models.is_builtin(model):
+        return
+    folder = Path(model)
+    if not folder.is_dir():
+        raise EngineError(
+            f"model {model!r} is neither a built-in ({', '.join(builtin_models.BUILTIN_MODELS)}) "
+            "nor an existing local diffusers folder (the diffusers backend loads no hub ids)")
+    if not (folder / "model_index.json").is_file():
+        raise EngineError(f"model folder {folder} has no model_index.json: not a diffusers pipeline")
+
+
+def create(spec: EngineSpec, hw: HardwareInfo) -> IsolatedEngine | InProcessEngine:
+    """A diffusers engine for ``spec``; ProfileUnsupported when it cannot honour the profile."""
+    from pytest_omni_perf.engines.diffusers_options import unsupported_reason
+
+    gpus = [g for g in hw.gpus if not spec.devices or g.index in spec.devices]
+    device = "cuda" if gpus else "cpu"
+    reason = unsupported_reason(
+        spec.options, device=device, sm=min((g.sm for g in gpus), default=None),
+        gpu_count=len(gpus))
+    if reason:
+        raise ProfileUnsupported(f"diffusers backend: {reason}")
+    check_model(spec.model)
+    kwargs = {"model": spec.model, "cache_dir": spec.cache_dir, "options": dict(spec.options),
+              "device": device}
+    if spec.in_process:
+        return InProcessEngine(spec, FACTORY, kwargs, device=device)
+    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if spec.cache_dir:
+        # A persistent inductor cache makes the second run's compile cold start cheap.
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(spec.cache_dir) / "inductor")
+    return IsolatedEngine(spec, FACTORY, kwargs, env=env, device=device)

@@ -1,0 +1,36 @@
+"""Which engine serves a backend name: plugins first (hook), then the built-in adapters."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from pytest_omni_perf.engines.base import Engine, EngineError, EngineSpec
+from pytest_omni_perf.hardware import HardwareInfo
+
+
+def resolve_backend(backend: str, hw: HardwareInfo) -> tuple[str, str]:
+    """The concrete backend for ``auto``, and why it was chosen (printed in the header)."""
+    if backend != "auto":
+        return backend, "chosen with --omni-backend"
+    if importlib.util.find_spec("vllm_omni") is None:
+        return "diffusers", "auto: vllm_omni is not installed"
+    if not hw.gpus:
+        return "diffusers", "auto: vllm_omni is installed but there is no GPU"
+    return "omni", "auto: vllm_omni is installed and a GPU is present"
+
+
+def make_engine(config: pytest.Config, spec: EngineSpec, hw: HardwareInfo) -> Engine:
+    """An unstarted engine for ``spec`` (ProfileUnsupported or EngineError when impossible)."""
+    engine: Engine | None = config.hook.pytest_omni_perf_make_engine(
+        config=config, spec=spec, hardware=hw)
+    if engine is not None:
+        return engine
+    if spec.backend == "diffusers":
+        from pytest_omni_perf.engines import diffusers_engine
+
+        return diffusers_engine.create(spec, hw)
+    raise EngineError(
+        f"backend {spec.backend!r} has no engine here: the built-in one is diffusers; others "
+        "come from a plugin implementing pytest_omni_perf_make_engine")

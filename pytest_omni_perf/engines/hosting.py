@@ -1,0 +1,197 @@
+"""Where a runner lives: in a worker subprocess (default) or in the pytest process (debugging).
+
+The subprocess gives each profile its own memory (so peak VRAM/RSS is that profile's alone)
+and lets a crash or hang be detected and the process tree killed without taking pytest down.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from pytest_omni_perf.engines.base import (
+    EngineError, EngineInfo, EngineSpec, GenerationOutput, GenerationRequest, ProfileUnsupported,
+)
+from pytest_omni_perf.engines.process import ManagedProcess
+
+_POLL_S = 0.2
+
+
+class IsolatedEngine:
+    """Runs ``factory(**kwargs)`` in a worker process and talks to it over a socket pair."""
+
+    def __init__(self, spec: EngineSpec, factory: str, kwargs: Mapping[str, Any], *,
+                 env: Mapping[str, str] | None = None, log_dir: Path | None = None,
+                 device: str = "cpu") -> None:
+        self.spec = spec
+        self.factory = factory
+        self.kwargs = dict(kwargs)
+        self.device = device
+        self._extra_env = dict(env or {})
+        log_root = log_dir or Path(tempfile.gettempdir()) / "pytest-omni-perf-logs"
+        tag = f"{spec.profile_name}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.log_path = log_root / f"engine-{tag}.log"
+        self._process: ManagedProcess | None = None
+        self._conn: Connection | None = None
+        self._info: dict[str, Any] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        env = dict(os.environ)
+        env.update(self._extra_env)
+        if self.spec.devices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.spec.devices))
+        # The worker must import this very package, also when pytest runs from a checkout.
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        self._process = ManagedProcess(
+            [sys.executable, "-m", "pytest_omni_perf.engines.worker", str(child_sock.fileno())],
+            log_path=self.log_path, env=env, pass_fds=[child_sock.fileno()],
+        )
+        try:
+            self._process.start()
+        finally:
+            child_sock.close()
+        self._conn = Connection(parent_sock.detach())
+        try:
+            self._info = self._call("start", {"factory": self.factory, "kwargs": self.kwargs},
+                                    self.spec.start_timeout_s, "start")
+        except BaseException:
+            self.stop()
+            raise
+
+    def generate(self, request: GenerationRequest) -> GenerationOutput:
+        result = self._call("generate", request.as_dict(), self.spec.request_timeout_s, "request")
+        assert isinstance(result, GenerationOutput)
+        return result
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        if self._conn is not None and self._process.alive():
+            try:
+                self._call("stop", None, 30.0, "stop")
+            except (EngineError, ProfileUnsupported):
+                pass  # a worker that cannot stop politely is killed below
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._process.terminate_tree()
+
+    def describe(self) -> EngineInfo:
+        return EngineInfo(
+            backend=self.spec.backend, model=self.spec.model, pids=tuple(self.pids()),
+            applied=self._info.get("applied", {}), versions=self._info.get("versions", {}),
+            device=self.device,
+        )
+
+    def pids(self) -> list[int]:
+        """The worker and its descendants: whose memory counts as this engine's."""
+        return self._process.tree() if self._process is not None else []
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.alive()
+
+    # -- protocol ---------------------------------------------------------------------------
+    def _call(self, op: str, payload: Any, timeout_s: float, what: str) -> Any:
+        if self._conn is None or self._process is None:
+            raise EngineError(f"engine {self.spec.profile_name!r} is not running")
+        try:
+            self._conn.send((op, payload))
+        except OSError as exc:
+            raise self._died(what, exc)
+        deadline = time.monotonic() + timeout_s
+        while not self._conn.poll(_POLL_S):
+            if not self._process.alive():
+                raise self._died(what)
+            if time.monotonic() > deadline:
+                tail = self._process.log_tail()
+                self._process.terminate_tree(grace_s=2.0)
+                raise EngineError(
+                    f"engine {self.spec.profile_name!r} ({self.spec.backend}) did not answer the "
+                    f"{what} within {timeout_s:g} s: killed it (raise --omni-"
+                    f"{'start' if what == 'start' else 'request'}-timeout if that is expected)",
+                    log_tail=tail)
+        try:
+            status, value = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise self._died(what, exc)
+        if status == "ok":
+            return value
+        if status == "unsupported":
+            raise ProfileUnsupported(value)
+        raise EngineError(f"engine {self.spec.profile_name!r} failed during {what}:\n{value}",
+                          log_tail=self._process.log_tail(15))
+
+    def _died(self, what: str, exc: BaseException | None = None) -> EngineError:
+        assert self._process is not None
+        # Give the exit status a moment to appear after the socket broke.
+        for _ in range(20):
+            if self._process.poll() is not None:
+                break
+            time.sleep(0.05)
+        code = self._process.poll()
+        tail = self._process.log_tail()
+        self._process.terminate_tree(grace_s=2.0)
+        how = f"exit code {code}" if code is not None and code >= 0 else (
+            f"killed by signal {-code}" if code is not None else f"connection lost ({exc})")
+        return EngineError(
+            f"engine worker for {self.spec.profile_name!r} ({self.spec.backend}, model "
+            f"{self.spec.model}) died during the {what}: {how}; log: {self.log_path}",
+            log_tail=tail)
+
+
+class InProcessEngine:
+    """The same runner inside pytest's process: debuggable, but no isolation or kill."""
+
+    def __init__(self, spec: EngineSpec, factory: str, kwargs: Mapping[str, Any], *,
+                 device: str = "cpu") -> None:
+        self.spec = spec
+        self.factory = factory
+        self.kwargs = dict(kwargs)
+        self.device = device
+        self._runner: Any = None
+        self._applied: dict[str, Any] = {}
+
+    def start(self) -> None:
+        from pytest_omni_perf.engines.worker import build_runner
+
+        self._runner = build_runner(self.factory, self.kwargs)
+        try:
+            self._applied = self._runner.load()
+        except BaseException:
+            self.stop()
+            raise
+
+    def generate(self, request: GenerationRequest) -> GenerationOutput:
+        if self._runner is None:
+            raise EngineError(f"engine {self.spec.profile_name!r} is not running")
+        output: GenerationOutput = self._runner.generate(request)
+        return output
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+
+    def describe(self) -> EngineInfo:
+        versions = self._runner.versions() if self._runner is not None else {}
+        return EngineInfo(backend=self.spec.backend, model=self.spec.model, pids=(os.getpid(),),
+                          applied=self._applied, versions=versions, device=self.device)
+
+    def pids(self) -> list[int]:
+        return [os.getpid()]
+
+    @property
+    def alive(self) -> bool:
+        return self._runner is not None

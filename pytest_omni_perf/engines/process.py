@@ -1,0 +1,132 @@
+"""A child process we own with its whole tree: started in its own session, logged to a file,
+and killed with every descendant, so no engine outlives the test that started it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def descendants(root: int) -> list[int]:
+    """PIDs of every living descendant of ``root`` (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read().decode(errors="replace")
+        except OSError:
+            continue  # exited while we looked
+        # The command name may hold spaces and parentheses: fields start after the last ')'.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _signal_all(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class ManagedProcess:
+    """``subprocess.Popen`` in a new session, output to ``log_path``, tree-wide termination."""
+
+    def __init__(self, argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None,
+                 pass_fds: Sequence[int] = (), cwd: str | None = None) -> None:
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else None
+        self.pass_fds = tuple(pass_fds)
+        self.cwd = cwd
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._popen = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=self.env, pass_fds=self.pass_fds, cwd=self.cwd,
+                # Own session and process group: one killpg reaches workers it spawns too.
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._popen is None else self._popen.pid
+
+    def poll(self) -> int | None:
+        """Exit code, or None while running (or before start)."""
+        return None if self._popen is None else self._popen.poll()
+
+    def alive(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def tree(self) -> list[int]:
+        """The process and its living descendants (whose memory is the engine's)."""
+        if not self.alive() or self.pid is None:
+            return []
+        return [self.pid, *descendants(self.pid)]
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - 64 * 1024))
+                text = handle.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def terminate_tree(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the whole tree, then SIGKILL what is left after ``grace_s``. Idempotent."""
+        if self._popen is None:
+            return
+        # Descendants can leave the group (setsid): collect them before the parent dies.
+        pids = self.tree()
+        try:
+            os.killpg(self._popen.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _signal_all(pids, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if self._popen.poll() is not None and not any(_exists(p) for p in pids):
+                break
+            time.sleep(0.05)
+        try:
+            os.killpg(self._popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _signal_all([p for p in pids if _exists(p)], signal.SIGKILL)
+        try:
+            self._popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a zombie we cannot reap
+            pass
+
+
+def _exists(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            # A zombie ('Z') has exited; only its exit status is left to reap.
+            return handle.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return False

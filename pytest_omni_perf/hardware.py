@@ -1,0 +1,195 @@
+"""What hardware is here: GPUs through NVML (imported lazily), the hardware key, the fingerprint.
+
+torch is never imported here: initializing CUDA in the pytest process would pin memory on
+every GPU and break the per-worker ``CUDA_VISIBLE_DEVICES`` split under xdist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import metadata
+from typing import Any
+
+CPU_KEY = "cpu"
+
+_VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "cache-dit", "torchao", "vllm",
+                       "vllm-omni", "numpy", "scikit-image", "pytest")
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuInfo:
+    """One visible GPU."""
+
+    index: int
+    """Physical NVML index (what ``CUDA_VISIBLE_DEVICES`` names)."""
+    name: str
+    sm: tuple[int, int]
+    vram_gib: float
+    uuid: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class HardwareInfo:
+    """The GPUs this process may use, and how we learned it."""
+
+    gpus: tuple[GpuInfo, ...] = ()
+    driver: str = ""
+    cuda_driver: str = ""
+    note: str = "no GPU"
+    """How the probe ended ("nvml", or why no GPU was found)."""
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.gpus)
+
+    @property
+    def min_sm(self) -> tuple[int, int] | None:
+        return min((g.sm for g in self.gpus), default=None)
+
+    @property
+    def min_vram_gib(self) -> float | None:
+        return min((g.vram_gib for g in self.gpus), default=None)
+
+    @property
+    def key(self) -> str:
+        """Baseline folder name: the GPU model (``nvidia-h100-80gb-hbm3``), or ``cpu``."""
+        if not self.gpus:
+            return CPU_KEY
+        return hardware_key(self.gpus[0].name)
+
+    def summary(self) -> str:
+        """One line for the report header."""
+        if not self.gpus:
+            return f"no GPU ({self.note}); hardware key 'cpu'"
+        names = ", ".join(sorted({g.name for g in self.gpus}))
+        sm = ".".join(map(str, self.min_sm or (0, 0)))
+        return (f"{self.gpu_count} x {names} (SM {sm}, {self.min_vram_gib:.0f} GiB), "
+                f"driver {self.driver}; hardware key {self.key!r}")
+
+
+def hardware_key(gpu_name: str) -> str:
+    """A file-name-safe slug of a GPU model name."""
+    return re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or CPU_KEY
+
+
+def _visible_filter(count: int, uuids: Sequence[str]) -> list[int]:
+    """Physical indices allowed by CUDA_VISIBLE_DEVICES (NVML itself ignores that variable)."""
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return list(range(count))
+    chosen = []
+    for token in (t.strip() for t in raw.split(",")):
+        if not token:
+            continue
+        if token.isdigit():
+            index = int(token)
+        else:
+            matches = [i for i, u in enumerate(uuids) if u.startswith(token)]
+            if not matches:
+                break  # CUDA stops at the first entry it cannot resolve
+            index = matches[0]
+        if not 0 <= index < count:
+            break
+        chosen.append(index)
+    return chosen
+
+
+@contextmanager
+def nvml() -> Iterator[Any]:
+    """The initialized ``pynvml`` module; ImportError or its NVMLError when unusable."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        yield pynvml
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def probe() -> HardwareInfo:
+    """Visible GPUs from NVML; a HardwareInfo saying why when there are none."""
+    try:
+        with nvml() as pynvml:
+            count = pynvml.nvmlDeviceGetCount()
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+            uuids = [_decode(pynvml.nvmlDeviceGetUUID(h)) for h in handles]
+            gpus = []
+            for index in _visible_filter(count, uuids):
+                handle = handles[index]
+                memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+                gpus.append(GpuInfo(
+                    index=index,
+                    name=_decode(pynvml.nvmlDeviceGetName(handle)),
+                    sm=tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle)),  # type: ignore[arg-type]
+                    vram_gib=memory.total / 2**30,
+                    uuid=uuids[index],
+                ))
+            cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
+            return HardwareInfo(
+                gpus=tuple(gpus),
+                driver=_decode(pynvml.nvmlSystemGetDriverVersion()),
+                cuda_driver=f"{cuda // 1000}.{cuda % 1000 // 10}",
+                note="nvml" if gpus else "NVML found no visible GPU",
+            )
+    except ImportError:
+        return HardwareInfo(note="nvidia-ml-py not installed")
+    except Exception as exc:  # NVMLError has many subclasses; any of them means no GPU here
+        return HardwareInfo(note=f"NVML unavailable: {exc}")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages whose change moves the numbers (no imports)."""
+    versions = {}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def gpu_clocks(indices: Sequence[int]) -> list[dict[str, Any]]:
+    """SM clock, temperature and throttle reasons now: they explain slow runs."""
+    try:
+        with nvml() as pynvml:
+            readings = []
+            for index in indices:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                readings.append({
+                    "index": index,
+                    "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+                    "temperature_c": pynvml.nvmlDeviceGetTemperature(
+                        handle, pynvml.NVML_TEMPERATURE_GPU),
+                    "throttle_reasons": int(
+                        pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)),
+                })
+            return readings
+    except Exception:  # fingerprints are best effort; a missing clock must not fail a test
+        return []
+
+
+def fingerprint(hw: HardwareInfo, devices: Sequence[int] = ()) -> dict[str, Any]:
+    """Environment fingerprint stored with every result and baseline."""
+    used = [g for g in hw.gpus if not devices or g.index in devices]
+    return {
+        "hardware_key": hw.key,
+        "gpus": [{"name": g.name, "sm": f"{g.sm[0]}.{g.sm[1]}", "vram_gib": round(g.vram_gib, 1),
+                  "index": g.index} for g in used],
+        "driver": hw.driver,
+        "cuda_driver": hw.cuda_driver,
+        "clocks": gpu_clocks([g.index for g in used]),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "versions": package_versions(),
+    }

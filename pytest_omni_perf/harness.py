@@ -1,0 +1,281 @@
+"""``omni_perf.measure``: warmup, rounds, the baseline profile, quality and every gate.
+
+Callable outside a test function (a sweep or a zero-code suite builds an ``OmniPerf``
+directly); pytest only supplies the session state and collects ``results``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pytest_omni_perf import gates
+from pytest_omni_perf.baselines import BaselineError, BaselineStore
+from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationRequest
+from pytest_omni_perf.engines.pool import EnginePool, LiveEngine
+from pytest_omni_perf.hardware import CPU_KEY, HardwareInfo, fingerprint
+from pytest_omni_perf.measure.memory import MemorySampler, sampler_for
+from pytest_omni_perf.profiles import Bounds, Profile
+from pytest_omni_perf.results import Measurement, PerfResult, Violation
+
+RequestKey = tuple[str, str, str, tuple[tuple[str, Any], ...]]
+
+
+def profile_request(request: GenerationRequest, profile: Profile) -> GenerationRequest:
+    """The request as this profile sends it (``fewer_steps`` scales the step count)."""
+    scale = profile.request.get("steps_scale")
+    if scale is None:
+        return request
+    steps = max(1, round(request.num_inference_steps * float(scale)))
+    return dataclasses.replace(request, num_inference_steps=steps)
+
+
+@dataclasses.dataclass
+class _Rounds:
+    """One engine's rounds in progress."""
+
+    profile: Profile
+    spec: EngineSpec
+    request: GenerationRequest
+    live: LiveEngine
+    reused: bool
+    sampler: MemorySampler
+    samples: list[float] = dataclasses.field(default_factory=list)
+    engine_samples: list[float] = dataclasses.field(default_factory=list)
+    last: Any = None
+
+    def one(self) -> None:
+        began = time.perf_counter()
+        output = self.live.engine.generate(self.request)
+        self.samples.append(time.perf_counter() - began)
+        self.engine_samples.append(output.engine_latency_s)
+        self.live.requests += 1
+        self.last = output
+
+
+class OmniPerf:
+    """The harness behind the ``omni_perf`` fixture (one per test and profile)."""
+
+    def __init__(self, *, nodeid: str, profile: Profile, profiles: Mapping[str, Profile],
+                 bounds: Bounds, model: str, backend: str, hardware: HardwareInfo,
+                 pool: EnginePool, spec_for: Callable[[Profile], EngineSpec], rounds: int,
+                 warmup: int, store: BaselineStore, update_baselines: bool,
+                 baseline_cache: dict[RequestKey, Measurement], refresh_command: str) -> None:
+        self.nodeid = nodeid
+        self.profile = profile
+        self.profiles = profiles
+        self.bounds = bounds
+        self.model = model
+        self.backend = backend
+        self.hardware = hardware
+        self.pool = pool
+        self.spec_for = spec_for
+        self.rounds = rounds
+        self.warmup = warmup
+        self.store = store
+        self.update_baselines = update_baselines
+        self.baseline_cache = baseline_cache
+        self.refresh_command = refresh_command
+        self.results: list[PerfResult] = []
+
+    # -- public -----------------------------------------------------------------------------
+    def measure(self, *, prompt: str = GenerationRequest.prompt, width: int = 128,
+                height: int = 128, num_inference_steps: int = 12, num_frames: int | None = None,
+                seed: int = 0, guidance_scale: float | None = None,
+                negative_prompt: str | None = None, label: str | None = None) -> PerfResult:
+        """Measure the active profile (and, once per request, its baseline profile).
+
+        Gates are evaluated here and kept on the result; the plugin fails the test with
+        them when the test body ends, so one test can measure several requests.
+        """
+        request = GenerationRequest(prompt=prompt, width=width, height=height,
+                                    num_inference_steps=num_inference_steps,
+                                    num_frames=num_frames, seed=seed,
+                                    guidance_scale=guidance_scale, negative_prompt=negative_prompt)
+        label = label or (str(len(self.results) + 1) if self.results else "")
+        baseline = self._baseline_profile()
+        measured, base = self._measure_pair(request, baseline)
+        result = self._evaluate(request, measured, base, label)
+        self.results.append(result)
+        return result
+
+    # -- measuring --------------------------------------------------------------------------
+    def _baseline_profile(self) -> Profile | None:
+        name = self.profile.baseline
+        return None if name is None else self.profiles[name]
+
+    def _key(self, profile: Profile, request: GenerationRequest) -> RequestKey:
+        return (self.model, self.backend, profile.name, tuple(sorted(request.as_dict().items())))
+
+    def _measure_pair(self, request: GenerationRequest, baseline: Profile | None
+                      ) -> tuple[Measurement, Measurement | None]:
+        own_key = self._key(self.profile, request)
+        cached_self = self.baseline_cache.get(own_key)
+        base = None if baseline is None else self.baseline_cache.get(self._key(baseline, request))
+        if baseline is not None and base is None:
+            base_spec, spec = self.spec_for(baseline), self.spec_for(self.profile)
+            # Interleave when both engines can live at once: drift hits both alike.
+            if self.pool.capacity(spec) >= 2 and base_spec.devices == spec.devices:
+                base, measured = self._run([baseline, self.profile], request)
+            else:
+                (base,) = self._run([baseline], request)
+                (measured,) = self._run([self.profile], request)
+            self.baseline_cache[self._key(baseline, request)] = base
+            return measured, base
+        if cached_self is not None and baseline is None:
+            return cached_self, None  # a reference profile already measured on this request
+        (measured,) = self._run([self.profile], request)
+        if baseline is None:
+            self.baseline_cache[own_key] = measured
+        return measured, base
+
+    def _run(self, profiles: list[Profile], request: GenerationRequest) -> list[Measurement]:
+        runs = [self._prepare(p, request) for p in profiles]
+        try:
+            for run in runs:
+                for _ in range(self.warmup):
+                    self._first_aware(run)
+            for run in runs:
+                run.sampler.start()
+            for _ in range(self.rounds):
+                for run in runs:
+                    run.one()
+        except EngineError:
+            for run in runs:  # a failed engine is not reused: the next test gets a fresh one
+                self.pool.discard(run.spec)
+            raise
+        finally:
+            peaks = [run.sampler.stop() for run in runs]
+        interleaved = profiles[0].name if len(profiles) > 1 else None
+        return [self._to_measurement(run, peak, interleaved if run.profile is not profiles[0]
+                                     else None) for run, peak in zip(runs, peaks)]
+
+    def _prepare(self, profile: Profile, request: GenerationRequest) -> _Rounds:
+        spec = self.spec_for(profile)
+        live = self.pool.get(spec)
+        reused = live.requests > 0
+        sampler = sampler_for(live.pids, spec.devices or [g.index for g in self.hardware.gpus])
+        return _Rounds(profile, spec, profile_request(request, profile), live, reused, sampler)
+
+    def _first_aware(self, run: _Rounds) -> None:
+        began = time.perf_counter()
+        output = run.live.engine.generate(run.request)
+        if run.live.first_request_s is None:
+            run.live.first_request_s = time.perf_counter() - began
+        run.live.requests += 1
+        run.last = output
+
+    def _to_measurement(self, run: _Rounds, peak: Any, interleaved: str | None) -> Measurement:
+        from pytest_omni_perf.measure.stats import LatencyStats
+
+        info = run.live.engine.describe()
+        return Measurement(
+            profile=run.profile.name, model=self.model, backend=self.backend,
+            request=run.request.as_dict(), samples=run.samples,
+            latency=LatencyStats.from_samples(run.samples),
+            engine_latency=LatencyStats.from_samples(run.engine_samples), memory=peak,
+            start_s=run.live.start_s, first_request_s=run.live.first_request_s,
+            engine_reused=run.reused, applied=dict(info.applied),
+            engine_metrics=dict(run.last.engine_metrics), frames=list(run.last.frames),
+            interleaved_with=interleaved,
+        )
+
+    # -- judging ----------------------------------------------------------------------------
+    def _evaluate(self, request: GenerationRequest, measured: Measurement,
+                  base: Measurement | None, label: str) -> PerfResult:
+        from pytest_omni_perf.measure.stats import speedup
+        from pytest_omni_perf.quality import compare_frames
+
+        result = PerfResult(
+            nodeid=self.nodeid, profile=self.profile.name, label=label,
+            bounds=dataclasses.asdict(self.bounds), measurement=measured, baseline=base,
+            fingerprint=fingerprint(self.hardware, self.spec_for(self.profile).devices),
+        )
+        is_vram = measured.memory.kind == "nvml"
+        if base is not None:
+            result.speedup = speedup(base.latency, measured.latency)
+            result.quality = compare_frames(measured.frames, base.frames)
+            if base.memory.peak_bytes and base.memory.kind == measured.memory.kind:
+                result.memory_ratio = measured.memory.peak_bytes / base.memory.peak_bytes
+        violations, notes = gates.session_gates(self.bounds, gates.SessionFacts(
+            profile=self.profile.name, baseline=self.profile.baseline, speedup=result.speedup,
+            ssim=result.ssim, ssim_worst=None if result.quality is None else result.quality.ssim_min,
+            memory_gib=measured.memory.peak_gib, memory_ratio=result.memory_ratio,
+            memory_is_vram=is_vram))
+        result.violations += violations
+        result.notes += notes
+        self._against_store(result, request, label)
+        return result
+
+    def _store_name(self, label: str) -> str:
+        return self.profile.name if not label else f"{self.profile.name}@{label}"
+
+    def _against_store(self, result: PerfResult, request: GenerationRequest, label: str) -> None:
+        from pytest_omni_perf.measure.stats import latency_regression
+        from pytest_omni_perf.quality import ImageSizeMismatch, compare_frames
+
+        name = self._store_name(label)
+        measured = result.measurement
+        if self.update_baselines:
+            path = self.store.save(self.nodeid, name, _stored_metrics(result, request),
+                                   measured.frames)
+            result.stored_path = str(path)
+            result.notes.append(f"baseline written to {path}")
+            return
+        try:
+            stored = self.store.load(self.nodeid, name)
+        except BaselineError as exc:
+            result.violations.append(Violation("baseline", (
+                f"stored baseline is unreadable: {exc}; recreate it with: "
+                f"{self.refresh_command}")))
+            return
+        if stored is None:
+            others = self.store.other_hardware_keys(self.nodeid, name)
+            elsewhere = f" (there are baselines for {', '.join(others)})" if others else ""
+            result.violations.append(Violation("baseline", (
+                f"no stored baseline for {self.nodeid} [{name}] on hardware key "
+                f"{self.store.hardware_key!r} at {self.store.folder(self.nodeid, name)}{elsewhere};"
+                f" create it with: {self.refresh_command}")))
+            return
+        result.stored_path = str(stored.path)
+        if stored.metrics.get("request") != measured.request:
+            result.violations.append(Violation("baseline", (
+                f"the stored baseline in {stored.path} was recorded for another request "
+                f"({stored.metrics.get('request')} vs {measured.request}); refresh it with: "
+                f"{self.refresh_command}")))
+            return
+        try:
+            result.stored_quality = compare_frames(measured.frames, stored.frames)
+        except ImageSizeMismatch as exc:
+            result.violations.append(Violation("stored_ssim", (
+                f"cannot compare with the stored baseline in {stored.path}: {exc}; refresh it "
+                f"with: {self.refresh_command}")))
+        samples = stored.metrics.get("samples_s")
+        if isinstance(samples, list) and len(samples) >= 2:
+            result.regression = latency_regression(
+                measured.samples, samples, tolerance=self.bounds.max_regression or 0.0)
+        memory = stored.metrics.get("memory") or {}
+        stored_gib = None
+        if memory.get("kind") == measured.memory.kind and memory.get("peak_bytes"):
+            stored_gib = float(memory["peak_bytes"]) / 2**30
+        violations, notes = gates.stored_gates(self.bounds, gates.StoredFacts(
+            stored_path=str(stored.path),
+            ssim=None if result.stored_quality is None else result.stored_quality.ssim_mean,
+            regression=result.regression, memory_gib=measured.memory.peak_gib,
+            stored_memory_gib=stored_gib, strict=self.store.hardware_key != CPU_KEY,
+            refresh_command=self.refresh_command))
+        result.violations += violations
+        result.notes += notes
+
+
+def _stored_metrics(result: PerfResult, request: GenerationRequest) -> dict[str, Any]:
+    measured = result.measurement
+    return {
+        "nodeid": result.nodeid, "profile": result.profile, "request": measured.request,
+        "samples_s": measured.samples, "latency": measured.latency.to_dict(),
+        "memory": measured.memory.to_dict(), "cold_start_s": measured.cold_start_s,
+        "speedup": result.speedup, "ssim_vs_baseline_profile": result.ssim,
+        "fingerprint": result.fingerprint, "applied": measured.applied,
+    }

@@ -1,0 +1,286 @@
+"""pytest-omni-perf's hooks and fixtures: options, markers and wiring only.
+
+The logic lives in pure modules (markers, profiles, gates, harness); the hooks stay thin.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import pytest
+
+from pytest_omni_perf import config as config_mod
+from pytest_omni_perf import markers
+from pytest_omni_perf.engines.base import (
+    Engine, EngineError, EngineSpec, ProfileUnsupported,
+)
+from pytest_omni_perf.profiles import Profile, ProfileError, load_all
+from pytest_omni_perf.state import SessionState, harness_key, state_key
+
+_PERF_FIXTURES = ("omni_profile", "omni_engine", "omni_perf")
+USER_PROPERTY = "omni_perf"
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Register pytest-omni-perf's own hooks (engine factory, hardware probe)."""
+    from pytest_omni_perf import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add the --omni-* options and their ini keys."""
+    config_mod.add_options(parser)
+
+
+def _load_profiles(config: pytest.Config, perf: config_mod.PerfConfig) -> dict[str, Profile]:
+    try:
+        return load_all(perf.profile_files)
+    except ProfileError as exc:
+        raise pytest.UsageError(f"omni_profile_files: {exc}") from None
+
+
+def _check_profile_names(names: tuple[str, ...], profiles: dict[str, Profile]) -> None:
+    unknown = [n for n in names if n != "all" and n not in profiles]
+    if unknown:
+        raise pytest.UsageError(
+            f"--omni-profile: unknown profile(s) {', '.join(unknown)}. Known profiles: "
+            f"{', '.join(sorted(profiles))} (or 'all'; see pytest --omni-list-profiles)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--omni-list-profiles[=json]``: print every profile and exit."""
+    fmt = config.getoption("omni_list_profiles")
+    if fmt is None:
+        return None
+    perf = config_mod.read_config(config)
+    profiles = _load_profiles(config, perf)
+    described = {name: p.describe() for name, p in sorted(profiles.items())}
+    if fmt == "json":
+        print(json.dumps(described, indent=2, sort_keys=True))
+        return 0
+    from pytest_omni_perf.report.listing import format_profiles
+
+    print(format_profiles(profiles))
+    return 0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Register markers, validate options and profiles, and set up session state."""
+    for doc in markers.MARKER_DOCS.values():
+        config.addinivalue_line("markers", doc)
+    for n in (1, 2, 4, 8):
+        config.addinivalue_line("markers", markers.CARDS_DOC.format(n=n))
+    perf = config_mod.read_config(config)
+    profiles = _load_profiles(config, perf)
+    _check_profile_names(perf.profile_names, profiles)
+    state = SessionState(config, perf, profiles)
+    config.stash[state_key] = state
+    config.pluginmanager.register(_ResultCollector(state), "omni-perf-results")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop every engine this process started."""
+    state = config.stash.get(state_key, None)
+    if state is not None:
+        state.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Backend choice and hardware, so a reader knows what the numbers are of."""
+    state = config.stash[state_key]
+    backend, why = state.backend
+    return [f"omni-perf: backend {backend} ({why}); model {state.perf.model}; "
+            f"rounds {state.perf.rounds} after {state.perf.warmup} warmup",
+            f"omni-perf: {state.hardware.summary()}"]
+
+
+# -- collection -------------------------------------------------------------------------------
+def _selected_profiles(state: SessionState, marked: tuple[str, ...] | None) -> tuple[str, ...]:
+    chosen = state.perf.profile_names
+    if "all" in chosen:
+        chosen = tuple(sorted(state.profiles))
+    if not chosen:
+        return marked or ("eager",)
+    return chosen
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Check marker arguments; parametrize perf tests over the selected profiles."""
+    state = metafunc.config.stash[state_key]
+    node = metafunc.definition
+    try:
+        requirements = markers.requirements_from_marks(node.iter_markers())
+        markers.model_from_marks(node.iter_markers("omni_model"))
+        marked = markers.profiles_from_marks(node.iter_markers("omni_profiles"), state.profiles)
+        markers.bounds_from_marks(node.iter_markers("omni_bounds"), Profile("x", {}).bounds)
+    except markers.MarkerArgumentError as exc:
+        pytest.fail(f"{node.nodeid}: {exc}", pytrace=False)
+    del requirements  # checked here; evaluated against the hardware at setup
+    if not any(name in metafunc.fixturenames for name in _PERF_FIXTURES):
+        return
+    params = []
+    for name in _selected_profiles(state, marked):
+        profile = state.profiles[name]
+        marks: list[pytest.MarkDecorator] = []
+        if marked is not None and name not in marked:
+            marks.append(pytest.mark.skip(reason=(
+                f"omni_profiles({', '.join(marked)}): profile {name!r} is not one of them")))
+        req = profile.requires
+        if req.gpus:
+            marks.append(pytest.mark.requires_gpus(req.gpus))
+        if req.sm:
+            marks.append(pytest.mark.requires_sm(f"{req.sm[0]}.{req.sm[1]}"))
+        if req.vram_gib:
+            marks.append(pytest.mark.requires_vram(req.vram_gib))
+        params.append(pytest.param(name, marks=marks, id=name))
+    # Session scope groups tests by profile, so each engine starts once per session.
+    metafunc.parametrize("omni_profile", params, indirect=True, scope="session")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests needing n GPUs ``cards_<n>`` (before ``-m`` deselects), and add a skip mark
+    to those whose requires_* markers or profile requirements this machine misses."""
+    state = config.stash[state_key]
+    for item in items:
+        req = markers.requirements_from_marks(item.iter_markers())
+        if (name := markers.cards_marker(req)) is not None:
+            config.addinivalue_line("markers", markers.CARDS_DOC.format(n=req.gpus))
+            item.add_marker(name)
+        if req.gpus or req.sm or req.vram_gib:
+            # A skip *mark* (not pytest.skip at setup) lets pytest report the test's own
+            # location, and the test is skipped before any fixture starts an engine.
+            if (reason := markers.skip_reason(req, state.hardware, item.name)) is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+@pytest.fixture
+def omni_profile(request: pytest.FixtureRequest) -> Profile:
+    """The active optimization ``Profile`` (tests are parametrized over --omni-profile)."""
+    state = request.config.stash[state_key]
+    name = getattr(request, "param", None) or "eager"
+    return state.profiles[name]
+
+
+def _model_of(request: pytest.FixtureRequest, state: SessionState) -> str:
+    return markers.model_from_marks(request.node.iter_markers("omni_model")) or state.perf.model
+
+
+def _spec(state: SessionState, profile: Profile, model: str) -> EngineSpec:
+    perf = state.perf
+    return EngineSpec(
+        model=model, profile_name=profile.name, options=profile.options,
+        backend=state.backend[0], devices=(), in_process=perf.in_process,
+        start_timeout_s=perf.start_timeout_s, request_timeout_s=perf.request_timeout_s,
+        server_command=perf.server_command,
+        cache_dir=str(perf.cache_dir) if perf.cache_dir else "",
+    )
+
+
+def _engine_outcome(exc: BaseException) -> None:
+    if isinstance(exc, ProfileUnsupported):
+        pytest.skip(str(exc))
+    pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def omni_engine(request: pytest.FixtureRequest, omni_profile: Profile) -> Engine:
+    """A started engine for (model, profile, backend), reused across tests of the session.
+
+    At most one live engine per GPU set: asking for another stops the previous one.
+    """
+    state = request.config.stash[state_key]
+    try:
+        return state.pool.get(_spec(state, omni_profile, _model_of(request, state))).engine
+    except (ProfileUnsupported, EngineError) as exc:
+        _engine_outcome(exc)
+        raise  # unreachable: skip/fail raised
+
+
+@pytest.fixture
+def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile) -> Iterator[Any]:
+    """The measuring harness: ``result = omni_perf.measure(prompt=..., width=..., ...)``.
+
+    Runs warmup and rounds on the profile's engine, measures the baseline profile on the
+    same request once per session, and fails the test when a gate is violated.
+    """
+    from pytest_omni_perf.baselines import BaselineStore
+    from pytest_omni_perf.harness import OmniPerf
+    from pytest_omni_perf.markers import bounds_from_marks
+
+    state = request.config.stash[state_key]
+    model = _model_of(request, state)
+    nodeid = request.node.nodeid
+    harness = OmniPerf(
+        nodeid=nodeid, profile=omni_profile, profiles=state.profiles,
+        bounds=bounds_from_marks(request.node.iter_markers("omni_bounds"), omni_profile.bounds),
+        model=model, backend=state.backend[0], hardware=state.hardware, pool=state.pool,
+        spec_for=lambda p: _spec(state, p, model), rounds=state.perf.rounds,
+        warmup=state.perf.warmup,
+        store=BaselineStore(state.perf.baseline_dir, state.hardware.key),
+        update_baselines=state.perf.update_baselines, baseline_cache=state.baseline_cache,
+        refresh_command=state.refresh_command(nodeid, omni_profile.name, model),
+    )
+    request.node.stash.setdefault(harness_key, []).append(harness)
+    yield _GuardedHarness(harness)
+
+
+class _GuardedHarness:
+    """Turns engine failures into a skip (unsupported) or a clear test failure."""
+
+    def __init__(self, harness: Any) -> None:
+        self._harness = harness
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._harness, name)
+
+    def measure(self, **kwargs: Any) -> Any:
+        try:
+            return self._harness.measure(**kwargs)
+        except (ProfileUnsupported, EngineError) as exc:
+            _engine_outcome(exc)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """After the test body: publish its measurements and fail it on violated gates."""
+    try:
+        yield
+    finally:
+        harnesses = item.stash.get(harness_key, [])
+        results = [r for h in harnesses for r in h.results]
+        for result in results:
+            item.user_properties.append((USER_PROPERTY, result.to_dict()))
+    failures = [f"[{r.profile}{'@' + r.label if r.label else ''}] {v}"
+                for r in results for v in r.violations]
+    if failures:
+        pytest.fail("omni-perf gate(s) failed:\n" + "\n".join(failures), pytrace=False)
+
+
+class _ResultCollector:
+    """Collects measurements from test reports: this process's and, under xdist, the
+    workers' (user_properties travel with the serialized report to the controller)."""
+
+    def __init__(self, state: SessionState) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Keep the omni_perf results of each finished test call."""
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if name == USER_PROPERTY and isinstance(value, dict):
+                self.state.reported.append({**value, "outcome": report.outcome})
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """The summary table: test, profile, median, speedup, memory, SSIM, verdict."""
+        from pytest_omni_perf.report.terminal import write_summary
+
+        if self.state.reported:
+            write_summary(terminalreporter, self.state.reported)

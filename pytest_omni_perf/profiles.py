@@ -1,0 +1,257 @@
+"""Optimization profiles as data: the ``Profile`` type, and loading and validating TOML files.
+
+Built-ins live in ``profiles.toml`` beside this module; users add files through the
+``omni_profile_files`` ini key. Every error names the file, the profile and the field, since
+the person reading it is usually editing that file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pytest_omni_perf import canonical
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
+
+BUILTIN_SOURCE = "<built-in profiles.toml>"
+
+
+class ProfileError(ValueError):
+    """A profile file or entry is malformed; the message names file, profile and field."""
+
+
+def parse_sm(value: object) -> tuple[int, int]:
+    """``89``, ``"8.9"``, ``8.9`` or ``(8, 9)`` -> ``(8, 9)``; ValueError with the accepted forms."""
+    if isinstance(value, bool):
+        raise ValueError(f"SM must be like 89 or '8.9', got {value!r}")
+    if isinstance(value, int) and value >= 10:
+        return divmod(value, 10)
+    if isinstance(value, (str, float)):
+        text = str(value).strip()
+        major, dot, minor = text.partition(".")
+        if dot and major.isdigit() and minor.isdigit():
+            return int(major), int(minor)
+        if text.isdigit() and len(text) >= 2:
+            return divmod(int(text), 10)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"SM must be like 89 or '8.9' (major.minor compute capability), got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Requirements:
+    """Hardware a profile needs; applied as if the test carried the matching markers."""
+
+    gpus: int = 0
+    sm: tuple[int, int] | None = None
+    vram_gib: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """What a profile must achieve. None means the gate is off."""
+
+    min_speedup: float | None = None
+    min_ssim: float | None = None
+    max_vram_ratio: float | None = None
+    """Peak memory relative to the baseline profile's peak."""
+    max_vram_gib: float | None = None
+    max_regression: float | None = 0.10
+    """Allowed growth of the warm median over the stored baseline (0.10 = 10%)."""
+    max_vram_regression: float | None = 0.10
+
+    def merged(self, overrides: Mapping[str, Any]) -> Bounds:
+        """A copy with ``overrides`` (already validated) applied."""
+        return dataclasses.replace(self, **dict(overrides))
+
+
+BOUND_FIELDS = tuple(f.name for f in dataclasses.fields(Bounds))
+_REQUEST_FIELDS = ("steps_scale",)
+_PROFILE_FIELDS = ("description", "method", "lossy", "baseline", "options", "request",
+                   "requires", "bounds")
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """A named optimization configuration and what it must achieve."""
+
+    name: str
+    options: Mapping[str, Any]
+    description: str = ""
+    method: str = ""
+    lossy: bool = False
+    baseline: str | None = "eager"
+    """Profile this one is compared with; None for a reference profile."""
+    request: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    requires: Requirements = Requirements()
+    bounds: Bounds = Bounds()
+    source: str = BUILTIN_SOURCE
+
+    @property
+    def world_size(self) -> int:
+        return canonical.world_size(self.options)
+
+    def omni_kwargs(self) -> dict[str, Any]:
+        """``Omni(model, **kwargs)`` keyword arguments for this profile."""
+        return canonical.omni_kwargs(self.options)
+
+    def serve_args(self) -> list[str]:
+        """argv tokens after ``vllm serve MODEL --omni`` for this profile."""
+        return canonical.serve_args(self.options)
+
+    def describe(self) -> dict[str, Any]:
+        """Everything ``--omni-list-profiles`` shows, JSON-friendly."""
+        return {
+            "description": self.description,
+            "method": self.method,
+            "lossy": self.lossy,
+            "baseline": self.baseline,
+            "options": dict(self.options),
+            "request": dict(self.request),
+            "requires": {k: (f"{v[0]}.{v[1]}" if k == "sm" else v)
+                         for k, v in dataclasses.asdict(self.requires).items() if v},
+            "bounds": {k: v for k, v in dataclasses.asdict(self.bounds).items() if v is not None},
+            "omni_kwargs": self.omni_kwargs(),
+            "serve_args": self.serve_args(),
+            "source": self.source,
+        }
+
+
+def _number(value: object, where: str, *, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ProfileError(f"{where}: expected a number >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def _table(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ProfileError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _unknown(keys: Iterable[str], allowed: Iterable[str], where: str) -> None:
+    extra = sorted(set(keys) - set(allowed))
+    if extra:
+        raise ProfileError(
+            f"{where}: unknown field(s) {', '.join(extra)} (allowed: {', '.join(allowed)})"
+        )
+
+
+def parse_bounds(raw: Mapping[str, Any], where: str, base: Bounds = Bounds()) -> Bounds:
+    """Validate a bounds table (profile file or ``omni_bounds`` marker) onto ``base``."""
+    _unknown(raw, BOUND_FIELDS, where)
+    values: dict[str, float | None] = {}
+    for key, value in raw.items():
+        values[key] = None if value is None else _number(value, f"{where}.{key}")
+        if key == "min_ssim" and value is not None and not 0.0 <= float(value) <= 1.0:
+            raise ProfileError(f"{where}.min_ssim: expected a value in [0, 1], got {value!r}")
+    return base.merged(values)
+
+
+def _parse_requires(raw: Mapping[str, Any], where: str) -> Requirements:
+    _unknown(raw, ("gpus", "sm", "vram_gib"), where)
+    gpus = raw.get("gpus", 0)
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        raise ProfileError(f"{where}.gpus: expected a whole number >= 0, got {gpus!r}")
+    sm = None
+    if "sm" in raw:
+        try:
+            sm = parse_sm(raw["sm"])
+        except ValueError as exc:
+            raise ProfileError(f"{where}.sm: {exc}") from None
+    vram = _number(raw["vram_gib"], f"{where}.vram_gib") if "vram_gib" in raw else None
+    return Requirements(gpus=gpus, sm=sm, vram_gib=vram)
+
+
+def parse_profile(name: str, raw: Mapping[str, Any], defaults: Bounds, source: str) -> Profile:
+    """Build one ``Profile`` from its TOML table, or raise ProfileError naming the bad field."""
+    where = f"{source}: profile {name!r}"
+    _unknown(raw, _PROFILE_FIELDS, where)
+    options = dict(_table(raw.get("options", {}), f"{where}.options"))
+    problems = canonical.validate_options(options)
+    if problems:
+        raise ProfileError(f"{where}.options.{problems[0]}")
+    request = dict(_table(raw.get("request", {}), f"{where}.request"))
+    _unknown(request, _REQUEST_FIELDS, f"{where}.request")
+    if "steps_scale" in request:
+        scale = _number(request["steps_scale"], f"{where}.request.steps_scale")
+        if not 0.0 < scale <= 1.0:
+            raise ProfileError(f"{where}.request.steps_scale: expected (0, 1], got {scale}")
+    requires = _parse_requires(_table(raw.get("requires", {}), f"{where}.requires"),
+                               f"{where}.requires")
+    # A profile spanning several GPUs needs them, whether or not its author wrote so.
+    world = canonical.world_size(options)
+    if world > requires.gpus and world > 1:
+        requires = dataclasses.replace(requires, gpus=world)
+    bounds = parse_bounds(_table(raw.get("bounds", {}), f"{where}.bounds"), f"{where}.bounds",
+                          defaults)
+    for key in ("description", "method", "baseline"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ProfileError(f"{where}.{key}: expected a string, got {raw[key]!r}")
+    lossy = raw.get("lossy", False)
+    if not isinstance(lossy, bool):
+        raise ProfileError(f"{where}.lossy: expected true or false, got {lossy!r}")
+    baseline = raw.get("baseline", "eager")
+    return Profile(
+        name=name, options=options, description=raw.get("description", ""),
+        method=raw.get("method", ""), lossy=lossy,
+        baseline=None if baseline in ("", name) else baseline,
+        request=request, requires=requires, bounds=bounds, source=source,
+    )
+
+
+def parse_document(doc: Mapping[str, Any], source: str, defaults: Bounds = Bounds()
+                   ) -> dict[str, Profile]:
+    """Profiles of one parsed TOML document; its ``[defaults.bounds]`` apply to its profiles."""
+    _unknown(doc, ("profiles", "defaults"), source)
+    raw_defaults = _table(doc.get("defaults", {}), f"{source}: defaults")
+    _unknown(raw_defaults, ("bounds",), f"{source}: defaults")
+    if "bounds" in raw_defaults:
+        defaults = parse_bounds(_table(raw_defaults["bounds"], f"{source}: defaults.bounds"),
+                                f"{source}: defaults.bounds", defaults)
+    profiles = _table(doc.get("profiles", {}), f"{source}: profiles")
+    return {
+        name: parse_profile(name, _table(raw, f"{source}: profile {name!r}"), defaults, source)
+        for name, raw in profiles.items()
+    }
+
+
+def load_file(path: Path) -> dict[str, Profile]:
+    """Profiles of a user TOML file; ProfileError for unreadable or malformed files."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read profile file: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+    return parse_document(doc, str(path))
+
+
+def load_builtin() -> dict[str, Profile]:
+    """The packaged profiles."""
+    text = resources.files("pytest_omni_perf").joinpath("profiles.toml").read_text("utf-8")
+    return parse_document(tomllib.loads(text), BUILTIN_SOURCE)
+
+
+def load_all(extra_files: Iterable[Path] = ()) -> dict[str, Profile]:
+    """Built-ins, then each user file in order (a later file may redefine a profile)."""
+    profiles = load_builtin()
+    for path in extra_files:
+        profiles.update(load_file(path))
+    for profile in profiles.values():
+        if profile.baseline is not None and profile.baseline not in profiles:
+            raise ProfileError(
+                f"{profile.source}: profile {profile.name!r}.baseline: unknown profile "
+                f"{profile.baseline!r} (known: {', '.join(sorted(profiles))})"
+            )
+    return profiles

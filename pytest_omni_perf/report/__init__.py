@@ -1,0 +1,1 @@
+"""Reports: the terminal summary, the profile listing (JSON and HTML come later)."""

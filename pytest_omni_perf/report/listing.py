@@ -1,0 +1,28 @@
+"""``--omni-list-profiles``: every profile with what it asks of the hardware and engine."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+
+from pytest_omni_perf.profiles import Profile
+
+
+def format_profiles(profiles: Mapping[str, Profile]) -> str:
+    """Human-readable listing, grouped by the guide's method."""
+    lines: list[str] = []
+    for name, profile in sorted(profiles.items(), key=lambda kv: (kv[1].method, kv[0])):
+        info = profile.describe()
+        lines.append(f"{name}  [{profile.method or 'user'}{', lossy' if profile.lossy else ''}]"
+                     f"  {profile.description}")
+        lines.append(f"    baseline: {profile.baseline or '(reference)'}"
+                     f"   requires: {info['requires'] or 'nothing'}")
+        lines.append(f"    bounds:   {info['bounds']}")
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in info["omni_kwargs"].items())
+        lines.append(f"    Omni(model, {kwargs})")
+        lines.append(f"    vllm serve MODEL --omni {shlex.join(info['serve_args'])}".rstrip())
+        if profile.request:
+            lines.append(f"    request:  {dict(profile.request)}")
+        if profile.source != "<built-in profiles.toml>":
+            lines.append(f"    from:     {profile.source}")
+    return "\n".join(lines)

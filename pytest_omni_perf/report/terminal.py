@@ -1,0 +1,44 @@
+"""The terminal summary table: one row per test, profile and request."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def summary_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Rows of the table from serialized results (as reports carry them)."""
+    rows = []
+    for result in results:
+        measured = result["measurement"]
+        memory = measured["memory"]
+        unit = "GiB" if memory["kind"] == "nvml" else "GiB RSS"
+        quality = result.get("quality") or {}
+        profile = result["profile"] + (f"@{result['label']}" if result.get("label") else "")
+        rows.append([
+            result["nodeid"].split("[")[0], profile,
+            _fmt(measured["latency"]["median"], ".3f", " s"),
+            _fmt(measured.get("cold_start_s"), ".1f", " s"),
+            _fmt(result.get("speedup"), ".2f", "x"),
+            _fmt(memory["peak_bytes"] / 2**30, ".2f", f" {unit}"),
+            _fmt(quality.get("ssim_mean"), ".4f"),
+            "FAIL" if result["violations"] else "ok",
+        ])
+    return rows
+
+
+def write_summary(terminalreporter: Any, results: Sequence[dict[str, Any]]) -> None:
+    """Write the table, then each violation and note in full."""
+    header = ["test", "profile", "median", "cold", "speedup", "peak mem", "SSIM", "verdict"]
+    rows = summary_rows(results)
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    terminalreporter.write_sep("=", "omni-perf summary")
+    for row in [header, *rows]:
+        terminalreporter.write_line("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    for result in results:
+        for note in result.get("notes", []):
+            terminalreporter.write_line(f"note [{result['profile']}] {result['nodeid']}: {note}")

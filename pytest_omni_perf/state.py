@@ -1,0 +1,82 @@
+"""Per-process session state, kept in the config stash (never on private config attributes)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_omni_perf.config import PerfConfig
+from pytest_omni_perf.hardware import HardwareInfo, probe
+from pytest_omni_perf.profiles import Profile
+
+if TYPE_CHECKING:
+    from pytest_omni_perf.engines.pool import EnginePool
+    from pytest_omni_perf.harness import OmniPerf, RequestKey
+    from pytest_omni_perf.results import Measurement
+
+
+@dataclasses.dataclass
+class SessionState:
+    """Settings, profiles and the lazily created hardware probe and engine pool."""
+
+    pytest_config: pytest.Config
+    perf: PerfConfig
+    profiles: dict[str, Profile]
+    _hardware: HardwareInfo | None = None
+    _backend: tuple[str, str] | None = None
+    _pool: EnginePool | None = None
+    baseline_cache: dict[RequestKey, Measurement] = dataclasses.field(default_factory=dict)
+    reported: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Results from this process's and (on the xdist controller) the workers' reports."""
+
+    @property
+    def hardware(self) -> HardwareInfo:
+        if self._hardware is None:
+            hook = self.pytest_config.hook.pytest_omni_perf_probe_hardware
+            self._hardware = hook(config=self.pytest_config) or probe()
+        return self._hardware
+
+    @property
+    def backend(self) -> tuple[str, str]:
+        """(backend, why) with ``auto`` resolved."""
+        if self._backend is None:
+            from pytest_omni_perf.engines.factory import resolve_backend
+
+            self._backend = resolve_backend(self.perf.backend, self.hardware)
+        return self._backend
+
+    @property
+    def pool(self) -> EnginePool:
+        if self._pool is None:
+            from pytest_omni_perf.engines.factory import make_engine
+            from pytest_omni_perf.engines.pool import EnginePool
+
+            reporter = self.pytest_config.pluginmanager.get_plugin("terminalreporter")
+
+            def progress(message: str) -> None:
+                if reporter is not None and self.pytest_config.get_verbosity() >= 0:
+                    reporter.write_line(f"omni-perf: {message}")
+
+            self._pool = EnginePool(
+                lambda spec: make_engine(self.pytest_config, spec, self.hardware), progress)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    def refresh_command(self, nodeid: str, profile: str, model: str) -> str:
+        """The command that (re)creates the stored baseline of one test and profile."""
+        argv = ["pytest", nodeid, f"--omni-profile={profile}", "--omni-update-baselines"]
+        if model != "tiny-flux":
+            argv.append(f"--omni-model={model}")
+        if self.perf.backend != "auto":
+            argv.append(f"--omni-backend={self.perf.backend}")
+        return shlex.join(argv)
+
+
+state_key = pytest.StashKey[SessionState]()
+harness_key = pytest.StashKey["list[OmniPerf]"]()

@@ -1,0 +1,17 @@
+"""Shared fixtures of the plugin's own tests."""
+
+from __future__ import annotations
+
+import pytest
+
+import standin
+
+
+@pytest.fixture
+def standin_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester whose engines are the deterministic stand-in (see tests/standin.py)."""
+    pytester.makeconftest(standin.conftest_source())
+    for name in list(__import__("os").environ):
+        if name.startswith("STANDIN_"):
+            monkeypatch.delenv(name)
+    return pytester

@@ -1,0 +1,83 @@
+"""A deterministic stand-in engine runner, for tests of the gate and statistics logic only.
+
+Every feature is also tested through the real diffusers engine; this one exists so a test
+can make a profile exactly 30% slower or its image noisier, which a real engine cannot
+promise. Behaviour per profile comes from environment variables read at each request, so a
+pytester run can change it between runs:
+
+    STANDIN_DELAY_<PROFILE>=seconds   (default 0.02)
+    STANDIN_NOISE_<PROFILE>=sigma     (default 0: identical image for every profile)
+    STANDIN_CRASH_<PROFILE>=1         (the process exits during the request)
+    STANDIN_HANG_<PROFILE>=1          (the request never returns)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pytest_omni_perf.engines.base import GenerationOutput, GenerationRequest, ProfileUnsupported
+
+
+class StandinRunner:
+    def __init__(self, profile: str, options: Mapping[str, Any]) -> None:
+        self.profile = profile
+        self.options = dict(options)
+
+    def _env(self, what: str, default: str) -> str:
+        return os.environ.get(f"STANDIN_{what}_{self.profile.upper()}", default)
+
+    def load(self) -> dict[str, Any]:
+        if self._env("UNSUPPORTED", ""):
+            raise ProfileUnsupported(f"stand-in: {self.profile} is unsupported on purpose")
+        return {"standin": self.profile}
+
+    def generate(self, request: GenerationRequest) -> GenerationOutput:
+        import numpy as np
+
+        if self._env("CRASH", ""):
+            os._exit(3)
+        if self._env("HANG", ""):
+            time.sleep(3600)
+        began = time.perf_counter()
+        time.sleep(float(self._env("DELAY", "0.02")))
+        rng = np.random.default_rng(request.seed)
+        frames = []
+        for _ in range(request.num_frames or 1):
+            base = rng.integers(0, 256, (request.height, request.width, 3)).astype(np.float64)
+            noise = float(self._env("NOISE", "0"))
+            if noise:
+                base += np.random.default_rng(12345).normal(0, noise, base.shape)
+            frames.append(np.clip(base, 0, 255).astype(np.uint8))
+        return GenerationOutput(frames=frames, engine_latency_s=time.perf_counter() - began)
+
+    def close(self) -> None:
+        pass
+
+    def versions(self) -> dict[str, str]:
+        return {"standin": "1"}
+
+
+def make(profile: str, options: Mapping[str, Any]) -> StandinRunner:
+    return StandinRunner(profile, options)
+
+
+CONFTEST = '''
+import os, sys
+sys.path.insert(0, {tests_dir!r})
+from pytest_omni_perf.engines.hosting import InProcessEngine, IsolatedEngine
+
+def pytest_omni_perf_make_engine(config, spec, hardware):
+    kwargs = {{"profile": spec.profile_name, "options": dict(spec.options)}}
+    if os.environ.get("STANDIN_ISOLATED"):
+        return IsolatedEngine(spec, "standin:make", kwargs,
+                              env={{"PYTHONPATH": {tests_dir!r}}})
+    return InProcessEngine(spec, "standin:make", kwargs)
+'''
+
+
+def conftest_source() -> str:
+    """conftest.py text that routes every engine to this stand-in."""
+    return CONFTEST.format(tests_dir=os.path.dirname(os.path.abspath(__file__)))

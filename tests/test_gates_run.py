@@ -1,0 +1,108 @@
+"""Gates fail the test (not the session) through real pytest runs, with a stand-in engine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+TEST_FILE = """
+def test_image(omni_perf):
+    result = omni_perf.measure(width=32, height=32, num_inference_steps=2)
+    assert result.median_s > 0
+"""
+XDIST = [[], ["-n", "2"]]
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--omni-rounds=6",
+                                         "--omni-warmup=1", *args)
+
+
+@pytest.mark.parametrize("xdist", XDIST, ids=["serial", "xdist"])
+def test_missing_baseline_fails_with_the_command(standin_pytester: pytest.Pytester,
+                                                 xdist: list[str]) -> None:
+    standin_pytester.makepyfile(TEST_FILE)
+    result = run(standin_pytester, "--omni-profile=eager,cache_dit", *xdist)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "*no stored baseline for test_missing_baseline_fails_with_the_command.py::test_image"
+        "?eager? *create it with: pytest *--omni-profile=eager --omni-update-baselines*",
+    ])
+
+
+@pytest.mark.parametrize("xdist", XDIST, ids=["serial", "xdist"])
+def test_update_then_compare_passes(standin_pytester: pytest.Pytester, xdist: list[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    standin_pytester.makepyfile(TEST_FILE)
+    monkeypatch.setenv("STANDIN_DELAY_CACHE_DIT", "0.01")
+    first = run(standin_pytester, "--omni-profile=eager,cache_dit", "--omni-update-baselines",
+                *xdist)
+    first.assert_outcomes(passed=2)
+    assert list((standin_pytester.path / "baselines" / "cpu").iterdir())
+    second = run(standin_pytester, "--omni-profile=eager,cache_dit", *xdist)
+    second.assert_outcomes(passed=2)
+    second.stdout.fnmatch_lines(["*omni-perf summary*", "*test_image*cache_dit*ok*"])
+
+
+def test_slower_profile_fails_speedup_gate(standin_pytester: pytest.Pytester,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    standin_pytester.makepyfile(TEST_FILE)
+    monkeypatch.setenv("STANDIN_DELAY_CACHE_DIT", "0.03")  # 1.5x slower than eager's 0.02 s
+    run(standin_pytester, "--omni-profile=cache_dit", "--omni-update-baselines")
+    result = run(standin_pytester, "--omni-profile=cache_dit")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*speedup: cache_dit is 0.6*x against baseline profile 'eager' measured in this session,"
+        " below the bound min_speedup=1.2*"])
+
+
+def test_broken_quality_fails_ssim_gate(standin_pytester: pytest.Pytester,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    standin_pytester.makepyfile(TEST_FILE)
+    monkeypatch.setenv("STANDIN_DELAY_CACHE_DIT", "0.005")
+    monkeypatch.setenv("STANDIN_NOISE_CACHE_DIT", "80")
+    result = run(standin_pytester, "--omni-profile=cache_dit", "--omni-update-baselines")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*ssim: output SSIM 0.* against the output of baseline profile"
+                                 " 'eager'*below the bound min_ssim=0.9: quality broke*"])
+
+
+def test_tampered_stored_image_fails(standin_pytester: pytest.Pytester,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    standin_pytester.makepyfile(TEST_FILE)
+    run(standin_pytester, "--omni-profile=eager", "--omni-update-baselines").assert_outcomes(
+        passed=1)
+    monkeypatch.setenv("STANDIN_NOISE_EAGER", "80")  # the output drifts from the stored image
+    result = run(standin_pytester, "--omni-profile=eager")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*stored_ssim: output SSIM 0.* against the stored baseline"
+                                 " image in *below min_ssim*refresh it with: pytest*"])
+
+
+def test_noise_alone_passes(standin_pytester: pytest.Pytester) -> None:
+    """Same profile twice against its own stored baseline: no regression is reported."""
+    standin_pytester.makepyfile(TEST_FILE)
+    run(standin_pytester, "--omni-profile=eager", "--omni-update-baselines")
+    for _ in range(2):
+        run(standin_pytester, "--omni-profile=eager").assert_outcomes(passed=1)
+
+
+def test_unsupported_profile_skips_with_reason(standin_pytester: pytest.Pytester,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    standin_pytester.makepyfile(TEST_FILE)
+    monkeypatch.setenv("STANDIN_UNSUPPORTED_TEA_CACHE", "1")
+    result = run(standin_pytester, "--omni-profile=tea_cache", "-rs", "--omni-update-baselines")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*SKIPPED*stand-in: tea_cache is unsupported on purpose*"])
+
+
+def test_results_reach_the_properties(standin_pytester: pytest.Pytester) -> None:
+    standin_pytester.makepyfile(TEST_FILE)
+    run(standin_pytester, "--omni-profile=cache_dit", "--omni-update-baselines",
+        "--junitxml=out.xml")
+    xml = (standin_pytester.path / "out.xml").read_text()
+    assert 'name="omni_perf"' in xml
+    stored = standin_pytester.path / "baselines" / "cpu"
+    metrics = list(stored.rglob("metrics.json"))
+    assert {json.loads(p.read_text())["profile"] for p in metrics} == {"cache_dit"}

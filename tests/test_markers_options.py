@@ -1,0 +1,185 @@
+"""Options, ini keys and markers as users meet them: pytester runs and the pure evaluators."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_omni_perf.hardware import GpuInfo, HardwareInfo, hardware_key
+from pytest_omni_perf.markers import skip_reason
+from pytest_omni_perf.profiles import Requirements
+
+FAKE_H100 = """
+from pytest_omni_perf.hardware import GpuInfo, HardwareInfo
+
+def pytest_omni_perf_probe_hardware(config):
+    gpus = tuple(GpuInfo(i, "NVIDIA H100 80GB HBM3", (9, 0), 79.2) for i in range({n}))
+    return HardwareInfo(gpus=gpus, driver="580.1", note="fake")
+"""
+
+MARKED = """
+import pytest
+
+@pytest.mark.requires_gpus(2)
+def test_two(): pass
+
+@pytest.mark.requires_sm("8.9")
+def test_fp8(): pass
+
+@pytest.mark.requires_vram(100)
+def test_big(): pass
+
+def test_plain(): pass
+"""
+
+
+def test_cpu_skips_with_needed_and_found(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(FAKE_H100.format(n=0))
+    pytester.makepyfile(MARKED)
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(passed=1, skipped=3)
+    result.stdout.fnmatch_lines_random([
+        "*test_two: requires 2 GPU(s), found none (fake)",
+        "*test_fp8: requires a GPU with SM >= 8.9, found no GPU (fake)",
+        "*test_big: requires 100 GiB of GPU memory, found no GPU (fake)",
+    ])
+
+
+def test_gpu_machine_unskips(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(FAKE_H100.format(n=2))
+    pytester.makepyfile(MARKED)
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(passed=3, skipped=1)
+    result.stdout.fnmatch_lines(["*requires 100 GiB of GPU memory, found 79.2 GiB"])
+
+
+def test_real_probe_on_this_machine_says_no_gpu(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(MARKED)
+    result = pytester.runpytest("-rs")
+    result.stdout.fnmatch_lines(["omni-perf: no GPU (*); hardware key 'cpu'"])
+    result.stdout.fnmatch_lines(["*requires 2 GPU(s), found none*"])
+
+
+def test_cards_marker_selects_like_vllm_omni_ci(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(MARKED + """
+def test_profile(omni_profile): pass
+""")
+    result = pytester.runpytest("-m", "cards_2", "--strict-markers", "--collect-only", "-q",
+                                "--omni-profile=eager,usp2,usp2_ring2")
+    result.stdout.fnmatch_lines(["*::test_two", "*::test_profile[[]usp2[]]", "*2/7 tests collected (5 deselected)*"])
+    result = pytester.runpytest("-m", "cards_4", "--collect-only", "-q",
+                                "--omni-profile=eager,usp2,usp2_ring2")
+    result.stdout.fnmatch_lines(["*::test_profile[[]usp2_ring2[]]"])
+
+
+def test_profile_requirements_apply_as_markers(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(FAKE_H100.format(n=0))
+    pytester.makepyfile("def test_p(omni_profile):\n    assert omni_profile.name\n")
+    result = pytester.runpytest("-rs", "--omni-profile=eager,fp8,usp2")
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines_random([
+        "SKIPPED ?1? test_profile_requirements_apply_as_markers.py: test_p?fp8?: requires a"
+        " GPU with SM >= 8.9, found no GPU (fake)",
+        "SKIPPED ?1? test_profile_requirements_apply_as_markers.py: test_p?usp2?: requires 2"
+        " GPU(s), found none (fake)"])
+
+
+@pytest.mark.parametrize(("mark", "message"), [
+    ("requires_gpus('two')", "requires_gpus(n) needs a whole number n >= 1, got 'two'"),
+    ("requires_gpus(0)", "requires_gpus(n) needs a whole number n >= 1, got 0"),
+    ("requires_gpus(1, 2)", "requires_gpus takes exactly one positional argument"),
+    ("requires_sm('hopper')", "requires_sm: SM must be like 89 or '8.9'*"),
+    ("requires_vram(-1)", "requires_vram(gib) needs a number of GiB > 0, got -1"),
+    ("omni_profiles('nope')", "omni_profiles: unknown profile(s) nope (known: *"),
+    ("omni_bounds(min_sped=1)", "*omni_bounds: unknown field(s) min_sped*"),
+    ("omni_bounds(min_ssim='high')", "*omni_bounds.min_ssim: expected a number*"),
+    ("omni_model(3)", "omni_model(id_or_path) needs a non-empty string, got 3"),
+])
+def test_bad_marker_arguments_fail_collection(pytester: pytest.Pytester, mark: str,
+                                              message: str) -> None:
+    pytester.makepyfile(f"import pytest\n@pytest.mark.{mark}\ndef test_x(): pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*ERROR collecting*", f"*{message}*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_omni_profiles_marker_limits_parametrization(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+import pytest
+
+@pytest.mark.omni_profiles("cache_dit", "compile")
+def test_p(omni_profile): pass
+""")
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*test_p[[]cache_dit[]]", "*test_p[[]compile[]]"])
+    result = pytester.runpytest("-rs", "--omni-profile=eager,compile")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*omni_profiles(cache_dit, compile): profile 'eager' is not "
+                                 "one of them"])
+
+
+def test_unknown_profile_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--omni-profile=fp9")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --omni-profile: unknown profile(s) fp9. Known profiles:"
+                                 " *cache_dit*eager*fp8*"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--omni-rounds=1"], "*--omni-rounds must be >= 2, got 1*"),
+    (["--omni-rounds=many"], "*--omni-rounds must be a whole number, got 'many'*"),
+    (["--omni-backend=trt"], "*--omni-backend must be one of auto, diffusers, omni, omni-server*"),
+    (["--omni-request-timeout=0"], "*--omni-request-timeout must be > 0*"),
+])
+def test_bad_option_values(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_ini_keys_are_validated_too(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nomni_rounds = 0\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: ini omni_rounds: --omni-rounds must be >= 2, got 0"])
+
+
+def test_ini_sets_profiles_and_cli_wins(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nomni_profile = compile\n")
+    pytester.makepyfile("def test_p(omni_profile): pass\n")
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*test_p[[]compile[]]"])
+    result = pytester.runpytest("--collect-only", "-q", "--omni-profile=cache_dit")
+    result.stdout.fnmatch_lines(["*test_p[[]cache_dit[]]"])
+
+
+def test_markers_are_documented(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines_random([
+        "@pytest.mark.requires_gpus(n): skip unless at least n CUDA GPUs*",
+        "@pytest.mark.requires_sm(sm):*", "@pytest.mark.requires_vram(gib):*",
+        "@pytest.mark.omni_model(id_or_path):*", "@pytest.mark.omni_profiles(*names):*",
+        "@pytest.mark.omni_bounds(min_speedup=*", "@pytest.mark.cards_2:*",
+    ])
+
+
+def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--fixtures")
+    result.stdout.fnmatch_lines_random([
+        "omni_profile -- *", "*The active optimization ``Profile``*",
+        "omni_engine -- *", "*A started engine for (model, profile, backend)*",
+        "omni_perf -- *", "*The measuring harness*",
+    ])
+
+
+def test_skip_reason_pure() -> None:
+    hw = HardwareInfo(gpus=(GpuInfo(0, "NVIDIA L4", (8, 9), 22.0),), note="nvml")
+    assert skip_reason(Requirements(sm=(9, 0)), hw) == \
+        "requires SM >= 9.0, found NVIDIA L4 (SM 8.9)"
+    assert skip_reason(Requirements(sm=(8, 9), gpus=1), hw) is None
+    assert skip_reason(Requirements(gpus=2), hw) == "requires 2 GPU(s), found 1 visible"
+
+
+def test_hardware_key() -> None:
+    assert hardware_key("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert HardwareInfo().key == "cpu"

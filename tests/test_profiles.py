@@ -1,0 +1,162 @@
+"""Profiles as data: the built-ins, user files, their validation and both spellings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_omni_perf import canonical
+from pytest_omni_perf.profiles import ProfileError, load_all, load_builtin, load_file, parse_sm
+
+# Every method of the seed guide, its recipes A-G, and the pairs users ask for.
+GUIDE_PROFILES = {
+    "eager", "compile", "fp8", "gguf", "cpu_offload", "layerwise_offload", "vae_slicing",
+    "vae_tiling", "tea_cache", "cache_dit", "cache_dit_taylorseer", "cache_dit_scm",
+    "fewer_steps", "usp2", "ring2", "usp2_ring2", "cfg2", "tp2", "vae_patch2", "hsdp2",
+    "expert_parallel", "fp8_cachedit", "compile_cachedit", "cfg2_usp2_fp8", "recipe_a",
+    "recipe_b", "recipe_c", "recipe_d", "recipe_e", "recipe_f", "recipe_g",
+}
+
+
+def test_builtins_cover_the_guide() -> None:
+    profiles = load_builtin()
+    assert GUIDE_PROFILES <= set(profiles)
+    for profile in profiles.values():
+        assert profile.description, profile.name
+        assert profile.baseline is None or profile.baseline in profiles
+
+
+@pytest.mark.parametrize(("name", "kwargs", "argv"), [
+    ("usp2", {"enforce_eager": True, "parallel_config": {"ulysses_degree": 2}},
+     ["--enforce-eager", "--usp", "2"]),
+    ("ring2", {"enforce_eager": True, "parallel_config": {"ring_degree": 2}},
+     ["--enforce-eager", "--ring", "2"]),
+    ("compile", {"enforce_eager": False}, []),
+    ("fp8", {"enforce_eager": True, "quantization": "fp8"},
+     ["--enforce-eager", "--quantization", "fp8"]),
+    ("tea_cache", {"enforce_eager": True, "cache_backend": "tea_cache",
+                   "cache_config": {"rel_l1_thresh": 0.2}},
+     ["--enforce-eager", "--cache-backend", "tea_cache", "--cache-config",
+      '{"rel_l1_thresh":0.2}']),
+    ("recipe_c", {"enforce_eager": True, "enable_layerwise_offload": True,
+                  "vae_use_slicing": True, "vae_use_tiling": True},
+     ["--enforce-eager", "--enable-layerwise-offload", "--vae-use-slicing", "--vae-use-tiling"]),
+    ("recipe_d", {"enforce_eager": False, "quantization": "fp8", "parallel_config": {
+        "ulysses_degree": 4, "ring_degree": 2, "vae_patch_parallel_size": 8}},
+     ["--usp", "4", "--ring", "2", "--vae-patch-parallel-size", "8", "--quantization", "fp8"]),
+])
+def test_offline_and_online_spellings(name: str, kwargs: dict[str, object], argv: list[str]
+                                      ) -> None:
+    profile = load_builtin()[name]
+    assert profile.omni_kwargs() == kwargs
+    assert sorted(profile.serve_args()) == sorted(argv)
+    # Flags keep their values next to them.
+    got = profile.serve_args()
+    for flag, value in zip(argv, argv[1:]):
+        if flag.startswith("--") and not value.startswith("--"):
+            assert got[got.index(flag) + 1] == value
+
+
+def test_requirements_follow_parallel_degrees() -> None:
+    profiles = load_builtin()
+    assert profiles["usp2"].requires.gpus == 2
+    assert profiles["usp2_ring2"].requires.gpus == 4
+    assert profiles["recipe_d"].requires.gpus == 8
+    assert profiles["fp8"].requires.sm == (8, 9)
+    assert profiles["eager"].requires.gpus == 0
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (89, (8, 9)), ("8.9", (8, 9)), (9.0, (9, 0)), ("90", (9, 0)), ((12, 0), (12, 0)),
+])
+def test_parse_sm(value: object, expected: tuple[int, int]) -> None:
+    assert parse_sm(value) == expected
+
+
+@pytest.mark.parametrize("value", ["eight", 8, True, "8.", (8,), None])
+def test_parse_sm_rejects(value: object) -> None:
+    with pytest.raises(ValueError, match="SM must be like 89 or '8.9'"):
+        parse_sm(value)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('[profiles.x]\noptions = { ulysses_degre = 2 }',
+     r"profile 'x'\.options\.ulysses_degre: unknown option"),
+    ('[profiles.x]\noptions = { ulysses_degree = "2" }',
+     r"profile 'x'\.options\.ulysses_degree: expected int, got str '2'"),
+    ('[profiles.x]\noptions = { enforce_eager = 1 }',
+     r"options\.enforce_eager: expected true/false, got int 1"),
+    ('[profiles.x]\nbounds = { min_ssim = 2 }', r"profile 'x'\.bounds\.min_ssim: expected a value"),
+    ('[profiles.x]\nbounds = { min_speed = 2 }', r"bounds: unknown field\(s\) min_speed"),
+    ('[profiles.x]\nrequires = { sm = "new" }', r"requires\.sm: SM must be like"),
+    ('[profiles.x]\nlossy = "yes"', r"profile 'x'\.lossy: expected true or false"),
+    ('[profiles.x]\nbaseline = "nope"', r"profile 'x'\.baseline: unknown profile 'nope'"),
+    ('[profiles.x]\nspeed = 1', r"profile 'x': unknown field\(s\) speed"),
+    ('[profiles.x\n', r"not valid TOML"),
+    ('[profiles.x]\nrequest = { steps_scale = 0 }', r"request\.steps_scale: expected \(0, 1\]"),
+])
+def test_user_file_errors_name_file_profile_field(tmp_path: Path, body: str, message: str
+                                                  ) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(body)
+    with pytest.raises(ProfileError, match=message) as info:
+        load_all([path])
+    assert str(path) in str(info.value)
+
+
+def test_user_file_adds_profiles(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text('[profiles.cachedit_aggressive]\nlossy = true\n'
+                    'options = { enforce_eager = true, cache_backend = "cache_dit", '
+                    'cache_config = { residual_diff_threshold = 0.5 } }\n'
+                    'bounds = { min_speedup = 1.5 }\n')
+    profile = load_file(path)["cachedit_aggressive"]
+    assert profile.baseline == "eager"
+    assert profile.bounds.min_speedup == 1.5
+    assert profile.bounds.max_regression == 0.10
+
+
+def test_validate_options_is_strict_about_bools() -> None:
+    assert canonical.validate_options({"ulysses_degree": True}) == [
+        "ulysses_degree: expected int, got a boolean"]
+    assert canonical.validate_options({"cfg_parallel_size": 3})[0].startswith(
+        "cfg_parallel_size: expected one of 1, 2")
+
+
+def test_list_profiles_text(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--omni-list-profiles")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "usp2  ?parallelism?  Ulysses sequence parallel over 2 GPUs (--usp 2)",
+        "    baseline: eager   requires: {'gpus': 2}",
+        "    Omni(model, enforce_eager=True, parallel_config={'ulysses_degree': 2})",
+        "    vllm serve MODEL --omni --enforce-eager --usp 2",
+    ])
+
+
+def test_list_profiles_json(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--omni-list-profiles=json")
+    assert result.ret == 0
+    data = json.loads("\n".join(result.outlines))
+    assert GUIDE_PROFILES <= set(data)
+    assert data["usp2"]["serve_args"] == ["--enforce-eager", "--usp", "2"]
+    assert data["fp8"]["omni_kwargs"] == {"enforce_eager": True, "quantization": "fp8"}
+    assert data["fp8"]["requires"] == {"sm": "8.9"}
+
+
+def test_list_profiles_includes_user_files(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", mine='[profiles.mine]\noptions = { vae_use_tiling = true }\n')
+    pytester.makeini("[pytest]\nomni_profile_files = mine.toml\n")
+    result = pytester.runpytest("--omni-list-profiles=json")
+    assert json.loads("\n".join(result.outlines))["mine"]["serve_args"] == ["--vae-use-tiling"]
+
+
+def test_malformed_user_file_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", mine='[profiles.mine]\noptions = { usp = 2 }\n')
+    pytester.makeini("[pytest]\nomni_profile_files = mine.toml\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: omni_profile_files: *mine.toml: profile 'mine'.options."
+                                 "usp: unknown option*"])
