@@ -15,3 +15,7 @@ def standin_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch)
         if name.startswith("STANDIN_"):
             monkeypatch.delenv(name)
     return pytester
+
+# The perf suite has its own command (scripts/perf-suite.sh): it measures, it is not a test
+# of the plugin, and it needs its own --omni-* options.
+collect_ignore = ["perf"]

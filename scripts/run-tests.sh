@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The plugin's own tests (the README's test command): unit tests, pytester runs with and
+# without xdist, end-to-end runs through the real diffusers engine on the tiny models, and
+# the vLLM-Omni 0.30 contract tests in their own environment.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$("$root/scripts/bootstrap.sh" | tail -n 1)"
+cd "$root"
+export HF_HUB_OFFLINE=1 OMNI_PERF_CACHE_DIR="${OMNI_PERF_CACHE_DIR:-$root/.omni-cache}"
+"$venv/bin/python" -m pytest tests -p no:cacheprovider -n 2 -q -rs "$@"
+"$venv/bin/python" -m mypy pytest_omni_perf
