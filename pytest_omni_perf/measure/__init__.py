@@ -1,0 +1,1 @@
+"""Latency statistics (stats.py) and memory sampling of engine runs."""
