@@ -59,9 +59,13 @@ CANONICAL_OPTIONS: Mapping[str, CanonicalOption] = {
         CanonicalOption("enforce_eager", bool, "--enforce-eager", "switch",
                         help="false (vLLM-Omni's default) = regional torch.compile"),
         CanonicalOption("quantization", str, "--quantization", "value", choices=("fp8", "gguf"),
-                        help="online quantization method of the DiT"),
-        CanonicalOption("gguf_model", str, "--gguf-model", "value",
+                        help="quantization method of the DiT"),
+        # vLLM-Omni has no flags of their own for these two: they travel inside
+        # quantization_config / --diffusion-quantization-config (see _quantization).
+        CanonicalOption("gguf_model", str, "", "value",
                         help="pre-quantized GGUF weights (path or id) for quantization='gguf'"),
+        CanonicalOption("ignored_layers", list, "", "value",
+                        help="layer names FP8 leaves unquantized"),
         CanonicalOption("cache_backend", str, "--cache-backend", "value",
                         choices=("none", "cache_dit", "tea_cache", "mag_cache", "sea_cache",
                                  "step_cache")),
@@ -89,6 +93,21 @@ CANONICAL_OPTIONS: Mapping[str, CanonicalOption] = {
     )
 }
 
+# DiffusionCacheConfig keys per backend (vllm_omni/diffusion/data.py, 0.26 and 0.30).
+# vLLM-Omni silently keeps unknown keys, so a typo would measure the defaults: check here.
+CACHE_CONFIG_KEYS: Mapping[str, frozenset[str]] = {
+    "cache_dit": frozenset({
+        "Fn_compute_blocks", "Bn_compute_blocks", "max_warmup_steps", "max_cached_steps",
+        "residual_diff_threshold", "max_continuous_cached_steps", "enable_taylorseer",
+        "taylorseer_order", "scm_steps_mask_policy", "scm_steps_policy",
+        "force_refresh_step_hint", "force_refresh_step_policy"}),
+    "tea_cache": frozenset({"rel_l1_thresh", "coefficients"}),
+    "mag_cache": frozenset({"mag_threshold", "mag_max_skip_steps", "mag_retention_ratio",
+                            "mag_ratios", "mag_calibrate"}),
+    "sea_cache": frozenset({"sea_threshold", "sea_residual_order", "sea_max_consecutive_cached",
+                            "sea_power_exp"}),
+}
+
 # Degrees whose product is the number of GPUs a profile occupies (DiffusionParallelConfig's
 # world_size = tp * sp * cfg; sp = ulysses * ring). VAE patch parallel and HSDP reuse them.
 _WORLD_FACTORS = ("tensor_parallel_size", "ulysses_degree", "ring_degree", "cfg_parallel_size")
@@ -103,6 +122,16 @@ def validate_options(options: Mapping[str, Any]) -> list[str]:
             problems.append(f"{name}: unknown option (known: {', '.join(CANONICAL_OPTIONS)})")
         elif (why := option.check(value)) is not None:
             problems.append(f"{name}: {why}")
+    known = CACHE_CONFIG_KEYS.get(str(options.get("cache_backend")))
+    if known is not None and isinstance(options.get("cache_config"), Mapping):
+        for key in sorted(set(options["cache_config"]) - known):
+            problems.append(f"cache_config.{key}: not a {options['cache_backend']} setting "
+                            f"(known: {', '.join(sorted(known))})")
+    if options.get("cache_config") and options.get("cache_backend") in (None, "none"):
+        problems.append("cache_config: given without a cache_backend")
+    if (options.get("gguf_model") or options.get("ignored_layers")) \
+            and not options.get("quantization"):
+        problems.append("gguf_model/ignored_layers: given without quantization")
     return problems
 
 
@@ -121,24 +150,30 @@ def _is_default(value: Any) -> bool:
     return value is None or value is False or value == "none"
 
 
+def _quantization(options: Mapping[str, Any]) -> str | dict[str, Any] | None:
+    """``quantization_config``: a method name, or a dict when it carries extra settings."""
+    method = options.get("quantization")
+    if method is None:
+        return None
+    extra = {k: options[k] for k in ("gguf_model", "ignored_layers") if options.get(k)}
+    return {"method": method, **extra} if extra else method
+
+
 def omni_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments for ``vllm_omni.Omni(model, **kwargs)``.
 
-    Parallel fields are nested under ``parallel_config``: ``Omni`` also accepts them flat, but
-    ``OmniDiffusionConfig.from_kwargs`` (what ``Omni`` builds in the end) only takes the nested
-    form, so this spelling is valid for both.
+    Parallel fields stay flat, as the guide writes them: ``Omni`` folds them into its
+    ``DiffusionParallelConfig`` in 0.26 and 0.30 alike. Quantization goes in
+    ``quantization_config``, the spelling both versions take without a warning.
     """
     kwargs: dict[str, Any] = {}
-    parallel: dict[str, Any] = {}
     for name, value in options.items():
-        if value is None:
+        if value is None or name in ("quantization", "gguf_model", "ignored_layers"):
             continue
-        if CANONICAL_OPTIONS[name].group == "parallel":
-            parallel[name] = value
-        else:
-            kwargs[name] = dict(value) if isinstance(value, Mapping) else value
-    if parallel:
-        kwargs["parallel_config"] = parallel
+        kwargs[name] = dict(value) if isinstance(value, Mapping) else value
+    quantization = _quantization(options)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
     return kwargs
 
 
@@ -147,8 +182,14 @@ def serve_args(options: Mapping[str, Any]) -> list[str]:
     argv: list[str] = []
     for name, value in options.items():
         option = CANONICAL_OPTIONS[name]
-        if _is_default(value):
+        if _is_default(value) or not option.flag:
             continue
+        if name == "quantization":
+            quantization = _quantization(options)
+            if isinstance(quantization, dict):
+                argv += ["--diffusion-quantization-config",
+                         json.dumps(quantization, sort_keys=True, separators=(",", ":"))]
+                continue
         if option.style == "switch":
             argv.append(option.flag)
         elif option.style == "json":

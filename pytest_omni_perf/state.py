@@ -54,10 +54,18 @@ class SessionState:
             from pytest_omni_perf.engines.factory import make_engine
             from pytest_omni_perf.engines.pool import EnginePool
 
-            reporter = self.pytest_config.pluginmanager.get_plugin("terminalreporter")
+            plugins = self.pytest_config.pluginmanager
+            reporter = plugins.get_plugin("terminalreporter")
+            capture = plugins.get_plugin("capturemanager")
 
             def progress(message: str) -> None:
-                if reporter is not None and self.pytest_config.get_verbosity() >= 0:
+                # Live, past output capture, so a user sees what a long start waits for.
+                if reporter is None or self.pytest_config.get_verbosity() < 0:
+                    return
+                if capture is None:
+                    reporter.write_line(f"omni-perf: {message}")
+                    return
+                with capture.global_and_fixture_disabled():
                     reporter.write_line(f"omni-perf: {message}")
 
             self._pool = EnginePool(

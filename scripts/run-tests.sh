@@ -9,3 +9,7 @@ cd "$root"
 export HF_HUB_OFFLINE=1 OMNI_PERF_CACHE_DIR="${OMNI_PERF_CACHE_DIR:-$root/.omni-cache}"
 "$venv/bin/python" -m pytest tests -p no:cacheprovider -n 2 -q -rs "$@"
 "$venv/bin/python" -m mypy pytest_omni_perf
+# Contract tests against the real vLLM-Omni 0.30 (CPU build, ~3 min and 4.4 GB on first run).
+omni_venv="${OMNI_VENV:-$root/.venv-omni}"
+bash "$root/scripts/install-vllm-omni-cpu.sh" "$omni_venv"
+"$omni_venv/bin/python" -m pytest tests/contract -p no:cacheprovider -q -rs -W ignore::DeprecationWarning

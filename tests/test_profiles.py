@@ -29,12 +29,12 @@ def test_builtins_cover_the_guide() -> None:
 
 
 @pytest.mark.parametrize(("name", "kwargs", "argv"), [
-    ("usp2", {"enforce_eager": True, "parallel_config": {"ulysses_degree": 2}},
+    ("usp2", {"enforce_eager": True, "ulysses_degree": 2},
      ["--enforce-eager", "--usp", "2"]),
-    ("ring2", {"enforce_eager": True, "parallel_config": {"ring_degree": 2}},
+    ("ring2", {"enforce_eager": True, "ring_degree": 2},
      ["--enforce-eager", "--ring", "2"]),
     ("compile", {"enforce_eager": False}, []),
-    ("fp8", {"enforce_eager": True, "quantization": "fp8"},
+    ("fp8", {"enforce_eager": True, "quantization_config": "fp8"},
      ["--enforce-eager", "--quantization", "fp8"]),
     ("tea_cache", {"enforce_eager": True, "cache_backend": "tea_cache",
                    "cache_config": {"rel_l1_thresh": 0.2}},
@@ -43,8 +43,8 @@ def test_builtins_cover_the_guide() -> None:
     ("recipe_c", {"enforce_eager": True, "enable_layerwise_offload": True,
                   "vae_use_slicing": True, "vae_use_tiling": True},
      ["--enforce-eager", "--enable-layerwise-offload", "--vae-use-slicing", "--vae-use-tiling"]),
-    ("recipe_d", {"enforce_eager": False, "quantization": "fp8", "parallel_config": {
-        "ulysses_degree": 4, "ring_degree": 2, "vae_patch_parallel_size": 8}},
+    ("recipe_d", {"enforce_eager": False, "quantization_config": "fp8", "ulysses_degree": 4,
+                  "ring_degree": 2, "vae_patch_parallel_size": 8},
      ["--usp", "4", "--ring", "2", "--vae-patch-parallel-size", "8", "--quantization", "fp8"]),
 ])
 def test_offline_and_online_spellings(name: str, kwargs: dict[str, object], argv: list[str]
@@ -118,6 +118,25 @@ def test_user_file_adds_profiles(tmp_path: Path) -> None:
     assert profile.bounds.max_regression == 0.10
 
 
+def test_quantization_extras_travel_in_the_config() -> None:
+    options = {"quantization": "gguf", "gguf_model": "city/model:Q8_0"}
+    assert canonical.omni_kwargs(options) == {
+        "quantization_config": {"method": "gguf", "gguf_model": "city/model:Q8_0"}}
+    assert canonical.serve_args(options) == [
+        "--diffusion-quantization-config", '{"gguf_model":"city/model:Q8_0","method":"gguf"}']
+    fp8 = {"quantization": "fp8", "ignored_layers": ["img_mod"]}
+    assert canonical.serve_args(fp8) == [
+        "--diffusion-quantization-config", '{"ignored_layers":["img_mod"],"method":"fp8"}']
+
+
+def test_cache_config_keys_are_checked() -> None:
+    assert canonical.validate_options({"cache_backend": "cache_dit",
+                                       "cache_config": {"Fn_compute_block": 1}})[0].startswith(
+        "cache_config.Fn_compute_block: not a cache_dit setting (known: ")
+    assert canonical.validate_options({"cache_config": {"rel_l1_thresh": 0.2}}) == [
+        "cache_config: given without a cache_backend"]
+
+
 def test_validate_options_is_strict_about_bools() -> None:
     assert canonical.validate_options({"ulysses_degree": True}) == [
         "ulysses_degree: expected int, got a boolean"]
@@ -131,7 +150,7 @@ def test_list_profiles_text(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines([
         "usp2  ?parallelism?  Ulysses sequence parallel over 2 GPUs (--usp 2)",
         "    baseline: eager   requires: {'gpus': 2}",
-        "    Omni(model, enforce_eager=True, parallel_config={'ulysses_degree': 2})",
+        "    Omni(model, enforce_eager=True, ulysses_degree=2)",
         "    vllm serve MODEL --omni --enforce-eager --usp 2",
     ])
 
@@ -142,7 +161,7 @@ def test_list_profiles_json(pytester: pytest.Pytester) -> None:
     data = json.loads("\n".join(result.outlines))
     assert GUIDE_PROFILES <= set(data)
     assert data["usp2"]["serve_args"] == ["--enforce-eager", "--usp", "2"]
-    assert data["fp8"]["omni_kwargs"] == {"enforce_eager": True, "quantization": "fp8"}
+    assert data["fp8"]["omni_kwargs"] == {"enforce_eager": True, "quantization_config": "fp8"}
     assert data["fp8"]["requires"] == {"sm": "8.9"}
 
 
