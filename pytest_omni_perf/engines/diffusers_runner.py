@@ -1,0 +1,213 @@
+"""In-process diffusers runner: load a pipeline folder, apply a profile, run requests.
+
+The worker subprocess of the ``diffusers`` engine hosts one ``DiffusersRunner``; tests may
+host several in one process (cache-dit's class-level patching is kept per pipeline).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from . import diffusers_options as opts
+from .base import GenerationOutput, GenerationRequest, ProfileUnsupported
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+_DISTRIBUTIONS = {"torch": "torch", "diffusers": "diffusers", "cache_dit": "cache-dit",
+                  "torchao": "torchao", "transformers": "transformers",
+                  "accelerate": "accelerate"}
+
+
+class DiffusersRunner:
+    """One diffusers pipeline with one profile's options applied.
+
+    ``dtype`` is the default precision; a ``dtype`` in ``options`` wins (it is a canonical
+    option). ``auto`` means float32 on CPU and bfloat16 on CUDA.
+    """
+
+    def __init__(self, folder: str, options: Mapping[str, Any], *, device: str,
+                 dtype: str = "auto") -> None:
+        self.folder = str(folder)
+        self.options: dict[str, Any] = dict(options)
+        self.device = device
+        self.dtype = opts.resolve_dtype(str(self.options.get("dtype") or dtype),
+                                        "cpu" if device == "cpu" else "cuda")
+        self.applied: dict[str, Any] = {}
+        self._pipe: Any = None
+        self._cache_config: dict[str, Any] | None = None
+        self._cache_key: tuple[int, bool | None] | None = None
+        self._cache_described = ""
+
+    @property
+    def pipe(self) -> Any:
+        """The loaded pipeline (raises RuntimeError before ``load``)."""
+        if self._pipe is None:
+            raise RuntimeError("DiffusersRunner.load() has not been called (or close() was)")
+        return self._pipe
+
+    def _is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def _hardware(self) -> tuple[tuple[int, int] | None, int]:
+        if not self._is_cuda():
+            return None, 0
+        import torch
+
+        if not torch.cuda.is_available():
+            return None, 0
+        index = torch.device(self.device).index or 0
+        major, minor = torch.cuda.get_device_capability(index)
+        return (major, minor), torch.cuda.device_count()
+
+    def load(self) -> dict[str, Any]:
+        """Load the folder (offline), apply the options; return how each was honoured.
+
+        Raises ProfileUnsupported (before loading anything when the options alone decide).
+        """
+        sm, gpu_count = self._hardware()
+        reason = opts.unsupported_reason(self.options, device="cuda" if self._is_cuda()
+                                         else "cpu", sm=sm, gpu_count=gpu_count)
+        if reason is not None:
+            raise ProfileUnsupported(reason)
+        self._cache_config = opts.cache_dit_config(self.options)
+        import torch
+        from diffusers import DiffusionPipeline
+
+        dtype = getattr(torch, self.dtype)
+        extra: dict[str, Any] = {}
+        if self.options.get("quantization") == "gguf":
+            extra["transformer"] = opts.load_gguf_transformer(
+                self.folder, str(self.options["gguf_model"]), dtype)
+        started = time.perf_counter()
+        loader: Any = DiffusionPipeline  # untyped library
+        pipe = loader.from_pretrained(self.folder, dtype=dtype, local_files_only=True, **extra)
+        pipe.set_progress_bar_config(disable=True)
+        self._pipe = pipe
+        try:
+            applied = opts.apply_options(pipe, self.options, device=self.device)
+        except BaseException:
+            self.close()
+            raise
+        self.applied = {"pipeline": type(pipe).__name__, "dtype": self.dtype, **applied,
+                        "load_s": round(time.perf_counter() - started, 3)}
+        return dict(self.applied)
+
+    def _prepare(self, request: GenerationRequest) -> dict[str, Any]:
+        """Per-request settings: cache-dit's step count and CFG mode, VAE tile sizes."""
+        pipe = self.pipe
+        prepared: dict[str, Any] = {}
+        if self._cache_config is not None:
+            key = (request.num_inference_steps, opts.uses_separate_cfg(pipe, request))
+            if key != self._cache_key:
+                # cache-dit bakes the step count (SCM mask) and CFG mode into its context:
+                # re-enable it whenever they change, as vLLM-Omni refreshes its context.
+                opts.disable_cache_dit(pipe)
+                self._cache_described = opts.enable_cache_dit(
+                    pipe, self._cache_config, num_inference_steps=key[0], separate_cfg=key[1])
+                self._cache_key = key
+        if getattr(pipe.vae, "use_tiling", False):
+            prepared["vae_tiles"] = fit_vae_tiles(pipe.vae, request.height, request.width)
+        return prepared
+
+    def generate(self, request: GenerationRequest) -> GenerationOutput:
+        """Run ``request``; latency is the pipeline call alone, synchronized on CUDA."""
+        import torch
+
+        pipe = self.pipe
+        metrics = self._prepare(request)
+        kwargs = opts.pipeline_call_kwargs(pipe, request, self.options)
+        cuda = self._is_cuda()
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        started = time.perf_counter()
+        output = pipe(**kwargs)
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        latency = time.perf_counter() - started
+        if cuda:
+            metrics["torch_peak_bytes"] = int(torch.cuda.max_memory_allocated(self.device))
+        if self._cache_config is not None:
+            metrics["cache"] = {**opts.cache_stats(pipe), "config": self._cache_described}
+        if "max_sequence_length" in kwargs:
+            metrics["max_sequence_length"] = kwargs["max_sequence_length"]
+        return GenerationOutput(frames=output_frames(output), engine_latency_s=latency,
+                                engine_metrics=metrics)
+
+    def close(self) -> None:
+        """Drop the pipeline and free its memory. Safe to call twice."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is None:
+            return
+        if self._cache_config is not None:
+            opts.disable_cache_dit(pipe)
+        self._cache_key = None
+        del pipe
+        gc.collect()
+        if self._is_cuda():
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def versions(self) -> dict[str, str]:
+        """Installed versions of the libraries that shape the results."""
+        found = {}
+        for key, dist in _DISTRIBUTIONS.items():
+            try:
+                found[key] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                found[key] = "not installed"
+        return found
+
+
+def fit_vae_tiles(vae: Any, height: int, width: int) -> dict[str, int]:
+    """Tile sizes that really tile a ``height`` x ``width`` image; returns the ones set.
+
+    The default tiles (512-1024 px) exceed small images, so tiling would silently not
+    happen; then tiles are set to half the image (rounded to the VAE's scale), otherwise the
+    defaults are kept. Handles AutoencoderKL (square tiles) and AutoencoderKLWan attributes.
+    """
+    defaults: dict[str, int] = getattr(vae, "_omni_perf_tile_defaults", None) or \
+        opts.vae_tile_settings(vae)
+    if "tile_sample_min_size" in defaults:  # AutoencoderKL
+        scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        keep = max(height, width) > defaults["tile_sample_min_size"]
+        tile = defaults["tile_sample_min_size"] if keep else _half(min(height, width), scale)
+        settings = {"tile_sample_min_size": tile, "tile_latent_min_size": tile // scale}
+    elif "tile_sample_min_height" in defaults:  # AutoencoderKLWan and its kin
+        scale = int(getattr(vae, "spatial_compression_ratio", 8))
+        keep = height > defaults["tile_sample_min_height"] or \
+            width > defaults["tile_sample_min_width"]
+        tile = _half(min(height, width), scale)
+        stride = max(scale, tile * 3 // 4 // scale * scale)  # the defaults' 3/4 stride
+        settings = {k: defaults[k] for k in defaults} if keep else {
+            "tile_sample_min_height": tile, "tile_sample_min_width": tile,
+            "tile_sample_stride_height": stride, "tile_sample_stride_width": stride}
+    else:
+        raise ProfileUnsupported(f"vae_use_tiling: unknown tile settings on {type(vae).__name__}")
+    for name, value in settings.items():
+        setattr(vae, name, value)
+    return settings
+
+
+def _half(size: int, scale: int) -> int:
+    return max(2 * scale, size // 2 // scale * scale)
+
+
+def output_frames(output: Any) -> list[npt.NDArray[np.uint8]]:
+    """The first item of a pipeline output (``output_type="np"``) as HxWx3 uint8 frames."""
+    import numpy as np
+
+    data = getattr(output, "frames", None)
+    if data is None:
+        data = output.images
+    first = np.asarray(data[0], dtype=np.float32)
+    # diffusers' own numpy_to_pil rounding, so a PNG saved from PIL matches these bytes
+    pixels = (np.clip(first, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return [pixels] if pixels.ndim == 3 else list(pixels)
