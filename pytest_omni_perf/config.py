@@ -88,6 +88,8 @@ _OPTIONS = (
          "conftest.py (or the rootdir).", metavar="PATH"),
     _Opt("--omni-report-json", "Write the JSON report here.", metavar="PATH"),
     _Opt("--omni-report-html", "Write the self-contained HTML report here.", metavar="PATH"),
+    _Opt("--omni-report-benchmark", "Write a pytest-benchmark JSON export here (compare runs "
+         "with 'pytest-benchmark compare A.json B.json').", metavar="PATH"),
     _Opt("--omni-cache-dir", "Built-in model folders and compile caches. Default: "
          "$OMNI_PERF_CACHE_DIR or ~/.cache/pytest-omni-perf.", metavar="PATH"),
     _Opt("--omni-start-timeout", "Seconds an engine may take to start. Default: 900.",
@@ -144,6 +146,7 @@ class PerfConfig:
     in_process: bool
     profile_files: tuple[Path, ...]
     list_profiles: str | None
+    report_benchmark: Path | None = None
 
 
 def _value(config: pytest.Config, opt: _Opt) -> Any:
@@ -196,4 +199,5 @@ def read_config(config: pytest.Config) -> PerfConfig:
         in_process=_flag(config, "omni_in_process"),
         profile_files=tuple(config.getini("omni_profile_files")),
         list_profiles=config.getoption("omni_list_profiles"),
+        report_benchmark=path(values["omni_report_benchmark"]),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -183,9 +184,10 @@ def _spec(state: SessionState, profile: Profile, model: str) -> EngineSpec:
     )
 
 
-def _engine_outcome(exc: BaseException) -> None:
+def _engine_outcome(exc: BaseException, test_name: str) -> None:
     if isinstance(exc, ProfileUnsupported):
-        pytest.skip(str(exc))
+        # Raised from here, the skip's location is this file: name the test in the reason.
+        pytest.skip(f"{test_name}: {exc}")
     pytest.fail(str(exc), pytrace=False)
 
 
@@ -199,7 +201,7 @@ def omni_engine(request: pytest.FixtureRequest, omni_profile: Profile) -> Engine
     try:
         return state.pool.get(_spec(state, omni_profile, _model_of(request, state))).engine
     except (ProfileUnsupported, EngineError) as exc:
-        _engine_outcome(exc)
+        _engine_outcome(exc, request.node.name)
         raise  # unreachable: skip/fail raised
 
 
@@ -228,14 +230,15 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile) -> Iterator
         refresh_command=state.refresh_command(nodeid, omni_profile.name, model),
     )
     request.node.stash.setdefault(harness_key, []).append(harness)
-    yield _GuardedHarness(harness)
+    yield _GuardedHarness(harness, request.node.name)
 
 
 class _GuardedHarness:
     """Turns engine failures into a skip (unsupported) or a clear test failure."""
 
-    def __init__(self, harness: Any) -> None:
+    def __init__(self, harness: Any, test_name: str) -> None:
         self._harness = harness
+        self._test_name = test_name
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._harness, name)
@@ -244,7 +247,7 @@ class _GuardedHarness:
         try:
             return self._harness.measure(**kwargs)
         except (ProfileUnsupported, EngineError) as exc:
-            _engine_outcome(exc)
+            _engine_outcome(exc, self._test_name)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -256,7 +259,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         harnesses = item.stash.get(harness_key, [])
         results = [r for h in harnesses for r in h.results]
         for result in results:
-            item.user_properties.append((USER_PROPERTY, result.to_dict()))
+            item.user_properties.extend(_ResultCollector.publish(item.config, result))
     failures = [f"[{r.profile}{'@' + r.label if r.label else ''}] {v}"
                 for r in results for v in r.violations]
     if failures:
@@ -265,10 +268,66 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 class _ResultCollector:
     """Collects measurements from test reports: this process's and, under xdist, the
-    workers' (user_properties travel with the serialized report to the controller)."""
+    workers' (user_properties travel with the serialized report to the controller), and
+    writes the JSON, HTML and pytest-benchmark reports on the controller at session end."""
 
     def __init__(self, state: SessionState) -> None:
         self.state = state
+        self.processes: dict[str, dict[str, Any]] = {}
+        self.written: list[str] = []
+
+    @staticmethod
+    def _path(config: pytest.Config, path: Path | None) -> Path | None:
+        # Against the invocation folder, so workers and controller agree on one file.
+        return None if path is None else config.invocation_params.dir / path
+
+    @staticmethod
+    def publish(config: pytest.Config, result: Any) -> list[tuple[str, object]]:
+        """The user_properties of one result: the full dict (with the paths of its
+        thumbnails when an HTML report is asked for) and flat values for JUnit XML."""
+        from pytest_omni_perf.report.json_report import junit_properties
+
+        published = result.to_dict()
+        html = _ResultCollector._path(config, config.stash[state_key].perf.report_html)
+        if html is not None:
+            from pytest_omni_perf.report.images import write_result_images
+
+            published["images"] = write_result_images(result, html)
+        return [(USER_PROPERTY, published), *junit_properties(published)]
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Controller: drop the previous session's thumbnails before any worker writes."""
+        html = self._path(session.config, self.state.perf.report_html)
+        if html is not None and not hasattr(session.config, "workerinput"):
+            from pytest_omni_perf.report.images import reset_assets
+
+            reset_assets(html)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: keep each worker's engine facts for the report."""
+        facts = getattr(node, "workeroutput", {}).get(USER_PROPERTY)
+        if isinstance(facts, dict):
+            self.processes[str(node.gateway.id)] = facts
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Workers hand their engine facts over; the controller writes the reports."""
+        config = session.config
+        pool = self.state._pool
+        facts = {"engine_starts": 0, "live": []} if pool is None else pool.snapshot()
+        if hasattr(config, "workerinput"):
+            config.workeroutput[USER_PROPERTY] = facts  # type: ignore[attr-defined]
+            return
+        if pool is not None or not self.processes:
+            self.processes["main"] = facts
+        perf = self.state.perf
+        paths = [self._path(config, p) for p in (perf.report_json, perf.report_html,
+                                                   perf.report_benchmark)]
+        if not any(paths):
+            return
+        from pytest_omni_perf.report.json_report import write_reports
+
+        self.written = write_reports(config, self.state, self.processes, *paths)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Keep the omni_perf results of each finished test call."""
@@ -284,3 +343,5 @@ class _ResultCollector:
 
         if self.state.reported:
             write_summary(terminalreporter, self.state.reported)
+        for line in self.written:
+            terminalreporter.write_line(f"omni-perf: {line}")

@@ -1,1 +1,1 @@
-"""Reports: the terminal summary, the profile listing (JSON and HTML come later)."""
+"""Reports: terminal summary, profile listing, JSON, HTML and a pytest-benchmark export."""

@@ -1,0 +1,410 @@
+"""The self-contained HTML report (``--omni-report-html=PATH``).
+
+One page, no network: inline CSS, charts as inline SVG, images as ``data:`` URIs read from
+the thumbnails the measuring processes wrote (see :mod:`pytest_omni_perf.report.images`).
+Per test and request: a speed-vs-quality chart over its profiles (x speedup, y SSIM against
+the baseline profile, marker area ~ peak memory), then per profile the numbers, bounds,
+violations (in red) and the baseline / output / SSIM diff images side by side; a video gets
+a strip of frames per row and its per-frame SSIM curve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from pytest_omni_perf.report.images import read_data_uris
+from pytest_omni_perf.report.json_report import write_atomic
+
+Result = Mapping[str, Any]
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
+ background:#f4f5f7;color:#1d2330}
+header{background:#1d2330;color:#fff;padding:18px 28px}
+header h1{margin:0 0 6px;font-size:22px} header p{margin:2px 0;color:#c9cfdb}
+main{padding:8px 28px 40px;max-width:1400px}
+h2{margin:26px 0 10px;font-size:18px} h3{margin:0 0 10px;font-size:16px;word-break:break-all}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-weight:600;font-size:12px}
+.pass{background:#d6f5dd;color:#11632a} .fail{background:#fbd9d7;color:#a3120b}
+.neutral{background:#e3e6ec;color:#39404f}
+table{border-collapse:collapse;background:#fff} td,th{padding:4px 10px;text-align:left;
+ border-bottom:1px solid #e3e6ec;vertical-align:top} th{background:#eceef2;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.bad td{color:#a3120b} td.bad,span.bad{color:#a3120b;font-weight:600}
+section.test{background:#fff;border:1px solid #dde1e8;border-radius:8px;padding:16px;margin:18px 0}
+article{border-top:1px solid #e3e6ec;margin-top:16px;padding:14px 0 4px 12px;
+ border-left:4px solid #1e8e3e}
+article.v-fail{border-left-color:#d93025;background:#fff7f6}
+article h4{margin:0 0 8px;font-size:15px}
+.cols{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
+.facts{background:none} .facts td{border:none;padding:1px 10px 1px 0}
+.facts td:first-child{color:#5b6475}
+.pics{display:flex;gap:14px;flex-wrap:wrap} figure{margin:0;text-align:center}
+figure img{width:220px;height:auto;border:1px solid #cfd4dc;background:#fff;display:block}
+figcaption{font-size:12px;color:#5b6475;margin-top:3px;max-width:220px}
+.strip{display:flex;gap:6px;align-items:flex-end;margin-bottom:6px}
+.strip .lab{width:96px;font-size:12px;color:#5b6475;text-align:right;align-self:center}
+.strip img{width:120px} .strip figcaption{max-width:120px} img.px{image-rendering:pixelated}
+ul.viol{color:#a3120b;margin:8px 0;padding-left:18px} ul.notes{color:#5b6475;margin:6px 0;
+ padding-left:18px} .missing{color:#a3120b;font-size:12px}
+details{margin-top:8px} pre{white-space:pre-wrap;font-size:12px;background:#f4f5f7;padding:8px}
+svg text{font:11px system-ui,sans-serif;fill:#39404f}
+.legend{font-size:12px;color:#5b6475;max-width:520px} figure.chart{text-align:left}
+"""
+
+
+def _fmt(value: Any, spec: str, suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:{spec}}{suffix}"
+
+
+def _name(r: Result) -> str:
+    return str(r["profile"]) + (f"@{r['label']}" if r.get("label") else "")
+
+
+def _base_id(r: Result) -> str:
+    nodeid = str(r["nodeid"])
+    cut = nodeid.rfind("[") if nodeid.endswith("]") else -1
+    return (nodeid[:cut] if cut > nodeid.rfind("::") else nodeid) + (
+        f"  (request {r['label']})" if r.get("label") else "")
+
+
+def _gib(r: Result) -> float:
+    return float(r["measurement"]["memory"]["peak_bytes"]) / 2**30
+
+
+def _verdict(r: Result) -> str:
+    return str(r.get("verdict") or ("fail" if r.get("violations") else "pass"))
+
+
+# -- SVG charts -------------------------------------------------------------------------------
+def _ticks(lo: float, hi: float, count: int = 5) -> tuple[list[float], int]:
+    """Round tick values within [lo, hi] and the decimals that tell them apart."""
+    raw = (hi - lo) / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    first = math.ceil(lo / step - 1e-9)
+    ticks = [(first + i) * step for i in range(count + 2) if (first + i) * step <= hi + 1e-12]
+    return ticks, max(0, -math.floor(math.log10(step)))
+
+
+def _domain(values: Sequence[float], must: float) -> tuple[float, float]:
+    lo, hi = min(*values, must), max(*values, must)
+    pad = (hi - lo) * 0.12 or max(abs(hi) * 0.01, 1e-4)
+    return lo - pad, hi + pad
+
+
+def _axes(w: int, h: int, m: tuple[int, int, int, int], xd: tuple[float, float],
+          yd: tuple[float, float], xlabel: str, ylabel: str, inner: int = 0,
+          ) -> tuple[list[str], Any, Any]:
+    """Frame, grid, ticks and labels; ``inner`` pixels keep big markers inside the frame."""
+    left, right, top, bottom = m
+
+    def x(v: float) -> float:
+        return left + inner + (v - xd[0]) / (xd[1] - xd[0]) * (w - left - right - 2 * inner)
+
+    def y(v: float) -> float:
+        return h - bottom - inner - (v - yd[0]) / (yd[1] - yd[0]) * (h - top - bottom - 2 * inner)
+
+    def visible(d: tuple[float, float], pixels: int) -> tuple[float, float]:
+        extra = (d[1] - d[0]) * inner / (pixels - 2 * inner)
+        return d[0] - extra, d[1] + extra
+
+    parts = [f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}"'
+             ' fill="#fbfcfd" stroke="#cfd4dc"/>']
+    xt, xdec = _ticks(*visible(xd, w - left - right))
+    yt, ydec = _ticks(*visible(yd, h - top - bottom))
+    for v in xt:
+        parts.append(f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{top}" y2="{h - bottom}" '
+                     f'stroke="#eceef2"/><text x="{x(v):.1f}" y="{h - bottom + 14}" '
+                     f'text-anchor="middle">{v:.{xdec}f}</text>')
+    for v in yt:
+        parts.append(f'<line x1="{left}" x2="{w - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+                     f'stroke="#eceef2"/><text x="{left - 5}" y="{y(v) + 4:.1f}" '
+                     f'text-anchor="end">{v:.{ydec}f}</text>')
+    parts.append(f'<text x="{(left + w - right) / 2}" y="{h - 4}" text-anchor="middle">'
+                 f'{escape(xlabel)}</text><text transform="translate(11,{(top + h - bottom) / 2})'
+                 f' rotate(-90)" text-anchor="middle">{escape(ylabel)}</text>')
+    return parts, x, y
+
+
+def speed_quality_svg(results: Sequence[Result]) -> str:
+    """Scatter of a test's profiles: x speedup, y SSIM vs the baseline profile, marker area
+    proportional to peak memory; the baseline profile itself sits at (1, 1), hollow."""
+    points: list[tuple[str, float, float, float, str]] = []
+    reference: dict[str, float] = {}
+    for r in results:
+        quality = r.get("quality") or {}
+        if r.get("speedup") is not None and quality.get("ssim_mean") is not None:
+            points.append((_name(r), float(r["speedup"]), float(quality["ssim_mean"]), _gib(r),
+                           _verdict(r)))
+        base = r.get("baseline")
+        if base is not None:
+            reference[base["profile"]] = float(base["memory"]["peak_bytes"]) / 2**30
+        elif r.get("speedup") is None:
+            reference[r["profile"]] = _gib(r)
+    if not points:
+        return ""
+    w, h, margins = 520, 300, (62, 110, 12, 36)
+    xd = _domain([p[1] for p in points], 1.0)
+    yd = _domain([p[2] for p in points], 1.0)
+    parts, x, y = _axes(w, h, margins, xd, yd, "speedup vs baseline profile (x)",
+                        "SSIM vs baseline profile", inner=20)
+    parts.append(f'<line x1="{x(1.0):.1f}" x2="{x(1.0):.1f}" y1="{margins[2]}" '
+                 f'y2="{h - margins[3]}" stroke="#8a93a3" stroke-dasharray="4 3"/>')
+    biggest = max([p[3] for p in points] + list(reference.values())) or 1.0
+
+    def radius(gib: float) -> float:
+        return 4.0 + 14.0 * math.sqrt(max(gib, 0.0) / biggest)
+
+    for name, gib in sorted(reference.items()):
+        parts.append(f'<circle cx="{x(1.0):.1f}" cy="{y(1.0):.1f}" r="{radius(gib):.1f}" '
+                     f'fill="none" stroke="#39404f" stroke-width="1.5"><title>{escape(name)} '
+                     f'(baseline profile): 1.00x, SSIM 1, {gib:.3f} GiB</title></circle>'
+                     f'<text x="{x(1.0) + radius(gib) + 3:.1f}" y="{y(1.0) - 4:.1f}">'
+                     f'{escape(name)}</text>')
+    for name, sx, sy, gib, verdict in points:
+        color = "#1e8e3e" if verdict == "pass" else "#d93025"
+        parts.append(f'<circle cx="{x(sx):.1f}" cy="{y(sy):.1f}" r="{radius(gib):.1f}" '
+                     f'fill="{color}" fill-opacity="0.55" stroke="{color}"><title>'
+                     f'{escape(name)}: {sx:.2f}x, SSIM {sy:.5f}, {gib:.3f} GiB, {verdict}'
+                     f'</title></circle><text x="{x(sx) + radius(gib) + 3:.1f}" '
+                     f'y="{y(sy) + 4:.1f}">{escape(name)}</text>')
+    legend = ('<div class="legend"><span style="color:#1e8e3e">●</span> pass '
+              '<span style="color:#d93025">●</span> fail ○ baseline profile · marker area ~ '
+              f'peak memory (largest {biggest:.3g} GiB) · dashed: no speedup</div>')
+    return (f'<figure class="chart"><svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+            f'role="img" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
+            f'{legend}</figure>')
+
+
+def ssim_curve_svg(per_frame: Sequence[float], shown: Sequence[int] = (),
+                   worst: int | None = None) -> str:
+    """Per-frame SSIM of a video as a line; shown frames ticked, the worst one in red."""
+    if len(per_frame) < 2:
+        return ""
+    w, h, margins = 440, 170, (70, 14, 10, 32)
+    xd = (0.0, float(len(per_frame) - 1))
+    yd = _domain(per_frame, max(per_frame))
+    parts, x, y = _axes(w, h, margins, xd, yd, "frame", "SSIM", inner=6)
+    line = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(per_frame))
+    parts.append(f'<polyline points="{line}" fill="none" stroke="#3367d6" stroke-width="1.6"/>')
+    for i in shown:
+        parts.append(f'<circle cx="{x(i):.1f}" cy="{y(per_frame[i]):.1f}" r="3" '
+                     f'fill="#3367d6"><title>frame {i}: {per_frame[i]:.5f}</title></circle>')
+    if worst is not None and 0 <= worst < len(per_frame):
+        parts.append(f'<circle cx="{x(worst):.1f}" cy="{y(per_frame[worst]):.1f}" r="4.5" '
+                     f'fill="#d93025"><title>worst frame {worst}: {per_frame[worst]:.5f}'
+                     '</title></circle>')
+    return (f'<figure class="chart"><svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+            f'role="img" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg><div '
+            'class="legend">per-frame SSIM vs the baseline profile; dots: frames shown above,'
+            ' red: worst frame</div></figure>')
+
+
+# -- HTML pieces ------------------------------------------------------------------------------
+def _summary_table(results: Sequence[Result]) -> str:
+    rows = []
+    for i, r in enumerate(results):
+        m = r["measurement"]
+        q = r.get("quality") or {}
+        v = _verdict(r)
+        rows.append(
+            f'<tr class="{"bad" if v != "pass" else ""}"><td><a href="#r{i}">'
+            f'{escape(r["nodeid"])}</a></td><td>{escape(_name(r))}</td>'
+            f'<td class="num">{_fmt(m["latency"]["median"], ".4f", " s")}</td>'
+            f'<td class="num">{_fmt(m.get("cold_start_s"), ".2f", " s")}</td>'
+            f'<td class="num">{_fmt(r.get("speedup"), ".2f", "x")}</td>'
+            f'<td class="num">{_fmt(_gib(r), ".3f", " GiB")} {escape(m["memory"]["kind"])}</td>'
+            f'<td class="num">{_fmt(q.get("ssim_mean"), ".5f")}</td>'
+            f'<td><span class="badge {escape(v)}">{escape(v)}</span> '
+            f'<span class="badge neutral">{escape(str(r.get("outcome", "?")))}</span></td></tr>')
+    return ('<table><tr><th>test</th><th>profile</th><th>median</th><th>cold start</th>'
+            '<th>speedup</th><th>peak memory</th><th>SSIM</th><th>verdict / outcome</th></tr>'
+            + "".join(rows) + "</table>")
+
+
+def _bound(op: str, value: Any, suffix: str = "") -> str:
+    return "" if value is None else f"; bound {op} {value:g}{suffix}"
+
+
+def _quality_text(q: Mapping[str, Any]) -> str:
+    if not q:
+        return "-"
+    frames = len(q.get("per_frame_ssim") or [])
+    worst = f', worst {_fmt(q.get("ssim_min"), ".5f")} (frame {q.get("worst_frame")})' \
+        if frames > 1 else ""
+    return f'mean {_fmt(q.get("ssim_mean"), ".5f")}{worst}, PSNR ' \
+           f'{_fmt(q.get("psnr_mean"), ".2f", " dB") if q.get("psnr_mean") is not None else "inf"}'
+
+
+def _facts(r: Result) -> str:
+    m, b = r["measurement"], r.get("bounds") or {}
+    lat = m["latency"]
+    memory = m["memory"]
+    memory_label = "VRAM (NVML)" if memory["kind"] == "nvml" else "peak RSS (CPU run, no VRAM)"
+    base = r.get("baseline")
+    reg = r.get("regression")
+    req = m.get("request") or {}
+    cold = ("engine reused (started by an earlier test)" if m.get("engine_reused") else
+            f'{_fmt(m.get("cold_start_s"), ".2f", " s")} (start {_fmt(m.get("start_s"), ".2f")}'
+            f' s + first request {_fmt(m.get("first_request_s"), ".2f")} s)')
+    if base is None:
+        speed = "reference profile (it is the baseline of others)"
+        ssim = "-"
+    else:
+        speed = (f'{_fmt(r.get("speedup"), ".3f", "x")} against {escape(base["profile"])} '
+                 f'({_fmt(base["latency"]["median"], ".4f", " s")})'
+                 + _bound("≥", b.get("min_speedup")))
+        ssim = _quality_text(r.get("quality") or {}) + _bound("≥", b.get("min_ssim"))
+    ratio = r.get("memory_ratio")
+    rows = [
+        ("warm latency", f'median {_fmt(lat["median"], ".4f", " s")}, p90 {_fmt(lat["p90"], ".4f")}'
+         f', mean {_fmt(lat["mean"], ".4f")} ± {_fmt(lat["stdev"], ".4f")}, min '
+         f'{_fmt(lat["min"], ".4f")}, max {_fmt(lat["max"], ".4f")}, n={lat["n"]}', ()),
+        ("engine latency", f'median {_fmt(m["engine_latency"]["median"], ".4f", " s")}', ()),
+        ("cold start", cold, ()),
+        ("speedup", speed, ("speedup",)),
+        ("SSIM vs baseline profile", ssim, ("ssim",)),
+        ("SSIM vs stored image", _quality_text(r.get("stored_quality") or {}) + (
+            _bound("≥", b.get("min_ssim")) if r.get("stored_quality") else ""),
+         ("stored_ssim", "baseline")),
+        ("latency vs stored", "-" if not reg else
+         f'{reg["ratio"]:.3f}x the stored median, Mann-Whitney p={reg["p_value"]:.3g}: '
+         f'{"regressed" if reg["regressed"] else "not regressed"}'
+         + _bound("≤", 1 + reg["tolerance"], "x"), ("latency_regression",)),
+        ("peak memory", f'{_gib(r):.3f} GiB {memory_label}'
+         + ("" if ratio is None else f', {ratio:.2f}x the baseline profile\'s')
+         + _bound("≤", b.get("max_vram_gib"), " GiB")
+         + _bound("≤", b.get("max_vram_ratio"), "x"),
+         ("vram", "vram_ratio", "vram_regression")),
+        ("request", escape(f'{req.get("width")}x{req.get("height")}, '
+                           f'{req.get("num_inference_steps")} steps, '
+                           f'{req.get("num_frames") or 1} frame(s), seed {req.get("seed")}'), ()),
+    ]
+    failed = {v["metric"] for v in r.get("violations") or []}
+    body = "".join(
+        f'<tr><td>{name}</td><td class="{"bad" if failed.intersection(metrics) else ""}">'
+        f"{value}</td></tr>" for name, value, metrics in rows)
+    return f'<table class="facts">{body}</table>'
+
+
+def _figure(uri: str | None, caption: str, small: bool) -> str:
+    if uri is None:
+        return f'<figure><div class="missing">image missing</div><figcaption>{caption}' \
+               "</figcaption></figure>"
+    return (f'<figure><img class="{"px" if small else ""}" src="{uri}" alt="{caption}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _images(r: Result, report_dir: Path) -> str:
+    images = r.get("images")
+    if not images:
+        return ""
+    shape = r["measurement"].get("output_shape") or [0, 0]
+    small = max(shape[:2]) < 200  # tiny outputs are enlarged: keep their pixels sharp
+    frames = list(images.get("frames") or [])
+    base = r.get("baseline")
+    base_name = escape(base["profile"]) if base else "baseline"
+    quality = r.get("quality") or {}
+    same = quality.get("ssim_min") == 1.0
+    rows = [("output", f"output ({escape(_name(r))})"),
+            ("baseline", f"baseline profile ({base_name})"),
+            ("diff", "1 − SSIM heat map, " + ("identical: all dark" if same else
+                                               "bright = most different, scaled per image"))]
+    uris = {kind: read_data_uris(images.get(kind) or [], report_dir) for kind, _ in rows}
+    error = f'<div class="missing">{escape(images["error"])}</div>' if images.get("error") else ""
+    per_frame = quality.get("per_frame_ssim") or []
+    if len(frames) <= 1 and int(r["measurement"].get("output_frames") or 1) <= 1:
+        figs = [_figure(uris[k][0], label, small) for k, label in
+                (rows[1], rows[0], rows[2]) if uris[k]]
+        return f'<div class="pics">{"".join(figs)}</div>{error}'
+    strips = []
+    for kind, label in (rows[1], rows[0], rows[2]):
+        if not uris[kind]:
+            continue
+        figs = []
+        for index, uri in zip(frames, uris[kind]):
+            score = f", SSIM {per_frame[index]:.4f}" if index < len(per_frame) else ""
+            figs.append(_figure(uri, f"frame {index}{score if kind == 'diff' else ''}", small))
+        strips.append(f'<div class="strip"><div class="lab">{label}</div>{"".join(figs)}</div>')
+    return "".join(strips) + error
+
+
+def _curve(r: Result) -> str:
+    quality = r.get("quality") or {}
+    shown = (r.get("images") or {}).get("frames") or []
+    return ssim_curve_svg(quality.get("per_frame_ssim") or [], shown, quality.get("worst_frame"))
+
+
+def _article(i: int, r: Result, report_dir: Path) -> str:
+    v = _verdict(r)
+    violations = "".join(f"<li><b>{escape(x['metric'])}</b>: {escape(x['message'])}</li>"
+                         for x in r.get("violations") or [])
+    notes = "".join(f"<li>{escape(n)}</li>" for n in r.get("notes") or [])
+    details = json.dumps({k: r.get(k) for k in ("bounds", "fingerprint")} | {
+        "applied": r["measurement"].get("applied"),
+        "engine_metrics": r["measurement"].get("engine_metrics"),
+        "stored_path": r.get("stored_path")}, indent=1, default=str)
+    return (
+        f'<article id="r{i}" class="v-{escape(v)}"><h4>{escape(_name(r))} '
+        f'<span class="badge {escape(v)}">{escape(v)}</span> <span class="badge neutral">'
+        f'pytest: {escape(str(r.get("outcome", "?")))}</span></h4>'
+        + (f'<ul class="viol">{violations}</ul>' if violations else "")
+        + f'<div class="cols"><div>{_facts(r)}'
+        + (f'<ul class="notes">{notes}</ul>' if notes else "")
+        + f'</div><div>{_images(r, report_dir)}{_curve(r)}</div></div>'
+        f"<details><summary>bounds, fingerprint, applied options</summary><pre>"
+        f"{escape(details)}</pre></details></article>")
+
+
+def render_html(document: Mapping[str, Any], report_dir: Path) -> str:
+    """The page for a JSON-report document; thumbnails are read relative to ``report_dir``."""
+    results: list[Result] = list(document.get("results") or [])
+    totals = document.get("totals") or {}
+    groups: dict[str, list[tuple[int, Result]]] = {}
+    for i, r in enumerate(results):
+        groups.setdefault(_base_id(r), []).append((i, r))
+    sections = []
+    for title, members in groups.items():
+        failed = any(_verdict(r) != "pass" for _, r in members)
+        chart = speed_quality_svg([r for _, r in members]) or (
+            '<p class="neutral">no speedup/SSIM pairs to chart (reference profiles only)</p>')
+        sections.append(
+            f'<section class="test"><h3>{escape(title)} <span class="badge '
+            f'{"fail" if failed else "pass"}">{"fail" if failed else "pass"}</span></h3>'
+            f'{chart}'
+            + "".join(_article(i, r, report_dir) for i, r in members) + "</section>")
+    hardware = document.get("hardware") or {}
+    backend = document.get("backend") or {}
+    run = document.get("run") or {}
+    session = document.get("session") or {}
+    head = (f'<p>{escape(str(document.get("created", "")))} · pytest-omni-perf '
+            f'{escape(str(document.get("pytest_omni_perf", "")))} · backend '
+            f'{escape(str(backend.get("name", "?")))} ({escape(str(backend.get("why", "")))})</p>'
+            f'<p>model {escape(str(run.get("model", "?")))} · {run.get("rounds", "?")} rounds '
+            f'after {run.get("warmup", "?")} warmup · engine starts '
+            f'{session.get("engine_starts", "?")} · '
+            f'{escape(str(hardware.get("summary", "")))}</p>')
+    verdict = "fail" if totals.get("failed") else "pass"
+    tally = (f'<p><span class="badge {verdict}">{totals.get("passed", 0)} passed, '
+             f'{totals.get("failed", 0)} failed</span> of {totals.get("results", 0)} results '
+             f'in {totals.get("tests", 0)} tests; {totals.get("violations", 0)} violations</p>')
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>pytest-omni-perf report</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>pytest-omni-perf report</h1>{head}</header><main>{tally}"
+        f"<h2>Summary</h2>{_summary_table(results)}<h2>Tests</h2>{''.join(sections)}"
+        "</main></body></html>\n")
+
+
+def write_html(path: Path, document: Mapping[str, Any]) -> None:
+    """Render ``document`` and write it to ``path`` atomically."""
+    write_atomic(path, render_html(document, path.parent))

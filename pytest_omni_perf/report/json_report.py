@@ -1,0 +1,213 @@
+"""The JSON report (``--omni-report-json=PATH``) and the flat JUnit properties.
+
+One document per session, written atomically by the controller (never by xdist workers)
+when the session ends. Strict JSON (RFC 8259): non-finite numbers, such as the infinite PSNR
+of two identical images, are written as ``null``. Schema, version 1::
+
+    schema_version    1; bumped when a field changes meaning or disappears (adding is not)
+    created           ISO 8601 UTC time the report was written
+    pytest_omni_perf  the plugin's version
+    hardware          {summary: one line, key: baseline hardware key ("cpu" or the GPU
+                      model), driver, cuda_driver, note, gpus: [{index, name, sm: [major,
+                      minor], vram_gib, uuid}]}, as the controller probed it
+    backend           {name: diffusers|omni|omni-server, why: how "auto" resolved}
+    run               {model, profiles (as asked; [] = per-test default), rounds, warmup,
+                      update_baselines, baseline_dir}
+    session           {engine_starts: total over processes, processes: {"main" or the xdist
+                      worker id: {engine_starts, live: [[model, profile, backend], ...]}}}
+    results           one object per test x profile x request, in completion order:
+      nodeid, profile, label ("" unless a test measures several requests), outcome (the
+      pytest call outcome: passed|failed|skipped), verdict (pass|fail: the omni-perf gates),
+      bounds {min_speedup, min_ssim, max_vram_gib, max_vram_ratio, max_regression, ...},
+      measurement {profile, model, backend, request {prompt, width, height,
+        num_inference_steps, num_frames, seed, ...}, samples_s [warm latencies, s],
+        latency {n, median, p90, mean, stdev, min, max, samples} (s, around each request),
+        engine_latency (same keys, timed inside the engine), memory {kind: "nvml" (VRAM of
+        the engine's processes) | "rss" (CPU run), peak_bytes, samples}, start_s (engine
+        start), first_request_s, cold_start_s (start + first request; null if unknown),
+        engine_reused, applied {what the engine really applied}, engine_metrics,
+        interleaved_with, output_shape [H, W, C], output_frames},
+      baseline (the baseline profile's measurement, same keys; null for reference profiles),
+      speedup (baseline median / this median), quality {ssim_mean, ssim_min, psnr_mean,
+        per_frame_ssim [...], worst_frame} against the baseline profile's output (or null),
+      stored_quality (same keys, against the stored baseline image; or null),
+      regression {ratio, p_value, tolerance, alpha, regressed} against the stored latency,
+      memory_ratio (peak / baseline profile's peak), stored_path,
+      violations [{metric, message}], notes [...], fingerprint {hardware_key, gpus, driver,
+      cuda_driver, clocks, cpu, cpu_count, python, platform, versions},
+      images (only with --omni-report-html) {frames, output, baseline, diff: [paths relative
+        to the HTML report's folder], error?}
+    totals            {results, tests (distinct node ids), passed, failed (verdicts),
+                      violations (count), outcomes {passed: n, failed: n, ...}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pytest
+
+    from pytest_omni_perf.hardware import HardwareInfo
+    from pytest_omni_perf.state import SessionState
+
+SCHEMA_VERSION = 1
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def totals(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts over the results: verdicts, violations, pytest outcomes, distinct tests."""
+    verdicts = Counter(r.get("verdict", "pass" if not r.get("violations") else "fail")
+                       for r in results)
+    return {
+        "results": len(results),
+        "tests": len({r["nodeid"] for r in results}),
+        "passed": verdicts.get("pass", 0),
+        "failed": verdicts.get("fail", 0),
+        "violations": sum(len(r.get("violations") or []) for r in results),
+        "outcomes": dict(sorted(Counter(str(r.get("outcome", "unknown"))
+                                        for r in results).items())),
+    }
+
+
+def hardware_dict(hardware: HardwareInfo) -> dict[str, Any]:
+    """The controller's hardware probe as plain data."""
+    return {"summary": hardware.summary(), "key": hardware.key,
+            **dataclasses.asdict(hardware)}
+
+
+def session_facts(processes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """``session`` entry from each process's engine-pool snapshot (keyed "main" / "gw0"...)."""
+    return {"engine_starts": sum(int(p.get("engine_starts", 0)) for p in processes.values()),
+            "processes": {k: dict(v) for k, v in sorted(processes.items())}}
+
+
+def build_document(results: Sequence[Mapping[str, Any]], *, hardware: Mapping[str, Any],
+                   backend: tuple[str, str], run: Mapping[str, Any],
+                   session: Mapping[str, Any], created: datetime.datetime | None = None,
+                   ) -> dict[str, Any]:
+    """The whole report as a JSON-ready dict (see the module docstring for the schema)."""
+    from pytest_omni_perf import __version__
+
+    when = created or datetime.datetime.now(datetime.timezone.utc)
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "created": when.isoformat(),
+        "pytest_omni_perf": __version__,
+        "hardware": dict(hardware),
+        "backend": {"name": backend[0], "why": backend[1]},
+        "run": dict(run),
+        "session": dict(session),
+        "results": [dict(r) for r in results],
+        "totals": totals(results),
+    }
+    return dict(_finite(document))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename,
+    so a reader (or a crash) never sees half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _plain(value: Any) -> Any:
+    # Engines may report numpy scalars or other objects in engine_metrics/applied.
+    if hasattr(value, "tolist"):
+        return _finite(value.tolist())
+    return str(value)
+
+
+def write_json(path: Path, document: Mapping[str, Any]) -> None:
+    """Write the document as strict JSON, atomically (unknown objects as their text)."""
+    write_atomic(path, json.dumps(document, indent=2, allow_nan=False, default=_plain) + "\n")
+
+
+def junit_properties(result: Mapping[str, Any]) -> list[tuple[str, object]]:
+    """Flat scalar ``(name, value)`` pairs for JUnit XML, e.g. ``omni_perf.cache_dit.median_s``.
+
+    The full result also travels as one ``omni_perf`` property (a dict), which JUnit XML
+    can only print as one long string; these keep the key numbers readable there.
+    """
+    measured = result["measurement"]
+    quality = result.get("quality") or {}
+    name = result["profile"] + (f"@{result['label']}" if result.get("label") else "")
+    values: dict[str, object] = {
+        "median_s": measured["latency"]["median"],
+        "cold_start_s": measured.get("cold_start_s"),
+        "speedup": result.get("speedup"),
+        "ssim": quality.get("ssim_mean"),
+        "peak_memory_gib": round(measured["memory"]["peak_bytes"] / 2**30, 4),
+        "memory_kind": measured["memory"]["kind"],
+        "verdict": result.get("verdict", "fail" if result.get("violations") else "pass"),
+    }
+    return [(f"omni_perf.{name}.{key}", round(v, 6) if isinstance(v, float) else v)
+            for key, v in values.items() if v is not None]
+
+
+def write_reports(config: pytest.Config, state: SessionState,
+                  processes: Mapping[str, Mapping[str, Any]], json_path: Path | None,
+                  html_path: Path | None, benchmark_path: Path | None) -> list[str]:
+    """Write the asked-for reports from ``state.reported``; one line per report for the
+    terminal (where it went, or why it could not be written)."""
+    perf = state.perf
+    hardware = hardware_dict(state.hardware)
+    document = build_document(
+        state.reported, hardware=hardware, backend=state.backend,
+        run={"model": perf.model, "profiles": list(perf.profile_names), "rounds": perf.rounds,
+             "warmup": perf.warmup, "update_baselines": perf.update_baselines,
+             "baseline_dir": str(perf.baseline_dir)},
+        session=session_facts(processes))
+    lines = []
+    if json_path is not None:
+        lines.append(_attempt("JSON report", json_path, lambda: write_json(json_path, document)))
+    if html_path is not None:
+        from pytest_omni_perf.report.html_report import write_html
+
+        lines.append(_attempt("HTML report", html_path, lambda: write_html(html_path, document)))
+    if benchmark_path is not None:
+        from pytest_omni_perf.report import benchmark_export as bench
+
+        export = bench.benchmark_document(
+            document["results"], machine=bench.machine_info(hardware),
+            commit=bench.commit_info(config.rootpath), warmup=perf.warmup)
+        lines.append(_attempt("pytest-benchmark export", benchmark_path,
+                              lambda: write_json(benchmark_path, _finite(export))))
+    return lines
+
+
+def _attempt(what: str, path: Path, write: Callable[[], None]) -> str:
+    try:
+        write()
+    except (OSError, ValueError) as exc:
+        # A report that cannot be written must be visible, but must not hide test results.
+        return f"could not write the {what} to {path}: {exc}"
+    return f"{what} written to {path}"
