@@ -20,7 +20,7 @@ fi
 marker="$venv/.omni-perf-installed"
 stamp="$(cat "$root/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ "$(cat "$marker" 2>/dev/null)" != "$stamp" ]; then
-  "${pip[@]}" -e "$root[diffusers,quality,test]"
+  "${pip[@]}" -e "$root[diffusers,quality,server,test]"
   echo "$stamp" > "$marker"
 fi
 echo "$venv"

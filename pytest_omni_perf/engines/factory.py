@@ -31,6 +31,15 @@ def make_engine(config: pytest.Config, spec: EngineSpec, hw: HardwareInfo) -> En
         from pytest_omni_perf.engines import diffusers_engine
 
         return diffusers_engine.create(spec, hw)
+    if spec.backend == "omni":
+        from pytest_omni_perf.engines import omni_engine
+
+        return omni_engine.create(spec, hw)
+    if spec.backend == "omni-server":
+        from pytest_omni_perf.engines import omni_server
+
+        return omni_server.create(spec, hw)
     raise EngineError(
-        f"backend {spec.backend!r} has no engine here: the built-in one is diffusers; others "
+        f"backend {spec.backend!r} has no engine here: the built-in ones are diffusers, omni "
+        "and omni-server; others "
         "come from a plugin implementing pytest_omni_perf_make_engine")

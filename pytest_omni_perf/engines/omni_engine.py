@@ -1,0 +1,375 @@
+"""The ``omni`` backend: vLLM-Omni offline, ``Omni(model, **kwargs)`` in a worker process.
+
+The worker (``engines/worker.py``) builds an :class:`OmniRunner` with :func:`make_runner`.
+vLLM-Omni spawns its own GPU workers, which re-import the worker's ``__main__``; that module
+and this one do nothing at import time, so the spawn is safe.
+
+Written against vLLM-Omni 0.26 and 0.30 (docs/vllm-omni-api.md): outputs are read with
+``getattr`` defaults only (0.26's ``OmniRequestOutput`` is a plain dataclass, 0.30's a vLLM
+``RequestOutput``), never through 0.26's ``request_output``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_omni_perf import builtin_models
+from pytest_omni_perf.canonical import omni_kwargs
+from pytest_omni_perf.engines.base import (
+    EngineError, EngineSpec, GenerationOutput, GenerationRequest, ProfileUnsupported,
+)
+from pytest_omni_perf.engines.hosting import InProcessEngine, IsolatedEngine
+from pytest_omni_perf.hardware import HardwareInfo
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from pytest_omni_perf.capabilities import ModelCapabilities
+
+FACTORY = "pytest_omni_perf.engines.omni_engine:make_runner"
+_SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+_DISTRIBUTIONS = ("vllm-omni", "vllm", "torch", "diffusers", "transformers")
+
+
+# -- pure parts (tested on CPU) ---------------------------------------------------------------
+
+def resolve_model(model: str, cache_dir: str) -> str:
+    """The folder of a built-in model (built on first use), else ``model`` unchanged."""
+    if builtin_models.is_builtin(model):
+        return str(builtin_models.ensure_model(model, Path(cache_dir) if cache_dir else None))
+    return model
+
+
+def folder_dtype(folder: str) -> str | None:
+    """The floating dtype the folder's DiT weights were saved in, or None when unknown.
+
+    vLLM-Omni runs in bfloat16 unless told otherwise, and fp32-saved weights then fail in
+    its dummy run ("mat1 and mat2 must have the same dtype", FACTS.md), so the folder's own
+    precision is the safe default. diffusers configs carry no ``torch_dtype``; the
+    safetensors header does, and reading it needs no torch.
+    """
+    root = Path(folder)
+    for component in ("transformer", "dit", "unet", "transformer_2"):
+        config = root / component / "config.json"
+        if config.is_file():
+            try:
+                declared = json.loads(config.read_text(encoding="utf-8")).get("torch_dtype")
+            except (OSError, ValueError, AttributeError):
+                declared = None
+            if isinstance(declared, str) and declared.removeprefix("torch.") in \
+                    _SAFETENSORS_DTYPES.values():
+                return declared.removeprefix("torch.")
+        for weights in sorted((root / component).glob("*.safetensors")):
+            found = _safetensors_dtype(weights)
+            if found is not None:
+                return found
+    return None
+
+
+def _safetensors_dtype(path: Path) -> str | None:
+    """The most common floating dtype in a safetensors file's header."""
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100 * 2**20:  # not a sane header: do not read it
+                return None
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError, struct.error):
+        return None
+    counts: dict[str, int] = {}
+    for name, entry in header.items() if isinstance(header, dict) else ():
+        if name != "__metadata__" and isinstance(entry, dict):
+            dtype = _SAFETENSORS_DTYPES.get(str(entry.get("dtype")))
+            if dtype is not None:
+                counts[dtype] = counts.get(dtype, 0) + 1
+    return max(counts, key=lambda d: counts[d]) if counts else None
+
+
+def engine_kwargs(options: Mapping[str, Any], saved_dtype: str | None) -> dict[str, Any]:
+    """``Omni(model, **kwargs)`` for a profile: its canonical kwargs plus a working dtype.
+
+    A profile's explicit dtype wins; ``auto`` or none becomes the folder's saved dtype.
+    """
+    kwargs = omni_kwargs(options)
+    if kwargs.get("dtype") in (None, "auto"):
+        kwargs.pop("dtype", None)
+        if saved_dtype is not None:
+            kwargs["dtype"] = saved_dtype
+    return kwargs
+
+
+def sampling_fields(request: GenerationRequest) -> dict[str, Any]:
+    """Keyword arguments of ``OmniDiffusionSamplingParams`` for ``request``.
+
+    guidance_scale is left out when the request has none, so that the pipeline's own
+    default applies (vLLM-Omni tells "given" from "omitted" by None).
+    """
+    fields: dict[str, Any] = {"height": request.height, "width": request.width,
+                              "num_inference_steps": request.num_inference_steps,
+                              "seed": request.seed}
+    if request.num_frames is not None:
+        fields["num_frames"] = request.num_frames
+    if request.guidance_scale is not None:
+        fields["guidance_scale"] = request.guidance_scale
+    return fields
+
+
+def prompt_of(request: GenerationRequest) -> str | dict[str, str]:
+    """The prompt as ``Omni.generate`` takes it (a dict when there is a negative prompt)."""
+    if request.negative_prompt is None:
+        return request.prompt
+    return {"prompt": request.prompt, "negative_prompt": request.negative_prompt}
+
+
+def _to_numpy(item: Any) -> Any:
+    import numpy as np
+
+    if hasattr(item, "detach"):  # a torch tensor; bf16 has no numpy dtype
+        item = item.detach().float().cpu().numpy()
+    elif hasattr(item, "convert") and hasattr(item, "size"):  # PIL
+        item = np.asarray(item.convert("RGB"))
+    return np.asarray(item)
+
+
+def _to_uint8(frame: Any) -> npt.NDArray[np.uint8]:
+    """One HxWx3 uint8 frame, with vLLM-Omni's serving conversions (CHW, [-1, 1], RGBA)."""
+    import numpy as np
+
+    array = _to_numpy(frame)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.transpose(array, (1, 2, 0))
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise EngineError(f"vLLM-Omni returned a frame of shape {array.shape}, not HxWxC")
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    array = array[..., :3]
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if np.issubdtype(array.dtype, np.floating):
+        values = array.astype(np.float32)
+        if values.min() < 0.0:
+            values = np.clip(values, -1.0, 1.0) * 0.5 + 0.5
+        return np.ascontiguousarray((np.clip(values, 0.0, 1.0) * 255).round().astype(np.uint8))
+    return np.ascontiguousarray(np.clip(array, 0, 255).astype(np.uint8))
+
+
+def _first_video(images: Any) -> list[Any]:
+    """The frames of the first video, in whatever layout vLLM-Omni used."""
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    if not items:
+        return []
+    head = items[0]
+    if isinstance(head, (list, tuple)):  # a list of videos, each a list of frames
+        return list(head)
+    array = _to_numpy(head)
+    if array.ndim == 5:  # a batch of videos
+        array = array[0]
+    if array.ndim != 4:
+        return items  # a list of frames (PIL images or HxWxC arrays)
+    # channel-first (C, T, H, W), as Wan's raw output is, or (T, C, H, W); else (T, H, W, C)
+    if array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
+        array = array.transpose(1, 2, 3, 0)
+    elif array.shape[1] in (3, 4) and array.shape[-1] not in (3, 4):
+        array = array.transpose(0, 2, 3, 1)
+    return list(array)
+
+
+def output_frames(images: Any, *, video: bool) -> list[npt.NDArray[np.uint8]]:
+    """``OmniRequestOutput.images`` as HxWx3 uint8 frames: one for an image, all for a video."""
+    if images is None or (isinstance(images, (list, tuple)) and not images):
+        raise EngineError("vLLM-Omni returned no images in its output")
+    if video:
+        frames = _first_video(images)
+        if not frames:
+            raise EngineError("vLLM-Omni returned an empty video")
+        return [_to_uint8(f) for f in frames]
+    first = images[0] if isinstance(images, (list, tuple)) else images
+    while isinstance(first, (list, tuple)):  # layered models nest one level
+        first = first[0]
+    array = _to_numpy(first)
+    while array.ndim > 3:  # a batch or a one-frame video
+        array = array[0]
+    return [_to_uint8(array)]
+
+
+def output_metrics(output: Any) -> dict[str, Any]:
+    """peak_memory_mb, stage_durations and metrics of one output, as plain JSON values."""
+    found: dict[str, Any] = {}
+    peak = getattr(output, "peak_memory_mb", None)
+    if isinstance(peak, (int, float)) and not isinstance(peak, bool) and peak > 0:
+        found["peak_memory_mb"] = float(peak)
+    durations = getattr(output, "stage_durations", None)
+    if isinstance(durations, Mapping) and durations:
+        found["stage_durations"] = {str(k): float(v) for k, v in durations.items()
+                                    if isinstance(v, (int, float))}
+    extra = getattr(output, "metrics", None)
+    if isinstance(extra, Mapping) and extra:
+        found["metrics"] = json.loads(json.dumps(dict(extra), default=str))
+    return found
+
+
+def pick_output(outputs: Any) -> Any:
+    """The diffusion result among ``Omni.generate``'s outputs (the last one with images)."""
+    items = list(outputs or [])
+    if not items:
+        raise EngineError("vLLM-Omni's generate returned no output")
+    for item in reversed(items):
+        if getattr(item, "images", None):
+            return item
+    return items[-1]
+
+
+def capability_reason(capabilities: ModelCapabilities, options: Mapping[str, Any]
+                      ) -> str | None:
+    """Why vLLM-Omni would silently not apply ``options`` to this model (None: it would)."""
+    from pytest_omni_perf.capabilities import unsupported_reason
+
+    reason = unsupported_reason(options, capabilities)
+    return None if reason is None else f"vLLM-Omni ({capabilities.pipeline_class}): {reason}"
+
+
+def discover_capabilities(folder: str) -> tuple[ModelCapabilities | None, str]:
+    """Capabilities of the folder's pipeline in vLLM-Omni, and a note on how that went.
+
+    Never raises: a model discovery cannot read (a hub id, a pipeline vLLM-Omni's registry
+    lacks, an API that moved) is run unchecked, and the note says so in the report.
+    """
+    from pytest_omni_perf.capabilities import discover, pipeline_class_of
+
+    name = pipeline_class_of(folder)
+    if name is None:
+        return None, "capabilities not checked: no local model_index.json"
+    try:
+        return discover(name), f"capabilities of {name} checked"
+    except Exception as exc:  # noqa: BLE001 - discovery is advisory
+        return None, f"capabilities of {name} not checked: {type(exc).__name__}: {exc}"
+
+
+# -- the runner (inside the worker process) ---------------------------------------------------
+
+class OmniRunner:
+    """One ``vllm_omni.Omni`` engine with one profile's options."""
+
+    def __init__(self, model: str, options: Mapping[str, Any]) -> None:
+        self.model = model
+        self.options = dict(options)
+        self._omni: Any = None
+        self.applied: dict[str, Any] = {}
+
+    def load(self) -> dict[str, Any]:
+        """Check the profile against the model's capabilities, then start the engine."""
+        capabilities, note = discover_capabilities(self.model)
+        if capabilities is not None:
+            reason = capability_reason(capabilities, self.options)
+            if reason is not None:
+                raise ProfileUnsupported(reason)
+        kwargs = engine_kwargs(self.options, folder_dtype(self.model))
+        from vllm_omni import Omni
+
+        started = time.perf_counter()
+        self._omni = Omni(model=self.model, **kwargs)
+        self.applied = {"omni_kwargs": json.loads(json.dumps(kwargs, default=str)),
+                        "capabilities": note, "start_s": round(time.perf_counter() - started, 3)}
+        if capabilities is not None:
+            self.applied["pipeline"] = capabilities.pipeline_class
+        return dict(self.applied)
+
+    def generate(self, request: GenerationRequest) -> GenerationOutput:
+        """Run one request; latency is ``Omni.generate`` as seen from this process."""
+        if self._omni is None:
+            raise EngineError("the vLLM-Omni engine is not running (closed after an error?)")
+        from vllm_omni.inputs.data import OmniDiffusionSamplingParams
+
+        params = OmniDiffusionSamplingParams(**sampling_fields(request))
+        started = time.perf_counter()
+        try:
+            outputs = self._omni.generate(prompt_of(request), [params], use_tqdm=False)
+        except BaseException:
+            self.close()  # Omni shuts itself down on a failed generate: do not reuse it
+            raise
+        latency = time.perf_counter() - started
+        output = pick_output(outputs)
+        error = getattr(output, "error", None)
+        if error:
+            raise EngineError(f"vLLM-Omni reported an error for the request: {error}")
+        return GenerationOutput(frames=output_frames(getattr(output, "images", None),
+                                                     video=request.is_video),
+                                engine_latency_s=latency, engine_metrics=output_metrics(output))
+
+    def close(self) -> None:
+        """Shut the engine and its GPU workers down. Safe to call twice."""
+        omni, self._omni = self._omni, None
+        if omni is not None:
+            omni.close()
+
+    def versions(self) -> dict[str, str]:
+        """Installed versions of vLLM-Omni and what it runs on."""
+        found = {}
+        for dist in _DISTRIBUTIONS:
+            try:
+                found[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                found[dist] = "not installed"
+        return found
+
+
+def make_runner(model: str, cache_dir: str, options: Mapping[str, Any]) -> OmniRunner:
+    """Runs inside the worker: resolve a built-in model to its folder, then wrap it."""
+    return OmniRunner(resolve_model(model, cache_dir), options)
+
+
+# -- engine construction (in the pytest process) ----------------------------------------------
+
+def create(spec: EngineSpec, hw: HardwareInfo) -> IsolatedEngine | InProcessEngine:
+    """An ``omni`` engine for ``spec``; EngineError when vLLM-Omni cannot run here."""
+    if importlib.util.find_spec("vllm_omni") is None:
+        raise EngineError("--omni-backend=omni needs vLLM-Omni in this environment "
+                          "(pip install 'pytest-omni-perf[vllm-omni]')")
+    gpus = [g for g in hw.gpus if not spec.devices or g.index in spec.devices]
+    if not gpus:
+        raise EngineError("--omni-backend=omni needs a CUDA GPU and found none "
+                          f"({hw.note}); use --omni-backend=diffusers on this machine")
+    kwargs = {"model": spec.model, "cache_dir": spec.cache_dir, "options": dict(spec.options)}
+    if spec.in_process:
+        return InProcessEngine(spec, FACTORY, kwargs, device="cuda")
+    env = {"TOKENIZERS_PARALLELISM": "false"}
+    if builtin_models.is_builtin(spec.model):
+        env["HF_HUB_OFFLINE"] = "1"  # a local folder: never let a loader reach for the hub
+    return IsolatedEngine(spec, FACTORY, kwargs, env=env, device="cuda")
+
+
+def capabilities_in_subprocess(folder: str, timeout_s: float
+                               ) -> tuple[ModelCapabilities | None, str]:
+    """:func:`discover_capabilities` in a child Python, keeping vLLM-Omni out of pytest."""
+    from pytest_omni_perf.capabilities import ModelCapabilities
+
+    code = ("import dataclasses, json, sys\n"
+            "from pytest_omni_perf.engines.omni_engine import discover_capabilities\n"
+            "caps, note = discover_capabilities(sys.argv[1])\n"
+            "print(json.dumps({'caps': caps and dataclasses.asdict(caps), 'note': note}))\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, folder], capture_output=True,
+                              text=True, timeout=timeout_s, check=False)
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+        return None, f"capabilities not checked: discovery failed ({exc})"
+    raw = answer.get("caps")
+    if not isinstance(raw, dict):
+        return None, str(answer.get("note"))
+    fields = {f.name for f in dataclasses.fields(ModelCapabilities)}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                              for k, v in raw.items() if k in fields}
+    return ModelCapabilities(**values), str(answer.get("note"))

@@ -1,0 +1,426 @@
+"""The ``omni-server`` backend: a vLLM-Omni-compatible HTTP server we start, talk to and kill.
+
+The command is a template (``--omni-server-command``; default ``vllm serve {model} --omni
+--host 127.0.0.1 --port {port}``) to which the profile's ``vllm serve --omni`` flags are
+appended. Any server speaking vLLM-Omni's image/video API works, including the package's
+own ``python -m pytest_omni_perf.serve``. Requests use the stdlib HTTP client; video
+content (mp4) is decoded with PyAV (``av``), which vLLM-Omni itself encodes with.
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import importlib.util
+import json
+import os
+import secrets
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_omni_perf import builtin_models
+from pytest_omni_perf.canonical import serve_args
+from pytest_omni_perf.engines.base import (
+    EngineError, EngineInfo, EngineSpec, GenerationOutput, GenerationRequest, ProfileUnsupported,
+)
+from pytest_omni_perf.engines.process import ManagedProcess
+from pytest_omni_perf.hardware import HardwareInfo
+from pytest_omni_perf.serve import EXIT_UNSUPPORTED, UNSUPPORTED_PREFIX
+from pytest_omni_perf.serve_app import (
+    decode_mp4, decode_png, error_message, image_payload, multipart, server_metrics,
+    video_fields,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from pytest_omni_perf.capabilities import ModelCapabilities
+
+_PORT_RETRIES = 3
+_HEALTH_POLL_S = 0.1
+_JOB_POLL_S = (0.01, 0.2)  # first and longest pause between job polls
+_ADDRESS_IN_USE = ("address already in use", "errno 98", "eaddrinuse")
+_CAPABILITIES: dict[str, tuple[ModelCapabilities | None, str]] = {}
+
+
+# -- pure helpers ---------------------------------------------------------------------------
+
+def command_argv(template: str, model: str, port: int | None,
+                 options: Mapping[str, Any]) -> list[str]:
+    """The server's argv: the template with ``{model}``/``{port}`` filled, then the profile
+    flags. Only these placeholders (and ``{python}``, this interpreter) are replaced, so JSON
+    braces in a template survive.
+
+    The shipped server must run in the plugin's own environment: a bare ``python -m
+    pytest_omni_perf.serve`` becomes this interpreter, as the first ``python`` on PATH may
+    be another one (an unactivated venv) without torch.
+    """
+    text = template.replace("{python}", shlex.quote(sys.executable))
+    text = text.replace("{model}", shlex.quote(model))
+    if port is not None:
+        text = text.replace("{port}", str(port))
+    argv = shlex.split(text)
+    if argv[:1] in (["python"], ["python3"]) and argv[1:3] == ["-m", "pytest_omni_perf.serve"]:
+        argv[0] = sys.executable
+    return [*argv, *serve_args(options)]
+
+
+def flag_value(argv: list[str], flag: str) -> str | None:
+    """The value of ``--flag V`` or ``--flag=V`` in argv (the last one wins), else None."""
+    found = None
+    for index, token in enumerate(argv):
+        if token == flag and index + 1 < len(argv):
+            found = argv[index + 1]
+        elif token.startswith(flag + "="):
+            found = token[len(flag) + 1:]
+    return found
+
+
+def connect_host(bind_host: str | None) -> str:
+    """Where to reach a server bound to ``bind_host`` from this machine."""
+    if bind_host in (None, "", "0.0.0.0"):
+        return "127.0.0.1"
+    if bind_host == "::":
+        return "::1"
+    return bind_host
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the kernel's pick)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether binding ``host:port`` fails the way a server's bind would (SO_REUSEADDR on)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+# -- the engine -----------------------------------------------------------------------------
+
+class OmniServerEngine:
+    """A server process for one profile: start, wait for health, request, stop the tree."""
+
+    def __init__(self, spec: EngineSpec, *, device: str = "cpu", log_dir: Path | None = None,
+                 env: Mapping[str, str] | None = None, capabilities_note: str = "") -> None:
+        self.spec = spec
+        self.device = device
+        self.capabilities_note = capabilities_note
+        self._env = dict(env or {})
+        log_root = log_dir or Path(tempfile.gettempdir()) / "pytest-omni-perf-logs"
+        tag = f"{spec.profile_name}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.log_path = log_root / f"server-{tag}.log"
+        self.argv: list[str] = []
+        self.base = ("127.0.0.1", 0)
+        self._process: ManagedProcess | None = None
+        self.versions: dict[str, str] = {}
+        self.applied: dict[str, Any] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        deadline = time.monotonic() + self.spec.start_timeout_s
+        model = resolve_model(self.spec.model, self.spec.cache_dir, self.spec.start_timeout_s)
+        template = self.spec.server_command
+        for attempt in range(_PORT_RETRIES):
+            picked = "{port}" in template
+            argv = command_argv(template, model, None, self.spec.options)
+            host = connect_host(flag_value(argv, "--host"))
+            if picked:
+                argv = command_argv(template, model, free_port(host), self.spec.options)
+            elif flag_value(argv, "--port") is None:
+                picked = True
+                argv += ["--port", str(free_port(host))]
+            port = int(flag_value(argv, "--port") or 0)
+            if not picked and port_in_use(flag_value(argv, "--host") or "", port):
+                raise EngineError(
+                    f"port {port} is already in use: the server command hard-codes it "
+                    f"({template!r}); stop what listens there or use {{port}} in "
+                    "--omni-server-command so a free port is picked")
+            self.argv, self.base = argv, (host, port)
+            try:
+                self._launch()
+                self._wait_healthy(deadline)
+            except EngineError as exc:
+                # A picked port can be taken between our probe and the server's bind: retry.
+                if picked and attempt + 1 < _PORT_RETRIES and \
+                        any(s in exc.log_tail.lower() for s in _ADDRESS_IN_USE):
+                    continue
+                raise
+            break
+        self.applied = {"command": shlex.join(self.argv), "url": self.url,
+                        "serve_args": serve_args(self.spec.options)}
+        if self.capabilities_note:
+            self.applied["capabilities"] = self.capabilities_note
+        self._read_version()
+
+    def _launch(self) -> None:
+        env = dict(os.environ)
+        env.update(self._env)
+        if self.spec.devices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.spec.devices))
+        if self.spec.cache_dir:
+            env["OMNI_PERF_CACHE_DIR"] = self.spec.cache_dir
+        # A `python -m pytest_omni_perf.serve` template must import this very package.
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        self._process = ManagedProcess(self.argv, log_path=self.log_path, env=env)
+        try:
+            self._process.start()
+        except OSError as exc:
+            self._process = None
+            raise EngineError(f"cannot start the server command {shlex.join(self.argv)!r}: "
+                              f"{exc}") from None
+
+    def _wait_healthy(self, deadline: float) -> None:
+        assert self._process is not None
+        while True:
+            code = self._process.poll()
+            if code is not None:
+                raise self._start_failure(code)
+            if self._health() == 200:
+                return
+            if time.monotonic() > deadline:
+                tail = self._process.log_tail()
+                self._process.terminate_tree(grace_s=2.0)
+                raise EngineError(
+                    f"server for {self.spec.profile_name!r} did not become healthy (GET "
+                    f"{self.url}/health) within {self.spec.start_timeout_s:g} s: killed it "
+                    f"(raise --omni-start-timeout if that is expected); log: {self.log_path}",
+                    log_tail=tail)
+            time.sleep(_HEALTH_POLL_S)
+
+    def _start_failure(self, code: int) -> Exception:
+        assert self._process is not None
+        tail = self._process.log_tail()
+        self._process.terminate_tree(grace_s=2.0)  # workers it spawned must not outlive it
+        if code == EXIT_UNSUPPORTED:
+            reasons = [line.split(UNSUPPORTED_PREFIX, 1)[1].strip()
+                       for line in tail.splitlines() if UNSUPPORTED_PREFIX in line]
+            if reasons:
+                return ProfileUnsupported(reasons[-1])
+        how = f"exit code {code}" if code >= 0 else f"signal {-code}"
+        return EngineError(f"server for {self.spec.profile_name!r} exited during start-up "
+                           f"({how}); command: {shlex.join(self.argv)}; log: {self.log_path}",
+                           log_tail=tail)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate_tree()
+
+    def describe(self) -> EngineInfo:
+        return EngineInfo(backend=self.spec.backend, model=self.spec.model,
+                          pids=tuple(self.pids()), applied=self.applied,
+                          versions=self.versions, device=self.device)
+
+    def pids(self) -> list[int]:
+        """The server and its descendants: whose memory counts as this engine's."""
+        return self._process.tree() if self._process is not None else []
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.alive()
+
+    @property
+    def url(self) -> str:
+        host, port = self.base
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+    # -- requests -------------------------------------------------------------------------
+    def generate(self, request: GenerationRequest) -> GenerationOutput:
+        if not self.alive:
+            raise EngineError(f"server for {self.spec.profile_name!r} is not running")
+        deadline = time.monotonic() + self.spec.request_timeout_s
+        began = time.perf_counter()
+        try:
+            if request.is_video:
+                frames, metrics = self._video(request, deadline)
+            else:
+                frames, metrics = self._image(request, deadline)
+        except TimeoutError:
+            assert self._process is not None
+            tail = self._process.log_tail()
+            self._process.terminate_tree(grace_s=2.0)
+            raise EngineError(
+                f"server for {self.spec.profile_name!r} did not answer the request within "
+                f"{self.spec.request_timeout_s:g} s: killed it (raise --omni-request-timeout "
+                "if that is expected)", log_tail=tail) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._request_failure(exc) from None
+        except ValueError as exc:  # a body that is not the JSON the API promises
+            raise EngineError(f"server's answer could not be read: {exc}") from None
+        latency, engine_metrics = server_metrics(metrics, time.perf_counter() - began)
+        return GenerationOutput(frames=frames, engine_latency_s=latency,
+                                engine_metrics=engine_metrics)
+
+    def _request_failure(self, exc: BaseException) -> EngineError:
+        assert self._process is not None
+        for _ in range(40):  # the exit status shows up a moment after the socket broke
+            if self._process.poll() is not None:
+                break
+            time.sleep(0.05)
+        code = self._process.poll()
+        tail = self._process.log_tail()
+        self._process.terminate_tree(grace_s=2.0)
+        if code is None:
+            how = f"connection failed ({type(exc).__name__}: {exc}); stopped the server"
+        else:
+            how = f"the server died ({f'exit code {code}' if code >= 0 else f'signal {-code}'})"
+        return EngineError(f"request to {self.url} for {self.spec.profile_name!r} failed: "
+                           f"{how}; log: {self.log_path}", log_tail=tail)
+
+    def _http(self, method: str, path: str, deadline: float, body: bytes | None = None,
+              headers: Mapping[str, str] | None = None) -> tuple[int, Mapping[str, str], bytes]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(path)
+        host, port = self.base
+        connection = http.client.HTTPConnection(host, port, timeout=remaining)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers or {}))
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def _checked(self, method: str, path: str, deadline: float, body: bytes | None = None,
+                 headers: Mapping[str, str] | None = None) -> bytes:
+        status, _, data = self._http(method, path, deadline, body, headers)
+        if status != 200:
+            assert self._process is not None
+            raise EngineError(f"server answered HTTP {status} to {method} {path}: "
+                              f"{error_message(data)}", log_tail=self._process.log_tail(15))
+        return data
+
+    def _image(self, request: GenerationRequest, deadline: float
+               ) -> tuple[list[npt.NDArray[np.uint8]], dict[str, Any]]:
+        body = json.dumps(image_payload(request)).encode()
+        answer = json.loads(self._checked("POST", "/v1/images/generations", deadline, body,
+                                          {"Content-Type": "application/json"}))
+        try:
+            frame = decode_png(answer["data"][0]["b64_json"])
+        except (KeyError, IndexError, TypeError, ValueError, OSError) as exc:
+            raise EngineError(f"server's image answer has no decodable data[0].b64_json ({exc})")
+        return [frame], dict(answer.get("metrics") or {})
+
+    def _video(self, request: GenerationRequest, deadline: float
+               ) -> tuple[list[npt.NDArray[np.uint8]], dict[str, Any]]:
+        body, content_type = multipart(video_fields(request))
+        job = json.loads(self._checked("POST", "/v1/videos", deadline, body,
+                                       {"Content-Type": content_type}))
+        job_id = str(job.get("id") or "")
+        if not job_id:
+            raise EngineError(f"server's video answer has no job id: {job}")
+        pause = _JOB_POLL_S[0]
+        while job.get("status") != "completed":
+            if job.get("status") == "failed":
+                error = job.get("error") or {}
+                message = error.get("message") if isinstance(error, dict) else error
+                assert self._process is not None
+                raise EngineError(f"video job {job_id} failed on the server: {message}",
+                                  log_tail=self._process.log_tail(15))
+            time.sleep(pause)
+            pause = min(pause * 1.5, _JOB_POLL_S[1])
+            # 0.30 answers a failed job with its error status and the job as the body.
+            status, _, data = self._http("GET", f"/v1/videos/{job_id}", deadline)
+            try:
+                job = json.loads(data)
+            except ValueError:
+                job = {}
+            if not isinstance(job, dict) or "status" not in job:
+                raise EngineError(f"GET /v1/videos/{job_id} answered HTTP {status}: "
+                                  f"{error_message(data)}")
+        video = self._checked("GET", f"/v1/videos/{job_id}/content", deadline)
+        frames = decode_mp4(video)
+        if not frames:
+            raise EngineError(f"video job {job_id}: the server's mp4 holds no frames")
+        metrics = {k: job.get(k) for k in ("inference_time_s", "peak_memory_mb",
+                                            "stage_durations", "fps", "num_frames")}
+        if isinstance(job.get("metrics"), dict):
+            metrics = {**job["metrics"], **{k: v for k, v in metrics.items() if v is not None}}
+        return frames, metrics
+
+    def _health(self) -> int | None:
+        try:
+            status, _, _ = self._http("GET", "/health", time.monotonic() + 2.0)
+        except (OSError, http.client.HTTPException):
+            return None
+        return status
+
+    def _read_version(self) -> None:
+        try:
+            status, _, data = self._http("GET", "/version", time.monotonic() + 5.0)
+            answer = json.loads(data) if status == 200 else {}
+        except (OSError, http.client.HTTPException, ValueError):
+            return
+        if isinstance(answer, dict):
+            versions = answer.get("versions")
+            self.versions = {str(k): str(v) for k, v in versions.items()} \
+                if isinstance(versions, dict) else {}
+            if answer.get("version"):
+                self.versions.setdefault("server", str(answer["version"]))
+            if isinstance(answer.get("applied"), dict):
+                self.applied["server_applied"] = answer["applied"]
+
+
+def resolve_model(model: str, cache_dir: str, timeout_s: float) -> str:
+    """A built-in model's folder (built in a child process, keeping torch out of pytest),
+    else ``model`` as given: a real ``vllm serve`` needs a folder or a hub id."""
+    if not builtin_models.is_builtin(model):
+        return model
+    code = ("import sys; from pathlib import Path\n"
+            "from pytest_omni_perf.builtin_models import ensure_model\n"
+            "print(ensure_model(sys.argv[1], Path(sys.argv[2]) if sys.argv[2] else None))\n")
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    try:
+        done = subprocess.run([sys.executable, "-c", code, model, cache_dir], env=env,
+                              capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EngineError(f"building the built-in model {model!r} failed: {exc}") from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise EngineError(f"building the built-in model {model!r} failed (exit code "
+                          f"{done.returncode})", log_tail=done.stderr[-4000:])
+    return lines[-1]
+
+
+def create(spec: EngineSpec, hw: HardwareInfo) -> OmniServerEngine:
+    """An ``omni-server`` engine; for a ``vllm`` command, profiles vLLM-Omni would silently
+    not apply to the model are refused first (capability discovery, as the omni backend)."""
+    if not spec.server_command.strip():
+        raise EngineError("--omni-backend=omni-server needs --omni-server-command")
+    gpus = [g for g in hw.gpus if not spec.devices or g.index in spec.devices]
+    uses_vllm = "vllm" in shlex.split(spec.server_command)[:3] or "vllm." in spec.server_command
+    note = ""
+    if uses_vllm and importlib.util.find_spec("vllm_omni") is not None:
+        from pytest_omni_perf.engines import omni_engine
+
+        folder = resolve_model(spec.model, spec.cache_dir, spec.start_timeout_s)
+        if folder not in _CAPABILITIES:  # per model, not per profile: discovery takes seconds
+            _CAPABILITIES[folder] = omni_engine.capabilities_in_subprocess(
+                folder, spec.start_timeout_s)
+        capabilities, note = _CAPABILITIES[folder]
+        if capabilities is not None:
+            reason = omni_engine.capability_reason(capabilities, spec.options)
+            if reason is not None:
+                raise ProfileUnsupported(reason)
+    return OmniServerEngine(spec, device="cuda" if gpus else "cpu",
+                            env={"TOKENIZERS_PARALLELISM": "false"}, capabilities_note=note)
