@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pytest_omni_perf import gates
+from pytest_omni_perf.baseline_view import apply_view, choose_view, comparable
 from pytest_omni_perf.baselines import BaselineError, BaselineStore
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationRequest
 from pytest_omni_perf.engines.pool import EnginePool, LiveEngine
@@ -119,22 +120,37 @@ class OmniPerf:
             return self.baseline_cache[own_key], None
         base_key = self._key(baseline, request)
         base_spec, spec = self.spec_for(baseline), self.spec_for(self.profile)
-        if self.pool.capacity(spec) >= 2 and base_spec.devices == spec.devices:
-            # Both engines fit (CPU): alternate their rounds, so load from anything else on
-            # the machine hits both alike; a baseline measured minutes ago would not be fair.
-            base, measured = self._run([baseline, self.profile], request)
-            self.baseline_cache[base_key] = base
-            return measured, base
         base = self.baseline_cache.get(base_key)
-        if base is None:
-            # One engine per GPU set: measure the baseline once, reuse it for every profile.
+        if base is None and not self._room_for_two(spec, base_spec, None):
+            # One engine per GPU set until we know the baseline's footprint: measure it alone.
             (base,) = self._run([baseline], request)
-            self.baseline_cache[base_key] = base
-        (measured,) = self._run([self.profile], request)
+        if self._room_for_two(spec, base_spec, base):
+            # Alternate the two engines' rounds, so drift (other load, clocks, thermals) hits
+            # both alike; a baseline measured minutes earlier would not be a fair reference.
+            base, measured = self._run([baseline, self.profile], request, capacity=2)
+        else:
+            (measured,) = self._run([self.profile], request)
+        assert base is not None
+        self.baseline_cache[base_key] = base
         return measured, base
 
-    def _run(self, profiles: list[Profile], request: GenerationRequest) -> list[Measurement]:
-        runs = [self._prepare(p, request) for p in profiles]
+    def _room_for_two(self, spec: EngineSpec, base_spec: EngineSpec,
+                      base: Measurement | None) -> bool:
+        """Both engines can live at once: on CPU, or when three times the baseline's measured
+        peak fits the smallest GPU it uses (the profile may need more than the baseline)."""
+        if base_spec.devices != spec.devices:
+            return False
+        if not self.hardware.gpus:
+            return True
+        if base is None or base.memory.kind != "nvml" or not base.memory.peak_bytes:
+            return False
+        used = [g for g in self.hardware.gpus if not spec.devices or g.index in spec.devices]
+        smallest = min(g.vram_gib for g in used) * 2**30
+        return 3 * base.memory.peak_bytes < smallest
+
+    def _run(self, profiles: list[Profile], request: GenerationRequest,
+             capacity: int = 1) -> list[Measurement]:
+        runs = [self._prepare(p, request, capacity) for p in profiles]
         try:
             for run in runs:
                 for _ in range(self.warmup):
@@ -154,9 +170,9 @@ class OmniPerf:
         return [self._to_measurement(run, peak, interleaved if run.profile is not profiles[0]
                                      else None) for run, peak in zip(runs, peaks)]
 
-    def _prepare(self, profile: Profile, request: GenerationRequest) -> _Rounds:
+    def _prepare(self, profile: Profile, request: GenerationRequest, capacity: int) -> _Rounds:
         spec = self.spec_for(profile)
-        live = self.pool.get(spec)
+        live = self.pool.get(spec, capacity)
         reused = live.requests > 0
         sampler = sampler_for(live.pids, spec.devices or [g.index for g in self.hardware.gpus])
         return _Rounds(profile, spec, profile_request(request, profile), live, reused, sampler)
@@ -221,8 +237,9 @@ class OmniPerf:
         name = self._store_name(label)
         measured = result.measurement
         if self.update_baselines:
-            path = self.store.save(self.nodeid, name, _stored_metrics(result, request),
-                                   measured.frames)
+            view = choose_view(measured.frames)
+            path = self.store.save(self.nodeid, name, _stored_metrics(result, view),
+                                   apply_view(measured.frames, view))
             result.stored_path = str(path)
             result.notes.append(f"baseline written to {path}")
             return
@@ -248,8 +265,12 @@ class OmniPerf:
                 f"({stored.metrics.get('request')} vs {measured.request}); refresh it with: "
                 f"{self.refresh_command}")))
             return
+        view = stored.metrics.get("view") or {}
         try:
-            result.stored_quality = compare_frames(measured.frames, stored.frames)
+            if (why := comparable(measured.frames, view)) is not None:
+                raise ImageSizeMismatch(why)
+            result.stored_quality = compare_frames(apply_view(measured.frames, view),
+                                                   stored.frames)
         except ImageSizeMismatch as exc:
             result.violations.append(Violation("stored_ssim", (
                 f"cannot compare with the stored baseline in {stored.path}: {exc}; refresh it "
@@ -272,9 +293,10 @@ class OmniPerf:
         result.notes += notes
 
 
-def _stored_metrics(result: PerfResult, request: GenerationRequest) -> dict[str, Any]:
+def _stored_metrics(result: PerfResult, view: dict[str, Any]) -> dict[str, Any]:
     measured = result.measurement
     return {
+        "view": view,
         "nodeid": result.nodeid, "profile": result.profile, "request": measured.request,
         "samples_s": measured.samples, "latency": measured.latency.to_dict(),
         "memory": measured.memory.to_dict(), "cold_start_s": measured.cold_start_s,

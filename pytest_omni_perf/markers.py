@@ -24,8 +24,9 @@ MARKER_DOCS = {
     "omni_model": "omni_model(id_or_path): the model this test measures (default: --omni-model).",
     "omni_profiles": "omni_profiles(*names): run this test only for these profiles.",
     "omni_bounds": "omni_bounds(min_speedup=, min_ssim=, max_vram_gib=, max_vram_ratio=, "
-                   "max_regression=, max_vram_regression=): override the profile's bounds "
-                   "for this test.",
+                   "max_regression=, max_vram_regression=, profile=None): override the "
+                   "profile's bounds for this test (only for the named profile(s) when "
+                   "profile= is given).",
 }
 CARDS_DOC = "cards_{n}: set on tests that need {n} GPUs (requires_gpus or a profile's "\
             "requirement), as vLLM-Omni CI selects with -m 'H100 and cards_{n}'."
@@ -130,17 +131,32 @@ def model_from_marks(marks: Iterable[pytest.Mark]) -> str | None:
     return None
 
 
-def bounds_from_marks(marks: Iterable[pytest.Mark], base: Bounds) -> Bounds:
-    """Apply omni_bounds marks onto ``base`` (farthest first, so the closest wins)."""
+def bounds_from_marks(marks: Iterable[pytest.Mark], base: Bounds, profile: str | None = None
+                      ) -> Bounds:
+    """Apply omni_bounds marks onto ``base`` (farthest first, so the closest wins).
+
+    A mark with ``profile="name"`` (or a tuple of names) applies only to those profiles;
+    with ``profile=None`` every mark is checked but only the unscoped ones apply.
+    """
     bounds = base
     for mark in reversed(list(marks)):
         if mark.args:
             raise MarkerArgumentError(
                 f"@pytest.mark.omni_bounds takes keyword arguments only, got {mark.args!r}")
+        values = dict(mark.kwargs)
+        scope = values.pop("profile", None)
+        names = (scope,) if isinstance(scope, str) else scope
+        if names is not None and not (isinstance(names, tuple)
+                                      and all(isinstance(n, str) for n in names)):
+            raise MarkerArgumentError(
+                f"@pytest.mark.omni_bounds(profile=...) takes a profile name or a tuple of "
+                f"names, got {scope!r}")
         try:
-            bounds = parse_bounds(mark.kwargs, "@pytest.mark.omni_bounds", bounds)
+            scoped = parse_bounds(values, "@pytest.mark.omni_bounds", bounds)
         except ProfileError as exc:
             raise MarkerArgumentError(str(exc)) from None
+        if names is None or profile in names:
+            bounds = scoped
     return bounds
 
 

@@ -221,7 +221,8 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile) -> Iterator
     nodeid = request.node.nodeid
     harness = OmniPerf(
         nodeid=nodeid, profile=omni_profile, profiles=state.profiles,
-        bounds=bounds_from_marks(request.node.iter_markers("omni_bounds"), omni_profile.bounds),
+        bounds=bounds_from_marks(request.node.iter_markers("omni_bounds"), omni_profile.bounds,
+                                 omni_profile.name),
         model=model, backend=state.backend[0], hardware=state.hardware, pool=state.pool,
         spec_for=lambda p: _spec(state, p, model), rounds=state.perf.rounds,
         warmup=state.perf.warmup,

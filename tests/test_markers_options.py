@@ -183,3 +183,17 @@ def test_skip_reason_pure() -> None:
 def test_hardware_key() -> None:
     assert hardware_key("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
     assert HardwareInfo().key == "cpu"
+
+
+def test_bounds_scoped_to_a_profile() -> None:
+    from pytest_omni_perf.markers import bounds_from_marks
+    from pytest_omni_perf.profiles import Bounds
+
+    marks = [pytest.mark.omni_bounds(profile="fewer_steps", min_speedup=1.3).mark,
+             pytest.mark.omni_bounds(min_ssim=0.5).mark]
+    assert bounds_from_marks(marks, Bounds(min_speedup=1.6), "fewer_steps") == Bounds(
+        min_speedup=1.3, min_ssim=0.5)
+    assert bounds_from_marks(marks, Bounds(min_speedup=1.6), "cache_dit") == Bounds(
+        min_speedup=1.6, min_ssim=0.5)
+    with pytest.raises(ValueError, match=r"profile=\.\.\.\) takes a profile name"):
+        bounds_from_marks([pytest.mark.omni_bounds(profile=3).mark], Bounds(), "x")

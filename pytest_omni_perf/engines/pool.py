@@ -1,6 +1,6 @@
-"""Live engines of the session: started on first use, reused across tests, evicted so that
-at most one engine holds a GPU set at a time (two may live on CPU, so baseline and profile
-rounds can interleave).
+"""Live engines of the session: started on first use, reused across tests, and evicted so
+that one engine holds a device set at a time, or two when the caller knows a baseline and a
+profile fit side by side (then their rounds interleave).
 """
 
 from __future__ import annotations
@@ -57,11 +57,12 @@ class EnginePool:
         self._progress = on_progress
         self.starts = 0
 
-    def capacity(self, spec: EngineSpec) -> int:
-        return 1 if spec.devices else 2
+    def get(self, spec: EngineSpec, capacity: int = 1) -> LiveEngine:
+        """The live engine for ``spec``, started if needed (ProfileUnsupported / EngineError).
 
-    def get(self, spec: EngineSpec) -> LiveEngine:
-        """The live engine for ``spec``, started if needed (ProfileUnsupported / EngineError)."""
+        ``capacity``: how many engines may share ``spec``'s devices once it runs (the caller
+        knows when a baseline and a profile fit side by side).
+        """
         key = engine_key(spec)
         if key in self._unsupported:
             raise ProfileUnsupported(self._unsupported[key])
@@ -71,7 +72,7 @@ class EnginePool:
             return live
         if live is not None:  # died since last use: a fresh one replaces it
             self.stop(key)
-        self._evict_for(spec)
+        self._evict_for(spec, capacity)
         try:
             engine = self._make(spec)
             self._progress(f"starting {spec.model}[{spec.profile_name}] ({spec.backend}) ...")
@@ -87,9 +88,9 @@ class EnginePool:
         self._live[key] = live
         return live
 
-    def _evict_for(self, spec: EngineSpec) -> None:
+    def _evict_for(self, spec: EngineSpec, capacity: int) -> None:
         sharing = [k for k in self._live if k[3] == spec.devices]
-        while len(sharing) >= self.capacity(spec):
+        while sharing and len(sharing) >= capacity:
             self.stop(sharing.pop(0))
 
     def stop(self, key: EngineKey) -> None:

@@ -7,6 +7,11 @@ import pytest
 pytestmark = pytest.mark.omni_model("tiny-flux")
 
 
+# The built-in bounds are meant for real models. A 9M-parameter model on two CPU cores spends
+# a larger share in the text encoders and the VAE, so halving the steps gives ~1.55x (not ~2x)
+# and SCM ~1.2-1.3x (measured in this suite, CPU, 2026-11-26); these marks say so per profile.
+@pytest.mark.omni_bounds(profile="fewer_steps", min_speedup=1.3)
+@pytest.mark.omni_bounds(profile="cache_dit_scm", min_speedup=1.1)
 def test_image(omni_perf: object) -> None:
     """128x128, 12 steps: large enough for cache-dit to cache, small enough for 2 CPU cores."""
     result = omni_perf.measure(  # type: ignore[attr-defined]

@@ -7,6 +7,12 @@ import pytest
 pytestmark = pytest.mark.omni_model("tiny-wan")
 
 
+# See test_text_to_image.py for why the tiny models get their own speedup bounds. VAE tiling
+# at 64x64 forces 32-pixel tiles whose seams dominate a random-weight video: SSIM ~0.5 here
+# (FACTS.md saw 0.76 with another tile size), so that bound only guards against collapse.
+@pytest.mark.omni_bounds(profile="fewer_steps", min_speedup=1.3)
+@pytest.mark.omni_bounds(profile="cache_dit_scm", min_speedup=1.1)
+@pytest.mark.omni_bounds(profile="vae_tiling", min_ssim=0.4)
 def test_video(omni_perf: object) -> None:
     """64x64, 9 frames, 10 steps (FACTS.md: cache-dit caches 6 of 10 steps here)."""
     result = omni_perf.measure(  # type: ignore[attr-defined]
