@@ -40,7 +40,7 @@ class CanonicalOption:
             return f"expected {_type_name(self.kind)}, got {type(value).__name__} {value!r}"
         if self.choices and value not in self.choices:
             return f"expected one of {', '.join(map(repr, self.choices))}, got {value!r}"
-        if self.kind is int and value < 1:
+        if self.kind is int and isinstance(value, int) and value < 1:
             return f"expected a degree >= 1, got {value}"
         return None
 

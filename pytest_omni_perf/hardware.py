@@ -111,6 +111,11 @@ def nvml() -> Iterator[Any]:
         pynvml.nvmlShutdown()
 
 
+def _sm_pair(value: Any) -> tuple[int, int]:
+    major, minor = value
+    return int(major), int(minor)
+
+
 def _decode(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -129,7 +134,7 @@ def probe() -> HardwareInfo:
                 gpus.append(GpuInfo(
                     index=index,
                     name=_decode(pynvml.nvmlDeviceGetName(handle)),
-                    sm=tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle)),  # type: ignore[arg-type]
+                    sm=_sm_pair(pynvml.nvmlDeviceGetCudaComputeCapability(handle)),
                     vram_gib=memory.total / 2**30,
                     uuid=uuids[index],
                 ))

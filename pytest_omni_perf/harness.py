@@ -45,6 +45,7 @@ class _Rounds:
     sampler: MemorySampler
     samples: list[float] = dataclasses.field(default_factory=list)
     engine_samples: list[float] = dataclasses.field(default_factory=list)
+    gpu_samples: list[float] = dataclasses.field(default_factory=list)
     last: Any = None
 
     def one(self) -> None:
@@ -52,6 +53,8 @@ class _Rounds:
         output = self.live.engine.generate(self.request)
         self.samples.append(time.perf_counter() - began)
         self.engine_samples.append(output.engine_latency_s)
+        if "cuda_event_s" in output.engine_metrics:
+            self.gpu_samples.append(float(output.engine_metrics["cuda_event_s"]))
         self.live.requests += 1
         self.last = output
 
@@ -196,7 +199,10 @@ class OmniPerf:
             engine_latency=LatencyStats.from_samples(run.engine_samples), memory=peak,
             start_s=run.live.start_s, first_request_s=run.live.first_request_s,
             engine_reused=run.reused, applied=dict(info.applied),
-            engine_metrics=dict(run.last.engine_metrics), frames=list(run.last.frames),
+            engine_metrics={**run.last.engine_metrics,
+                            **({"cuda_event_samples_s": run.gpu_samples} if run.gpu_samples
+                               else {})},
+            frames=list(run.last.frames),
             interleaved_with=interleaved,
         )
 

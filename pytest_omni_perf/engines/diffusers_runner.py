@@ -126,13 +126,20 @@ class DiffusersRunner:
         if cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            # CUDA events time the same call on the GPU's own clock: a cross-check of the
+            # host-side timings the gates use (they must agree within a few percent).
+            events = (torch.cuda.Event(enable_timing=True),  # type: ignore[no-untyped-call]
+                      torch.cuda.Event(enable_timing=True))  # type: ignore[no-untyped-call]
+            events[0].record()
         started = time.perf_counter()
         output = pipe(**kwargs)
         if cuda:
+            events[1].record()
             torch.cuda.synchronize(self.device)
         latency = time.perf_counter() - started
         if cuda:
             metrics["torch_peak_bytes"] = int(torch.cuda.max_memory_allocated(self.device))
+            metrics["cuda_event_s"] = events[0].elapsed_time(events[1]) / 1000.0
         if self._cache_config is not None:
             metrics["cache"] = {**opts.cache_stats(pipe), "config": self._cache_described}
         if "max_sequence_length" in kwargs:
