@@ -11,6 +11,9 @@ pytestmark = pytest.mark.omni_model("tiny-flux")
 # a larger share in the text encoders and the VAE, so halving the steps gives ~1.55x (not ~2x)
 # and SCM ~1.2-1.3x (measured in this suite, CPU, 2026-11-26); these marks say so per profile.
 @pytest.mark.omni_bounds(profile="fewer_steps", min_speedup=1.3)
+# Regional compile of a 9M model on 2 CPU cores measured 1.00-1.21x across runs: this bound
+# only catches compile making things clearly slower.
+@pytest.mark.omni_bounds(profile="compile", min_speedup=0.9)
 @pytest.mark.omni_bounds(profile="cache_dit_scm", min_speedup=1.1)
 def test_image(omni_perf: object) -> None:
     """128x128, 12 steps: large enough for cache-dit to cache, small enough for 2 CPU cores."""

@@ -11,6 +11,9 @@ pytestmark = pytest.mark.omni_model("tiny-wan")
 # at 64x64 forces 32-pixel tiles whose seams dominate a random-weight video: SSIM ~0.5 here
 # (FACTS.md saw 0.76 with another tile size), so that bound only guards against collapse.
 @pytest.mark.omni_bounds(profile="fewer_steps", min_speedup=1.3)
+# Regional compile of a 9M model on 2 CPU cores measured 1.00-1.21x across runs: this bound
+# only catches compile making things clearly slower.
+@pytest.mark.omni_bounds(profile="compile", min_speedup=0.9)
 @pytest.mark.omni_bounds(profile="cache_dit_scm", min_speedup=1.1)
 @pytest.mark.omni_bounds(profile="vae_tiling", min_ssim=0.4)
 def test_video(omni_perf: object) -> None:
