@@ -185,6 +185,9 @@ class OmniPerf:
         output = run.live.engine.generate(run.request)
         if run.live.first_request_s is None:
             run.live.first_request_s = time.perf_counter() - began
+            spec = run.spec
+            self.pool.progress(f"first request of {spec.model}[{spec.profile_name}] (compile and "
+                               f"warm-up happen here) took {run.live.first_request_s:.1f} s")
         run.live.requests += 1
         run.last = output
 

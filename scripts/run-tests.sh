@@ -7,7 +7,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$("$root/scripts/bootstrap.sh" | tail -n 1)"
 cd "$root"
 export HF_HUB_OFFLINE=1 OMNI_PERF_CACHE_DIR="${OMNI_PERF_CACHE_DIR:-$root/.omni-cache}"
-"$venv/bin/python" -m pytest tests -p no:cacheprovider -n 2 -q -rs "$@"
+# tests/contract runs below, in the environment that has vLLM-Omni.
+"$venv/bin/python" -m pytest tests --ignore=tests/contract -p no:cacheprovider -n 2 -q -rs "$@"
 "$venv/bin/python" -m mypy pytest_omni_perf
 # Contract tests against the real vLLM-Omni 0.30 (CPU build, ~3 min and 4.4 GB on first run).
 omni_venv="${OMNI_VENV:-$root/.venv-omni}"

@@ -88,6 +88,10 @@ class EnginePool:
         self._live[key] = live
         return live
 
+    def progress(self, message: str) -> None:
+        """Tell the user what a long wait is for (engine start, first request's compile)."""
+        self._progress(message)
+
     def _evict_for(self, spec: EngineSpec, capacity: int) -> None:
         sharing = [k for k in self._live if k[3] == spec.devices]
         while sharing and len(sharing) >= capacity:
