@@ -115,8 +115,7 @@ class IsolatedEngine:
             if not self._process.alive():
                 raise self._died(what)
             if time.monotonic() > deadline:
-                tail = self._process.log_tail()
-                self._process.terminate_tree(grace_s=2.0)
+                tail = self._process.kill_keeping_tail()
                 raise EngineError(
                     f"engine {self.spec.profile_name!r} ({self.spec.backend}) did not answer the "
                     f"{what} within {timeout_s:g} s: killed it (raise --omni-"
@@ -141,8 +140,7 @@ class IsolatedEngine:
                 break
             time.sleep(0.05)
         code = self._process.poll()
-        tail = self._process.log_tail()
-        self._process.terminate_tree(grace_s=2.0)
+        tail = self._process.kill_keeping_tail()
         how = f"exit code {code}" if code is not None and code >= 0 else (
             f"killed by signal {-code}" if code is not None else f"connection lost ({exc})")
         return EngineError(

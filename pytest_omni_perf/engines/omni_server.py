@@ -197,8 +197,7 @@ class OmniServerEngine:
             if self._health() == 200:
                 return
             if time.monotonic() > deadline:
-                tail = self._process.log_tail()
-                self._process.terminate_tree(grace_s=2.0)
+                tail = self._process.kill_keeping_tail()
                 raise EngineError(
                     f"server for {self.spec.profile_name!r} did not become healthy (GET "
                     f"{self.url}/health) within {self.spec.start_timeout_s:g} s: killed it "
@@ -208,8 +207,7 @@ class OmniServerEngine:
 
     def _start_failure(self, code: int) -> Exception:
         assert self._process is not None
-        tail = self._process.log_tail()
-        self._process.terminate_tree(grace_s=2.0)  # workers it spawned must not outlive it
+        tail = self._process.kill_keeping_tail()
         if code == EXIT_UNSUPPORTED:
             reasons = [line.split(UNSUPPORTED_PREFIX, 1)[1].strip()
                        for line in tail.splitlines() if UNSUPPORTED_PREFIX in line]
@@ -255,8 +253,7 @@ class OmniServerEngine:
                 frames, metrics = self._image(request, deadline)
         except TimeoutError:
             assert self._process is not None
-            tail = self._process.log_tail()
-            self._process.terminate_tree(grace_s=2.0)
+            tail = self._process.kill_keeping_tail()
             raise EngineError(
                 f"server for {self.spec.profile_name!r} did not answer the request within "
                 f"{self.spec.request_timeout_s:g} s: killed it (raise --omni-request-timeout "
@@ -276,8 +273,7 @@ class OmniServerEngine:
                 break
             time.sleep(0.05)
         code = self._process.poll()
-        tail = self._process.log_tail()
-        self._process.terminate_tree(grace_s=2.0)
+        tail = self._process.kill_keeping_tail()
         if code is None:
             how = f"connection failed ({type(exc).__name__}: {exc}); stopped the server"
         else:

@@ -96,6 +96,12 @@ class ManagedProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def kill_keeping_tail(self, lines: int = 40) -> str:
+        """Kill the tree quickly (it failed or hung) and return its last log lines."""
+        tail = self.log_tail(lines)
+        self.terminate_tree(grace_s=2.0)
+        return tail
+
     def terminate_tree(self, grace_s: float = 10.0) -> None:
         """SIGTERM the whole tree, then SIGKILL what is left after ``grace_s``. Idempotent."""
         if self._popen is None:
