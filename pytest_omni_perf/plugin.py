@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -82,6 +82,33 @@ def pytest_configure(config: pytest.Config) -> None:
     state = SessionState(config, perf, profiles)
     config.stash[state_key] = state
     config.pluginmanager.register(_ResultCollector(state), "omni-perf-results")
+    _interrupt_on_sigterm(config)
+
+
+_sigterm_key = pytest.StashKey[bool]()
+
+
+def _interrupt_on_sigterm(config: pytest.Config) -> None:
+    """Make SIGTERM (CI cancel, ``timeout``, ``docker stop``) end the run like Ctrl-C.
+
+    Python's default action kills at once: no session finish (the partial JSON report is
+    lost) and no unconfigure (engines are only reaped when they notice the closed socket).
+    As KeyboardInterrupt, pytest still finishes the session and stops every engine. A
+    second SIGTERM kills as before. Left alone where someone else already handles SIGTERM.
+    """
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt(f"SIGTERM (signal {signum})")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    config.stash[_sigterm_key] = True
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -89,6 +116,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(state_key, None)
     if state is not None:
         state.close()
+    if config.stash.get(_sigterm_key, False):
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -184,7 +215,7 @@ def _spec(state: SessionState, profile: Profile, model: str) -> EngineSpec:
     )
 
 
-def _engine_outcome(exc: BaseException, test_name: str) -> None:
+def _engine_outcome(exc: BaseException, test_name: str) -> NoReturn:
     if isinstance(exc, ProfileUnsupported):
         # Raised from here, the skip's location is this file: name the test in the reason.
         pytest.skip(f"{test_name}: {exc}")
@@ -201,8 +232,10 @@ def omni_engine(request: pytest.FixtureRequest, omni_profile: Profile) -> Engine
     try:
         return state.pool.get(_spec(state, omni_profile, _model_of(request, state))).engine
     except (ProfileUnsupported, EngineError) as exc:
-        _engine_outcome(exc, request.node.name)
-        raise  # unreachable: skip/fail raised
+        error = exc
+    # Outside the except block: a skip/fail raised inside it would chain the engine error
+    # (and its own cause), and pytest prints each chained message again.
+    _engine_outcome(error, request.node.name)
 
 
 @pytest.fixture
@@ -248,7 +281,9 @@ class _GuardedHarness:
         try:
             return self._harness.measure(**kwargs)
         except (ProfileUnsupported, EngineError) as exc:
-            _engine_outcome(exc, self._test_name)
+            error = exc
+        # Outside the except block, so pytest shows the message once, not the chain.
+        _engine_outcome(error, self._test_name)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -9,6 +9,8 @@ pytester run can change it between runs:
     STANDIN_NOISE_<PROFILE>=sigma     (default 0: identical image for every profile)
     STANDIN_CRASH_<PROFILE>=1         (the process exits during the request)
     STANDIN_HANG_<PROFILE>=1          (the request never returns)
+    STANDIN_CRASH_ONCE_<PROFILE>=path (exits during the request unless ``path`` exists; creates
+                                       it first, so only the first engine of the run crashes)
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class StandinRunner:
         import numpy as np
 
         if self._env("CRASH", ""):
+            os._exit(3)
+        once = self._env("CRASH_ONCE", "")
+        if once and not os.path.exists(once):
+            open(once, "x").close()
             os._exit(3)
         if self._env("HANG", ""):
             time.sleep(3600)

@@ -1,0 +1,313 @@
+"""Faults injected for real: a worker killed or hung mid-request, pytest itself signalled,
+baselines corrupted on disk, two processes re-recording one store, random profile documents.
+
+Each fault goes through a real pytest run of a real test file (the stand-in engine of
+tests/standin.py in a real worker subprocess), and the tests check what a user reads and
+what is left on the machine afterwards: no process, no torn or rewritten file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FAST = ("-p", "no:cacheprovider", "--omni-rounds=2", "--omni-warmup=0")
+TWO_TESTS = """
+def test_first(omni_perf):
+    omni_perf.measure(width=16, height=16, num_inference_steps=2)
+
+def test_second(omni_perf):
+    # Another request: the same one would reuse test_first's measurement of 'eager'.
+    omni_perf.measure(width=24, height=16, num_inference_steps=2)
+"""
+ONE_TEST = """
+def test_image(omni_perf):
+    omni_perf.measure(width=16, height=16, num_inference_steps=2)
+"""
+WORKER_MODULE = b"pytest_omni_perf.engines.worker"
+
+
+def _workers_tagged(tag: str) -> list[int]:
+    """Living engine workers whose environment carries ``STANDIN_TAG=tag`` (ours alone,
+    also on a machine where other sessions run engines)."""
+    found = []
+    needle = f"STANDIN_TAG={tag}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if WORKER_MODULE not in handle.read():
+                    continue
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if needle not in handle.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                if handle.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
+                    continue  # exited; a zombie holds no memory or device
+        except OSError:
+            continue  # exited while we looked
+        found.append(int(entry))
+    return found
+
+
+def _none_left(tag: str, within_s: float = 5.0) -> list[int]:
+    """Workers of ``tag`` still alive after ``within_s`` (they may be exiting right now)."""
+    deadline = time.monotonic() + within_s
+    while (alive := _workers_tagged(tag)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
+@pytest.fixture
+def isolated(standin_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Engines in real worker processes, tagged so the test can find every one of them."""
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv("STANDIN_ISOLATED", "1")
+    monkeypatch.setenv("STANDIN_TAG", tag)
+    yield tag
+    for pid in _workers_tagged(tag):  # a failing test must not leave its workers running
+        os.kill(pid, signal.SIGKILL)
+
+
+def _no_traceback(result: pytest.RunResult) -> None:
+    text = result.stdout.str()
+    assert "Traceback (most recent call last)" not in text, text
+    assert "INTERNALERROR" not in text, text
+
+
+# -- 1. worker killed mid-request ----------------------------------------------------------------
+def test_worker_killed_mid_request_fails_that_test_only(
+        standin_pytester: pytest.Pytester, isolated: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = standin_pytester.path / "crashed-once"
+    monkeypatch.setenv("STANDIN_CRASH_ONCE_EAGER", str(marker))
+    standin_pytester.makepyfile(TWO_TESTS)
+    result = standin_pytester.runpytest_subprocess(*FAST, "--omni-profile=eager",
+                                                   "--omni-update-baselines", "-rf")
+    assert marker.exists()  # the fault did fire
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines([
+        "*_ test_first?eager? _*",
+        "engine worker for 'eager' (diffusers, model *) died during the request: exit code 3;"
+        " log: *engine-eager-*.log",
+        "*omni-perf summary*"])
+    assert "During handling of the above exception" not in result.stdout.str()
+    # The crashed engine was discarded: test_second started a fresh one.
+    assert result.stdout.str().count("omni-perf: starting tiny-flux[eager]") == 2
+    log = result.stdout.str().split("; log: ", 1)[1].split()[0]
+    assert Path(log).is_file()
+    _no_traceback(result)
+    assert _none_left(isolated) == []
+
+
+# -- 2. hang ------------------------------------------------------------------------------------
+def test_hung_request_is_killed_at_the_timeout(
+        standin_pytester: pytest.Pytester, isolated: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STANDIN_HANG_EAGER", "1")
+    standin_pytester.makepyfile(ONE_TEST)
+    began = time.monotonic()
+    result = standin_pytester.runpytest_subprocess(*FAST, "--omni-profile=eager",
+                                                   "--omni-request-timeout=2", "-rf")
+    elapsed = time.monotonic() - began
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*_ test_image?eager? _*",
+                                 "engine 'eager' (*) did not answer the request within 2 s:"
+                                 " killed it (raise --omni-request-timeout if that is expected)"])
+    _no_traceback(result)
+    # 2 s timeout + 2 s kill grace + interpreter starts; an unkilled hang would take an hour.
+    assert elapsed < 30, elapsed
+    assert _none_left(isolated) == []
+
+
+# -- 3. pytest itself signalled -----------------------------------------------------------------
+def _popen_pytest(where: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=where,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signalled_pytest_leaves_no_worker_and_writes_the_report(
+        standin_pytester: pytest.Pytester, isolated: str, monkeypatch: pytest.MonkeyPatch,
+        sig: signal.Signals) -> None:
+    monkeypatch.setenv("STANDIN_DELAY_EAGER", "0.3")
+    standin_pytester.makepyfile(TWO_TESTS)
+    report = standin_pytester.path / "partial.json"
+    # The first test completes in 8 rounds of 0.3 s; the signal lands during the second's.
+    done = standin_pytester.path / "first-done"
+    standin_pytester.makeconftest((standin_pytester.path / "conftest.py").read_text() + f"""
+def pytest_runtest_logreport(report):
+    if report.when == "teardown" and "test_first" in report.nodeid:
+        open({str(done)!r}, "w").close()
+""")
+    proc = _popen_pytest(standin_pytester.path, "-p", "no:cacheprovider", "--omni-rounds=8",
+                         "--omni-warmup=0", "--omni-profile=eager", "--omni-update-baselines",
+                         f"--omni-report-json={report}")
+    try:
+        deadline = time.monotonic() + 60
+        while not done.exists():
+            assert proc.poll() is None, proc.communicate()[0].decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)  # test_second's first request is now in flight
+        assert _workers_tagged(isolated), "the engine worker should be running now"
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = output.decode()
+    # 2: pytest's "interrupted"; a SIGTERM that killed outright would read -15.
+    assert proc.returncode == 2, text
+    assert "KeyboardInterrupt" in text and "Traceback (most recent call last)" not in text, text
+    assert _none_left(isolated) == [], text
+    assert report.is_file(), f"no partial report after {sig.name}:\n{text}"
+    written = json.dumps(json.loads(report.read_text()))
+    assert "test_first" in written and "test_second" not in written, written
+
+
+# -- 4. corrupt baselines -----------------------------------------------------------------------
+def _tamper(folder: Path, how: str) -> None:
+    png, metrics = folder / "frame_000.png", folder / "metrics.json"
+    if how == "truncated_png":
+        png.write_bytes(png.read_bytes()[:-20])
+    elif how == "garbage_metrics":
+        metrics.write_bytes(b"{\"schema_version\": 1, \x00\xff not json")
+    elif how == "edited_request":
+        doc = json.loads(metrics.read_text())
+        doc["request"]["width"] = 24
+        metrics.write_text(json.dumps(doc))
+    elif how == "resized_png":
+        from PIL import Image
+
+        Image.new("RGB", (24, 16), (10, 20, 30)).save(png)
+    else:  # pragma: no cover - a typo in the parametrization
+        raise AssertionError(how)
+
+
+EXPECTED = {
+    "truncated_png": "*broken baseline in */eager: frame_000.png: truncated or not a PNG*",
+    "garbage_metrics": "*broken baseline in */eager: metrics.json: not *",
+    "edited_request": "*the stored baseline in */eager was recorded for another request*",
+    "resized_png": "*cannot compare with the stored baseline in */eager: *",
+}
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("how", sorted(EXPECTED))
+def test_corrupt_baseline_fails_clearly_and_is_left_alone(standin_pytester: pytest.Pytester,
+                                                          how: str) -> None:
+    standin_pytester.makepyfile(ONE_TEST)
+    standin_pytester.runpytest_subprocess(
+        *FAST, "--omni-profile=eager", "--omni-update-baselines").assert_outcomes(passed=1)
+    store = standin_pytester.path / "baselines"
+    (folder,) = [p.parent for p in store.rglob("metrics.json")]
+    _tamper(folder, how)
+    before = _snapshot(store)
+    result = standin_pytester.runpytest_subprocess(*FAST, "--omni-profile=eager", "-rf")
+    result.assert_outcomes(failed=1)
+    refresh = "*; *with: pytest '*::test_image?eager?' --omni-profile=eager --omni-update-baselines"
+    result.stdout.fnmatch_lines([EXPECTED[how] + refresh[1:]])
+    _no_traceback(result)
+    assert _snapshot(store) == before
+
+
+def test_baselines_of_other_hardware_only_are_named(standin_pytester: pytest.Pytester) -> None:
+    standin_pytester.makepyfile(ONE_TEST)
+    standin_pytester.runpytest_subprocess(
+        *FAST, "--omni-profile=eager", "--omni-update-baselines").assert_outcomes(passed=1)
+    store = standin_pytester.path / "baselines"
+    (store / "cpu").rename(store / "h100-sxm-80gb")
+    shutil.copytree(store / "h100-sxm-80gb", store / "a10g-24gb")
+    before = _snapshot(store)
+    result = standin_pytester.runpytest_subprocess(*FAST, "--omni-profile=eager", "-rf")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*no stored baseline for *::test_image?eager? ?eager? on hardware key 'cpu' at *"
+        " (there are baselines for a10g-24gb, h100-sxm-80gb); create it with: pytest *"])
+    assert _snapshot(store) == before
+
+
+# -- 6. two processes re-recording one store ----------------------------------------------------
+def test_concurrent_updates_leave_complete_baselines(standin_pytester: pytest.Pytester,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_omni_perf.baselines import BaselineStore
+
+    standin_pytester.makepyfile("\n".join(
+        f"def test_{i}(omni_perf):\n    omni_perf.measure(width=16, height=16, "
+        f"num_inference_steps=2)\n" for i in range(8)))
+    args = (*FAST, "--omni-profile=eager", "--omni-update-baselines", "-q")
+    monkeypatch.setenv("STANDIN_DELAY_EAGER", "0.05")  # long enough for the runs to overlap
+    procs = [_popen_pytest(standin_pytester.path, *args) for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    store_root = standin_pytester.path / "baselines"
+    assert not [p for p in store_root.rglob(".tmp-*")]
+    store = BaselineStore(store_root, "cpu")
+    nodeids = [f"test_concurrent_updates_leave_complete_baselines.py::test_{i}[eager]"
+               for i in range(8)]
+    for nodeid in nodeids:
+        stored = store.load(nodeid, "eager")
+        assert stored is not None, nodeid
+        assert stored.frames[0].shape == (16, 16, 3)
+        assert stored.metrics["request"]["width"] == 16
+    assert len(list(store_root.rglob("metrics.json"))) == len(nodeids)
+
+
+# -- 7. the profile parser never raises anything but ProfileError -------------------------------
+def _documents() -> Any:
+    from hypothesis import strategies as st
+
+    from pytest_omni_perf.canonical import CANONICAL_OPTIONS
+    from pytest_omni_perf.profiles import _PROFILE_FIELDS, BOUND_FIELDS
+
+    keys = st.sampled_from([*_PROFILE_FIELDS, *BOUND_FIELDS, *CANONICAL_OPTIONS, "gpus", "sm",
+                            "vram_gib", "steps_scale", "profiles", "defaults", "bounds",
+                            "eager", "x"]) | st.text(max_size=6)
+    # Small numbers and known names too, so some documents get past the first checks.
+    scalars = (st.none() | st.booleans() | st.integers(0, 8) | st.integers(-10**20, 10**20)
+               | st.floats() | st.text(max_size=8)
+               | st.sampled_from(["8.9", "89", "eager", "", "1.0", "cache_dit", "none", "fp8"]))
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                          | st.dictionaries(keys, inner, max_size=4), max_leaves=12)
+    options = st.dictionaries(st.sampled_from(sorted(CANONICAL_OPTIONS)), values, max_size=4)
+    profile = st.dictionaries(keys, values, max_size=5) | st.fixed_dictionaries(
+        {"options": options}, optional={k: values for k in _PROFILE_FIELDS if k != "options"})
+    bounds = st.dictionaries(st.sampled_from(BOUND_FIELDS), scalars, max_size=3)
+    sections = st.fixed_dictionaries(
+        {"profiles": st.dictionaries(st.text(max_size=6), profile, min_size=1, max_size=3)},
+        optional={"defaults": st.fixed_dictionaries({}, optional={"bounds": bounds | values})})
+    # Well-shaped sections with random contents (twice as likely), or anything at all.
+    return sections | sections | st.dictionaries(keys, values, max_size=3)
+
+
+def test_parse_document_raises_only_profile_error() -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    from pytest_omni_perf.profiles import Profile, ProfileError, parse_document
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_documents())
+    def check(doc: dict[str, Any]) -> None:
+        try:
+            parsed = parse_document(doc, "random.toml")
+        except ProfileError:
+            return
+        assert all(isinstance(p, Profile) for p in parsed.values())
+
+    check()
