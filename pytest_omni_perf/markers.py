@@ -6,7 +6,6 @@ here can be unit-tested without running pytest.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -163,12 +162,3 @@ def bounds_from_marks(marks: Iterable[pytest.Mark], base: Bounds, profile: str |
 def cards_marker(req: Requirements) -> str | None:
     """``cards_<n>`` for tests that need n GPUs (n >= 1)."""
     return f"cards_{req.gpus}" if req.gpus else None
-
-
-@dataclasses.dataclass(frozen=True)
-class ItemPlan:
-    """What the markers of one test ask for, checked."""
-
-    requirements: Requirements
-    model: str | None
-    profiles: tuple[str, ...] | None

@@ -349,12 +349,11 @@ class _ResultCollector:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Workers hand their engine facts over; the controller writes the reports."""
         config = session.config
-        pool = self.state._pool
-        facts = {"engine_starts": 0, "live": []} if pool is None else pool.snapshot()
+        facts = self.state.engine_facts()
         if hasattr(config, "workerinput"):
             config.workeroutput[USER_PROPERTY] = facts  # type: ignore[attr-defined]
             return
-        if pool is not None or not self.processes:
+        if facts["engine_starts"] or not self.processes:
             self.processes["main"] = facts
         perf = self.state.perf
         paths = [self._path(config, p) for p in (perf.report_json, perf.report_html,

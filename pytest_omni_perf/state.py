@@ -72,6 +72,12 @@ class SessionState:
                 lambda spec: make_engine(self.pytest_config, spec, self.hardware), progress)
         return self._pool
 
+    def engine_facts(self) -> dict[str, Any]:
+        """Engine starts and live engines of this process (empty when none started)."""
+        if self._pool is None:
+            return {"engine_starts": 0, "live": []}
+        return self._pool.snapshot()
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
