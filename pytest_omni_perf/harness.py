@@ -39,7 +39,7 @@ class _Rounds:
 
     profile: Profile
     spec: EngineSpec
-    request: GenerationRequest
+    generation: GenerationRequest
     live: LiveEngine
     reused: bool
     sampler: MemorySampler
@@ -48,15 +48,25 @@ class _Rounds:
     gpu_samples: list[float] = dataclasses.field(default_factory=list)
     last: Any = None
 
-    def one(self) -> None:
+    def send(self) -> tuple[Any, float, bool]:
+        """One request, timed around the call: (output, seconds, first since engine start)."""
         began = time.perf_counter()
-        output = self.live.engine.generate(self.request)
-        self.samples.append(time.perf_counter() - began)
+        output = self.live.engine.generate(self.generation)
+        elapsed = time.perf_counter() - began
+        first = self.live.first_request_s is None
+        if first:
+            self.live.first_request_s = elapsed
+        self.live.requests += 1
+        self.last = output
+        return output, elapsed, first
+
+    def one(self) -> None:
+        """One measured round."""
+        output, elapsed, _ = self.send()
+        self.samples.append(elapsed)
         self.engine_samples.append(output.engine_latency_s)
         if "cuda_event_s" in output.engine_metrics:
             self.gpu_samples.append(float(output.engine_metrics["cuda_event_s"]))
-        self.live.requests += 1
-        self.last = output
 
 
 class OmniPerf:
@@ -157,7 +167,7 @@ class OmniPerf:
         try:
             for run in runs:
                 for _ in range(self.warmup):
-                    self._first_aware(run)
+                    self._warm(run)
             for run in runs:
                 run.sampler.start()
             for _ in range(self.rounds):
@@ -180,16 +190,12 @@ class OmniPerf:
         sampler = sampler_for(live.pids, spec.devices or [g.index for g in self.hardware.gpus])
         return _Rounds(profile, spec, profile_request(request, profile), live, reused, sampler)
 
-    def _first_aware(self, run: _Rounds) -> None:
-        began = time.perf_counter()
-        output = run.live.engine.generate(run.request)
-        if run.live.first_request_s is None:
-            run.live.first_request_s = time.perf_counter() - began
+    def _warm(self, run: _Rounds) -> None:
+        _, elapsed, first = run.send()
+        if first:
             spec = run.spec
             self.pool.progress(f"first request of {spec.model}[{spec.profile_name}] (compile and "
-                               f"warm-up happen here) took {run.live.first_request_s:.1f} s")
-        run.live.requests += 1
-        run.last = output
+                               f"warm-up happen here) took {elapsed:.1f} s")
 
     def _to_measurement(self, run: _Rounds, peak: Any, interleaved: str | None) -> Measurement:
         from pytest_omni_perf.measure.stats import LatencyStats
@@ -197,7 +203,7 @@ class OmniPerf:
         info = run.live.engine.describe()
         return Measurement(
             profile=run.profile.name, model=self.model, backend=self.backend,
-            request=run.request.as_dict(), samples=run.samples,
+            request=run.generation.as_dict(), samples=run.samples,
             latency=LatencyStats.from_samples(run.samples),
             engine_latency=LatencyStats.from_samples(run.engine_samples), memory=peak,
             start_s=run.live.start_s, first_request_s=run.live.first_request_s,
