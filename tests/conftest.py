@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
+import numpy  # noqa: F401
 import pytest
 
 import standin
+
+# pytester's inline runs drop modules first imported during the run from sys.modules; a C
+# extension such as numpy cannot be imported twice in one process, so a later test's
+# `import numpy` then fails ("cannot load module more than once per process"). Importing it
+# here, before any inline run, keeps it loaded for the whole worker.
 
 
 @pytest.fixture
 def standin_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A pytester whose engines are the deterministic stand-in (see tests/standin.py)."""
     pytester.makeconftest(standin.conftest_source())
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith("STANDIN_"):
             monkeypatch.delenv(name)
     return pytester
