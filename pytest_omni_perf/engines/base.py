@@ -32,6 +32,29 @@ class EngineError(RuntimeError):
         return f"{base}\n--- engine log (tail) ---\n{self.log_tail.rstrip()}"
 
 
+# What out-of-memory looks like in a worker's traceback or a server's log: Python's own
+# MemoryError, torch's CPU allocator and mmap (ENOMEM, errno 12), and CUDA. Libraries often
+# re-raise it as something else (diffusers turns a failed mmap of the weights into "Unable
+# to load weights from checkpoint file"), so the whole text is searched, chained causes too.
+_OOM_SIGNS = ("MemoryError", "OutOfMemoryError", "out of memory", "Cannot allocate memory",
+              "can't allocate memory", "CUDA_ERROR_OUT_OF_MEMORY")
+
+
+def out_of_memory_line(text: str) -> str | None:
+    """The first line of ``text`` that says the process ran out of memory, or None."""
+    for line in text.splitlines():
+        if any(sign in line for sign in _OOM_SIGNS):
+            return line.strip()
+    return None
+
+
+def cause_line(text: str) -> str:
+    """The line a user should read first in a traceback: the out-of-memory one where there
+    is one (it is the cause, whatever was raised after it), else the last line."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return out_of_memory_line(text) or (lines[-1] if lines else "")
+
+
 class ProfileUnsupported(Exception):
     """The engine cannot honour an option of the profile; the test skips with this reason."""
 

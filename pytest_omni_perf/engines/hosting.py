@@ -19,6 +19,7 @@ from typing import Any
 
 from pytest_omni_perf.engines.base import (
     EngineError, EngineInfo, EngineSpec, GenerationOutput, GenerationRequest, ProfileUnsupported,
+    cause_line, out_of_memory_line,
 )
 from pytest_omni_perf.engines.process import ManagedProcess
 
@@ -129,8 +130,15 @@ class IsolatedEngine:
             return value
         if status == "unsupported":
             raise ProfileUnsupported(value)
-        raise EngineError(f"engine {self.spec.profile_name!r} failed during {what}:\n{value}",
-                          log_tail=self._process.log_tail(15))
+        # The cause first, then the traceback: a failed start's last line is often a
+        # library's re-raise that hides it (see ``cause_line``). The worker also printed
+        # that traceback to its log: keep only the log lines it does not repeat.
+        oom = ", out of memory" if out_of_memory_line(value) else ""
+        shown = set(value.splitlines())
+        tail = "\n".join(line for line in self._process.log_tail(15).splitlines()
+                         if line not in shown)
+        raise EngineError(f"engine {self.spec.profile_name!r} failed during {what}{oom}: "
+                          f"{cause_line(value)}\n{value}", log_tail=tail)
 
     def _died(self, what: str, exc: BaseException | None = None) -> EngineError:
         assert self._process is not None
@@ -143,6 +151,10 @@ class IsolatedEngine:
         tail = self._process.kill_keeping_tail()
         how = f"exit code {code}" if code is not None and code >= 0 else (
             f"killed by signal {-code}" if code is not None else f"connection lost ({exc})")
+        if code == -9 and what == "start":
+            # Nobody here sent that SIGKILL while starting: on Linux it is most often the
+            # kernel's out-of-memory killer (its note is in `dmesg`, not in our log).
+            how += " (likely out of memory: the kernel's OOM killer sends SIGKILL)"
         return EngineError(
             f"engine worker for {self.spec.profile_name!r} ({self.spec.backend}, model "
             f"{self.spec.model}) died during the {what}: {how}; log: {self.log_path}",

@@ -29,6 +29,7 @@ from pytest_omni_perf import builtin_models
 from pytest_omni_perf.canonical import serve_args
 from pytest_omni_perf.engines.base import (
     EngineError, EngineInfo, EngineSpec, GenerationOutput, GenerationRequest, ProfileUnsupported,
+    out_of_memory_line,
 )
 from pytest_omni_perf.engines.process import ManagedProcess
 from pytest_omni_perf.hardware import HardwareInfo
@@ -214,6 +215,8 @@ class OmniServerEngine:
             if reasons:
                 return ProfileUnsupported(reasons[-1])
         how = f"exit code {code}" if code >= 0 else f"signal {-code}"
+        if (oom := out_of_memory_line(tail)) is not None:
+            how += f", out of memory: {oom}"
         return EngineError(f"server for {self.spec.profile_name!r} exited during start-up "
                            f"({how}); command: {shlex.join(self.argv)}; log: {self.log_path}",
                            log_tail=tail)
