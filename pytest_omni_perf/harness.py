@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pytest_omni_perf import gates
+from pytest_omni_perf import gates, stored_metrics
 from pytest_omni_perf.baseline_view import apply_view, choose_view, comparable
-from pytest_omni_perf.baselines import BaselineError, BaselineStore
+from pytest_omni_perf.baselines import METRICS, BaselineError, BaselineStore, CorruptBaseline
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationRequest
 from pytest_omni_perf.engines.pool import EnginePool, LiveEngine
 from pytest_omni_perf.hardware import CPU_KEY, HardwareInfo, fingerprint
@@ -260,6 +260,8 @@ class OmniPerf:
             return
         try:
             stored = self.store.load(self.nodeid, name)
+            if stored is not None and (why := stored_metrics.problem(stored.metrics)):
+                raise CorruptBaseline(stored.path, METRICS, f"{METRICS}: {why}")
         except BaselineError as exc:
             result.violations.append(Violation("baseline", (
                 f"stored baseline is unreadable: {exc}; recreate it with: "
