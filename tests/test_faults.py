@@ -262,7 +262,8 @@ def test_concurrent_updates_leave_complete_baselines(standin_pytester: pytest.Py
     standin_pytester.makepyfile("\n".join(
         f"def test_{i}(omni_perf):\n    omni_perf.measure(width=16, height=16, "
         f"num_inference_steps=2)\n" for i in range(8)))
-    args = (*FAST, "--omni-profile=eager", "--omni-update-baselines", "-q")
+    # Two sessions of two xdist workers each: four writers of the same eight baselines.
+    args = (*FAST, "--omni-profile=eager", "--omni-update-baselines", "-q", "-n", "2")
     monkeypatch.setenv("STANDIN_DELAY_EAGER", "0.05")  # long enough for the runs to overlap
     procs = [_popen_pytest(standin_pytester.path, *args) for _ in range(2)]
     outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
@@ -322,3 +323,35 @@ def test_parse_document_raises_only_profile_error() -> None:
         assert all(isinstance(p, Profile) for p in parsed.values())
 
     check()
+
+
+# -- 8. test ids that are not file names --------------------------------------------------------
+UNSAFE_IDS = ["a/b", "../../escape", "..", "/abs/path", "café-日本", "e\u0301", "x" * 400,
+              "nul\x00byte", "back\\slash", "CON", ".hidden"]
+
+
+def test_unsafe_test_ids_stay_inside_the_baseline_folder(standin_pytester: pytest.Pytester
+                                                         ) -> None:
+    standin_pytester.makepyfile(f"""
+import pytest
+
+@pytest.mark.parametrize("name", {UNSAFE_IDS!r}, ids={UNSAFE_IDS!r})
+def test_id(omni_perf, name):
+    omni_perf.measure(width=16, height=16, num_inference_steps=2)
+""")
+    # The store two levels down: a "../../escape" that got out would land in "outer".
+    outer = standin_pytester.path / "outer"
+    store = outer / "deeper" / "baselines" / "cpu"
+    args = (*FAST, "--omni-profile=eager", f"--omni-baseline-dir={store.parent}")
+    first = standin_pytester.runpytest_subprocess(*args, "--omni-update-baselines")
+    first.assert_outcomes(passed=len(UNSAFE_IDS))
+    outside = [p for p in outer.rglob("*") if p not in store.parents and not
+               p.is_relative_to(store)]
+    assert outside == [], outside
+    slugs = [p for p in store.iterdir()]
+    assert len(slugs) == len(UNSAFE_IDS)  # one folder per id: none collide or nest
+    for path in store.rglob("*"):
+        part = path.relative_to(store).parts
+        assert len(part) <= 3 and all(len(s) <= 150 and not s.startswith(".") for s in part)
+    # Read back by the same ids: each finds its own baseline.
+    standin_pytester.runpytest_subprocess(*args).assert_outcomes(passed=len(UNSAFE_IDS))
