@@ -257,6 +257,8 @@ def _parse_metrics(raw: bytes, folder: Path, hardware_key: str) -> dict[str, Any
                      f"({exc.msg})") from exc
     except UnicodeDecodeError as exc:
         raise broken(f"not UTF-8 text ({exc})") from exc
+    except RecursionError:  # json's parser recurses into nested arrays and objects
+        raise broken("not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise broken(f"the top level is a {type(data).__name__}, expected an object")
     version, stored_key, count = (data.get(k) for k in _RESERVED)

@@ -234,6 +234,8 @@ def load_file(path: Path) -> dict[str, Profile]:
         raise ProfileError(f"{path}: cannot read profile file: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ProfileError(f"{path}: not valid TOML: nested too deeply") from None
     return parse_document(doc, str(path))
 
 

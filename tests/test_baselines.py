@@ -269,6 +269,8 @@ CORRUPTIONS: dict[str, tuple[Callable[[Path], object], str]] = {
         + (f / "frame_002.png").read_bytes()[-12:]), "frame_002.png: truncated or not a PNG"),
     "garbage-json": (lambda f: (f / "metrics.json").write_text('{\n "a": 1,\n oops\n}'),
                      "metrics.json: not valid JSON at line 3"),
+    "too-deep": (lambda f: (f / "metrics.json").write_text("[" * 100_000),
+                 "metrics.json: not valid JSON: nested too deeply"),
     "not-utf8": (lambda f: (f / "metrics.json").write_bytes(b'{"a": "\xff"}'),
                  "metrics.json: not UTF-8"),
     "missing-frame": (lambda f: (f / "frame_002.png").unlink(),

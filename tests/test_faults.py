@@ -355,3 +355,38 @@ def test_id(omni_perf, name):
         assert len(part) <= 3 and all(len(s) <= 150 and not s.startswith(".") for s in part)
     # Read back by the same ids: each finds its own baseline.
     standin_pytester.runpytest_subprocess(*args).assert_outcomes(passed=len(UNSAFE_IDS))
+
+
+def _profile_bytes() -> Any:
+    from importlib import resources
+
+    from hypothesis import strategies as st
+
+    builtin = resources.files("pytest_omni_perf").joinpath("profiles.toml").read_bytes()
+    # The shipped file cut anywhere and spliced with junk (a torn or hand-edited copy),
+    # deep nesting, arbitrary text, arbitrary bytes.
+    torn = st.builds(lambda at, junk: builtin[:at] + junk, st.integers(0, len(builtin)),
+                     st.binary(max_size=24) | st.sampled_from([b"", b"\n[", b"= ", b"\xff"]))
+    deep = st.integers(1, 3000).map(lambda n: b"[profiles.x]\noptions = " + b"[" * n)
+    return torn | deep | st.text(max_size=200).map(str.encode) | st.binary(max_size=200)
+
+
+def test_profile_files_of_any_bytes_raise_only_profile_error(tmp_path: Path) -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    from pytest_omni_perf.profiles import ProfileError, load_all
+
+    path = tmp_path / "mine.toml"
+
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(_profile_bytes())
+    def check(data: bytes) -> None:
+        path.write_bytes(data)
+        try:
+            load_all([path])
+        except ProfileError:
+            pass
+        assert os.listdir(tmp_path) == ["mine.toml"] and path.read_bytes() == data
+
+    check()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_omni_perf import builtin_models
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, ProfileUnsupported
 from pytest_omni_perf.engines.hosting import InProcessEngine, IsolatedEngine
+from pytest_omni_perf.engines.rank_group import RankGroupEngine, free_port
 from pytest_omni_perf.hardware import HardwareInfo
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ FACTORY = "pytest_omni_perf.engines.diffusers_engine:make_runner"
 
 
 def make_runner(model: str, cache_dir: str, options: Mapping[str, Any], device: str,
-                dtype: str = "auto") -> DiffusersRunner:
+                dtype: str = "auto", rank: int = 0, world_size: int = 1) -> DiffusersRunner:
     """Runs inside the worker: build the built-in model once if needed, then wrap it."""
     from pytest_omni_perf.engines.diffusers_runner import DiffusersRunner
 
@@ -29,7 +30,8 @@ def make_runner(model: str, cache_dir: str, options: Mapping[str, Any], device: 
         folder = builtin_models.ensure_model(model, Path(cache_dir) if cache_dir else None)
     else:
         folder = Path(model)
-    return DiffusersRunner(str(folder), options, device=device, dtype=dtype)
+    return DiffusersRunner(str(folder), options, device=device, dtype=dtype, rank=rank,
+                           world_size=world_size)
 
 
 def check_model(model: str) -> None:
@@ -45,8 +47,9 @@ def check_model(model: str) -> None:
         raise EngineError(f"model folder {folder} has no model_index.json: not a diffusers pipeline")
 
 
-def create(spec: EngineSpec, hw: HardwareInfo) -> IsolatedEngine | InProcessEngine:
+def create(spec: EngineSpec, hw: HardwareInfo) -> IsolatedEngine | InProcessEngine | RankGroupEngine:
     """A diffusers engine for ``spec``; ProfileUnsupported when it cannot honour the profile."""
+    from pytest_omni_perf.engines import diffusers_parallel
     from pytest_omni_perf.engines.diffusers_options import unsupported_reason
 
     gpus = [g for g in hw.gpus if not spec.devices or g.index in spec.devices]
@@ -59,10 +62,20 @@ def create(spec: EngineSpec, hw: HardwareInfo) -> IsolatedEngine | InProcessEngi
     check_model(spec.model)
     kwargs = {"model": spec.model, "cache_dir": spec.cache_dir, "options": dict(spec.options),
               "device": device}
+    ranks = diffusers_parallel.rank_count(spec.options)
     if spec.in_process:
+        if ranks > 1:
+            raise ProfileUnsupported(f"{spec.profile_name} needs {ranks} processes (one per "
+                                     "GPU): drop --omni-in-process to run it")
         return InProcessEngine(spec, FACTORY, kwargs, device=device)
     env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if spec.cache_dir:
         # A persistent inductor cache makes the second run's compile cold start cheap.
         env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(spec.cache_dir) / "inductor")
-    return IsolatedEngine(spec, FACTORY, kwargs, env=env, device=device)
+    if ranks == 1:
+        return IsolatedEngine(spec, FACTORY, kwargs, env=env, device=device)
+    port = free_port()
+    return RankGroupEngine(
+        spec, FACTORY, ranks, device=device,
+        rank_kwargs=lambda rank: {**kwargs, "rank": rank, "world_size": ranks},
+        rank_env=lambda rank: {**env, **diffusers_parallel.rank_environment(rank, ranks, port)})
