@@ -78,10 +78,10 @@ def wan_eager(models: dict[str, Path]) -> Iterator[DiffusersRunner]:
     ({"quantization": "fp8"}, "cuda", (8, 0),
      "quantization=fp8 needs a CUDA GPU with SM >= 8.9 (found: SM 8.0)"),
     ({"quantization": "gguf"}, "cuda", (9, 0), "gguf needs a pre-quantized GGUF file (gguf_model)"),
-    ({"tensor_parallel_size": 2}, "cuda", (9, 0),
-     "tensor_parallel_size=2: multi-GPU profiles on the diffusers backend are not supported yet"),
+    ({"tensor_parallel_size": 4}, "cuda", (9, 0), "needs 4 GPUs, 2 visible to this engine"),
     ({"use_hsdp": True}, "cuda", (9, 0),
-     "use_hsdp: multi-GPU profiles on the diffusers backend are not supported yet"),
+     "use_hsdp=True: HSDP weight sharding (a vLLM-Omni feature); run it with "
+     "--omni-backend=omni"),
     ({"enable_cpu_offload": True}, "cpu", None, "enable_cpu_offload needs an accelerator"),
     ({"enable_layerwise_offload": True}, "cpu", None, "enable_layerwise_offload needs CUDA"),
     ({"bogus": 1, "also_bogus": 2}, "cpu", None,
@@ -99,11 +99,17 @@ def test_unsupported_reason_names_the_problem(options: dict[str, Any], device: s
     assert reason is not None and expected in reason
 
 
-@pytest.mark.parametrize("name", ["ulysses_degree", "ring_degree", "cfg_parallel_size",
-                                  "vae_patch_parallel_size", "hsdp_shard_size"])
-def test_every_parallel_degree_is_refused(name: str) -> None:
+@pytest.mark.parametrize("name", ["cfg_parallel_size", "vae_patch_parallel_size",
+                                  "hsdp_shard_size"])
+def test_vllm_omni_only_parallelism_is_refused(name: str) -> None:
     reason = opts.unsupported_reason({name: 2}, device="cuda", sm=(9, 0), gpu_count=8)
-    assert reason == f"{name}=2: multi-GPU profiles on the diffusers backend are not supported yet"
+    assert reason is not None and reason.startswith(f"{name}=2: ")
+    assert reason.endswith("run it with --omni-backend=omni")
+
+
+@pytest.mark.parametrize("name", ["ulysses_degree", "ring_degree", "tensor_parallel_size"])
+def test_sequence_and_tensor_parallelism_run_on_enough_gpus(name: str) -> None:
+    assert opts.unsupported_reason({name: 2}, device="cuda", sm=(9, 0), gpu_count=2) is None
 
 
 @pytest.mark.parametrize(("options", "device", "sm"), [

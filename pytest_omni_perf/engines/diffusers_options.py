@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import diffusers_parallel
 from .base import GenerationRequest, ProfileUnsupported
 
 if TYPE_CHECKING:
@@ -40,9 +41,6 @@ CACHE_DIT_DEFAULTS: Mapping[str, Any] = {
 SCM_MASK_POLICIES = ("slow", "medium", "fast", "ultra")
 _OTHER_CACHES = {"tea_cache": "TeaCache", "mag_cache": "MagCache", "sea_cache": "SeaCache",
                  "step_cache": "StepCache"}
-_PARALLEL_DEGREES = ("ulysses_degree", "ring_degree", "cfg_parallel_size",
-                     "tensor_parallel_size", "vae_patch_parallel_size", "hsdp_shard_size")
-_PARALLEL_SWITCHES = ("use_hsdp", "enable_expert_parallel")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 FP8_MIN_SM = (8, 9)
 # Built-in tiny models pad prompts to the pipeline's default 512 (Flux) text tokens, which
@@ -92,14 +90,8 @@ def unsupported_reason(options: Mapping[str, Any], *, device: str,
         reasons.append(f"cache_backend={backend!r}: unknown cache backend")
     elif backend == "cache_dit":
         reasons += _cache_config_problems(options)
-    for name in _PARALLEL_DEGREES:
-        if int(options.get(name) or 1) > 1:
-            reasons.append(f"{name}={options[name]}: multi-GPU profiles on the diffusers "
-                           "backend are not supported yet")
-    for name in _PARALLEL_SWITCHES:
-        if _enabled(options, name):
-            reasons.append(f"{name}: multi-GPU profiles on the diffusers backend are not "
-                           "supported yet")
+    reasons += diffusers_parallel.unsupported_reasons(options, device=device,
+                                                      gpu_count=gpu_count)
     on_gpu = device != "cpu" and gpu_count > 0
     if device != "cpu" and gpu_count == 0:
         reasons.append(f"device {device!r} asked for, but no GPU is visible")
@@ -189,6 +181,10 @@ def apply_options(pipe: Any, options: Mapping[str, Any], *, device: str) -> dict
     elif options.get("quantization") == "gguf":
         applied["quantization"] = f"gguf ({options['gguf_model']})"
     applied["placement"] = _place(pipe, options, device)
+    if diffusers_parallel.rank_count(options) > 1:
+        # After placement (the hooks shard tensors already on the rank's device) and before
+        # cache-dit and compile, which must wrap the parallelized blocks.
+        applied["parallel"] = diffusers_parallel.enable(pipe, options, device=device)
     if (config := cache_dit_config(options)) is not None:
         applied["cache_backend"] = enable_cache_dit(pipe, config, num_inference_steps=None,
                                                     separate_cfg=None)

@@ -13,6 +13,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from . import diffusers_options as opts
+from . import diffusers_parallel
 from .base import GenerationOutput, GenerationRequest, ProfileUnsupported
 
 if TYPE_CHECKING:
@@ -28,13 +29,19 @@ class DiffusersRunner:
     """One diffusers pipeline with one profile's options applied.
 
     ``dtype`` is the default precision; a ``dtype`` in ``options`` wins (it is a canonical
-    option). ``auto`` means float32 on CPU and bfloat16 on CUDA.
+    option). ``auto`` means float32 on CPU and bfloat16 on CUDA. With ``world_size > 1`` this
+    is rank ``rank`` of a process group that runs a multi-GPU profile; it uses visible CUDA
+    device ``rank`` and only rank 0 returns the frames.
     """
 
     def __init__(self, folder: str, options: Mapping[str, Any], *, device: str,
-                 dtype: str = "auto") -> None:
+                 dtype: str = "auto", rank: int = 0, world_size: int = 1) -> None:
         self.folder = str(folder)
         self.options: dict[str, Any] = dict(options)
+        self.rank = rank
+        self.world_size = world_size
+        if world_size > 1 and device.startswith("cuda"):
+            device = f"cuda:{rank}"
         self.device = device
         self.dtype = opts.resolve_dtype(str(self.options.get("dtype") or dtype),
                                         "cpu" if device == "cpu" else "cuda")
@@ -76,6 +83,10 @@ class DiffusersRunner:
         if reason is not None:
             raise ProfileUnsupported(reason)
         self._cache_config = opts.cache_dit_config(self.options)
+        if self.world_size > 1:
+            # Before loading: every rank must reach the rendezvous, or the others wait for
+            # it until the start timeout.
+            diffusers_parallel.init_process_group(self.rank, self.world_size, self.device)
         import torch
         from diffusers import DiffusionPipeline
 
@@ -144,12 +155,16 @@ class DiffusersRunner:
             metrics["cache"] = {**opts.cache_stats(pipe), "config": self._cache_described}
         if "max_sequence_length" in kwargs:
             metrics["max_sequence_length"] = kwargs["max_sequence_length"]
-        return GenerationOutput(frames=output_frames(output), engine_latency_s=latency,
+        # Every rank holds the same gathered output; only rank 0's travels to the parent.
+        frames = output_frames(output) if self.rank == 0 else []
+        return GenerationOutput(frames=frames, engine_latency_s=latency,
                                 engine_metrics=metrics)
 
     def close(self) -> None:
         """Drop the pipeline and free its memory. Safe to call twice."""
         pipe, self._pipe = self._pipe, None
+        if self.world_size > 1:
+            diffusers_parallel.destroy_process_group()
         if pipe is None:
             return
         if self._cache_config is not None:

@@ -31,14 +31,14 @@ class IsolatedEngine:
 
     def __init__(self, spec: EngineSpec, factory: str, kwargs: Mapping[str, Any], *,
                  env: Mapping[str, str] | None = None, log_dir: Path | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", log_tag: str = "") -> None:
         self.spec = spec
         self.factory = factory
         self.kwargs = dict(kwargs)
         self.device = device
         self._extra_env = dict(env or {})
         log_root = log_dir or Path(tempfile.gettempdir()) / "pytest-omni-perf-logs"
-        tag = f"{spec.profile_name}-{os.getpid()}-{secrets.token_hex(3)}"
+        tag = f"{spec.profile_name}{log_tag}-{os.getpid()}-{secrets.token_hex(3)}"
         self.log_path = log_root / f"engine-{tag}.log"
         self._process: ManagedProcess | None = None
         self._conn: Connection | None = None
@@ -46,6 +46,24 @@ class IsolatedEngine:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
+        self.spawn()
+        try:
+            self.started(self._call("start", self.start_payload(), self.spec.start_timeout_s,
+                                    "start"))
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_payload(self) -> dict[str, Any]:
+        """The ``start`` message: which runner to build, with what."""
+        return {"factory": self.factory, "kwargs": self.kwargs}
+
+    def started(self, info: dict[str, Any]) -> None:
+        """Record the worker's answer to ``start`` (what it applied, library versions)."""
+        self._info = info
+
+    def spawn(self) -> None:
+        """Start the worker process and connect to it (no runner is built yet)."""
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ)
         env.update(self._extra_env)
@@ -63,12 +81,6 @@ class IsolatedEngine:
         finally:
             child_sock.close()
         self._conn = Connection(parent_sock.detach())
-        try:
-            self._info = self._call("start", {"factory": self.factory, "kwargs": self.kwargs},
-                                    self.spec.start_timeout_s, "start")
-        except BaseException:
-            self.stop()
-            raise
 
     def generate(self, request: GenerationRequest) -> GenerationOutput:
         result = self._call("generate", request.as_dict(), self.spec.request_timeout_s, "request")
@@ -83,10 +95,15 @@ class IsolatedEngine:
                 self._call("stop", None, 30.0, "stop")
             except (EngineError, ProfileUnsupported):
                 pass  # a worker that cannot stop politely is killed below
+        self.kill()
+
+    def kill(self) -> None:
+        """Close the socket and end the worker's process tree, without asking it first."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        self._process.terminate_tree()
+        if self._process is not None:
+            self._process.terminate_tree()
 
     def describe(self) -> EngineInfo:
         return EngineInfo(
@@ -104,24 +121,53 @@ class IsolatedEngine:
         return self._process is not None and self._process.alive()
 
     # -- protocol ---------------------------------------------------------------------------
+    # A call is send + wait + answer; a rank group (rank_group.py) sends to every rank first
+    # and then waits on all of them, so the pieces are public to it.
     def _call(self, op: str, payload: Any, timeout_s: float, what: str) -> Any:
+        self.send(op, payload, what)
+        deadline = time.monotonic() + timeout_s
+        while not self.answer_ready(_POLL_S, what):
+            if time.monotonic() > deadline:
+                raise self.timed_out(timeout_s, what)
+        return self.answer(what)
+
+    @property
+    def connection(self) -> Connection | None:
+        """The socket to the worker (for ``multiprocessing.connection.wait``)."""
+        return self._conn
+
+    def send(self, op: str, payload: Any, what: str) -> None:
+        """Send one message to the worker; EngineError (with its log tail) if it is gone."""
         if self._conn is None or self._process is None:
             raise EngineError(f"engine {self.spec.profile_name!r} is not running")
         try:
             self._conn.send((op, payload))
         except OSError as exc:
             raise self._died(what, exc)
-        deadline = time.monotonic() + timeout_s
-        while not self._conn.poll(_POLL_S):
-            if not self._process.alive():
-                raise self._died(what)
-            if time.monotonic() > deadline:
-                tail = self._process.kill_keeping_tail()
-                raise EngineError(
-                    f"engine {self.spec.profile_name!r} ({self.spec.backend}) did not answer the "
-                    f"{what} within {timeout_s:g} s: killed it (raise --omni-"
-                    f"{'start' if what == 'start' else 'request'}-timeout if that is expected)",
-                    log_tail=tail)
+
+    def answer_ready(self, wait_s: float, what: str) -> bool:
+        """Whether the answer has arrived (waiting up to ``wait_s``); EngineError if the
+        worker died without one."""
+        assert self._conn is not None and self._process is not None
+        if self._conn.poll(wait_s):
+            return True
+        if not self._process.alive():
+            raise self._died(what)
+        return False
+
+    def timed_out(self, timeout_s: float, what: str) -> EngineError:
+        """Kill the worker that did not answer in time; the error to raise."""
+        assert self._process is not None
+        tail = self._process.kill_keeping_tail()
+        return EngineError(
+            f"engine {self.spec.profile_name!r} ({self.spec.backend}) did not answer the "
+            f"{what} within {timeout_s:g} s: killed it (raise --omni-"
+            f"{'start' if what == 'start' else 'request'}-timeout if that is expected)",
+            log_tail=tail)
+
+    def answer(self, what: str) -> Any:
+        """Receive the answer that ``answer_ready`` announced; raise what the worker raised."""
+        assert self._conn is not None and self._process is not None
         try:
             status, value = self._conn.recv()
         except (EOFError, OSError) as exc:
