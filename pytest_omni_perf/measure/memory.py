@@ -23,18 +23,30 @@ class MemoryPeak:
 
     kind: MemoryKind
     peak_bytes: int
+    """Highest total over the engine's processes (and GPUs)."""
     samples: int
+    device_peak_bytes: int | None = None
+    """NVML only: the highest amount on any one GPU. For a multi-GPU profile this, not the
+    total, says whether a model fits, so ratios against a one-GPU baseline use it."""
 
     @property
     def peak_gib(self) -> float:
         return self.peak_bytes / 2**30
 
     @property
+    def per_gpu_bytes(self) -> int:
+        """What one GPU had to hold at most (the total for one GPU or a CPU run)."""
+        return self.peak_bytes if self.device_peak_bytes is None else self.device_peak_bytes
+
+    @property
     def label(self) -> str:
         return "VRAM (NVML)" if self.kind == "nvml" else "peak RSS (CPU run, no VRAM)"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "peak_bytes": self.peak_bytes, "samples": self.samples}
+        found = {"kind": self.kind, "peak_bytes": self.peak_bytes, "samples": self.samples}
+        if self.device_peak_bytes is not None:
+            found["device_peak_bytes"] = self.device_peak_bytes
+        return found
 
 
 def rss_bytes(pids: Sequence[int]) -> int:
@@ -61,14 +73,18 @@ class NvmlReader:
         self._nvml = pynvml
         pynvml.nvmlInit()
         self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in device_indices]
+        self.device_peak = 0
+        """Highest per-GPU amount seen by ``used_bytes`` so far."""
 
     def used_bytes(self, pids: Sequence[int]) -> int:
         wanted = set(pids)
         total = 0
         for handle in self._handles:
-            for proc in self._nvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                if proc.pid in wanted and proc.usedGpuMemory:
-                    total += int(proc.usedGpuMemory)
+            on_device = sum(int(proc.usedGpuMemory)
+                            for proc in self._nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+                            if proc.pid in wanted and proc.usedGpuMemory)
+            self.device_peak = max(self.device_peak, on_device)
+            total += on_device
         return total
 
     def close(self) -> None:
@@ -80,8 +96,10 @@ class MemorySampler:
 
     def __init__(self, kind: MemoryKind, read: Callable[[Sequence[int]], int],
                  pids: Callable[[], Sequence[int]], interval_s: float = 0.02,
-                 close: Callable[[], None] | None = None) -> None:
+                 close: Callable[[], None] | None = None,
+                 device_peak: Callable[[], int] | None = None) -> None:
         self.kind = kind
+        self._device_peak = device_peak
         self._read = read
         self._pids = pids
         self._interval_s = interval_s
@@ -112,7 +130,9 @@ class MemorySampler:
         self.sample()
         if self._close is not None:
             self._close()
-        return MemoryPeak(kind=self.kind, peak_bytes=self._peak, samples=self._samples)
+        device_peak = self._device_peak() if self._device_peak is not None else None
+        return MemoryPeak(kind=self.kind, peak_bytes=self._peak, samples=self._samples,
+                          device_peak_bytes=device_peak)
 
 
 def sampler_for(pids: Callable[[], Sequence[int]], device_indices: Sequence[int],
@@ -124,5 +144,6 @@ def sampler_for(pids: Callable[[], Sequence[int]], device_indices: Sequence[int]
         except Exception:  # no pynvml / driver: fall back to what we can measure honestly
             pass
         else:
-            return MemorySampler("nvml", reader.used_bytes, pids, interval_s, reader.close)
+            return MemorySampler("nvml", reader.used_bytes, pids, interval_s, reader.close,
+                                 device_peak=lambda: reader.device_peak)
     return MemorySampler("rss", rss_bytes, pids, interval_s)
