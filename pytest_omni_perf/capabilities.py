@@ -284,6 +284,23 @@ def _tea_cache_tables() -> tuple[Mapping[str, Any], Mapping[str, Any], Any]:
     return _MODEL_COEFFICIENTS, CUSTOM_TEACACHE_ENABLERS, get_extractor
 
 
+def has_tea_cache_extractor(get_extractor: Any, transformer: type) -> bool:
+    """Whether vLLM-Omni's TeaCache has an extractor for ``transformer``.
+
+    0.30's ``get_extractor`` takes the class and walks its MRO; 0.26's takes only the exact
+    class name (a class is never found there: "Unknown model type"), which is also what its
+    runtime looks up (``pipeline.transformer.__class__.__name__``). Ask the 0.30 way, then
+    the 0.26 way, so both versions report what they will really do.
+    """
+    for key in (transformer, transformer.__name__):
+        try:
+            get_extractor(key)
+        except (ValueError, TypeError, KeyError):
+            continue
+        return True
+    return False
+
+
 def discover(pipeline_class_name: str) -> ModelCapabilities:
     """Inspect vLLM-Omni's classes for ``pipeline_class_name`` (a model_index ``_class_name``).
 
@@ -320,13 +337,8 @@ def discover(pipeline_class_name: str) -> ModelCapabilities:
     no_cache: set[str] = set(getattr(registry, "_NO_CACHE_ACCELERATION", ()))
     cache_ok = arch not in no_cache and pipeline_cls.__name__ not in no_cache
     coefficients, custom_enablers, get_extractor = _tea_cache_tables()
-    extractor = False
-    for t in transformers if get_extractor is not None else ():
-        try:
-            get_extractor(t)
-        except ValueError:
-            continue
-        extractor = True
+    extractor = get_extractor is not None and \
+        any(has_tea_cache_extractor(get_extractor, t) for t in transformers)
     custom = arch in custom_enablers or pipeline_cls.__name__ in custom_enablers
     has_coefficients = any(t.__name__ in coefficients for t in transformers)
     tea = cache_ok and (custom or (extractor and has_coefficients))

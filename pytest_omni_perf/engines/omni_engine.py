@@ -28,6 +28,7 @@ from pytest_omni_perf.canonical import omni_kwargs
 from pytest_omni_perf.engines.base import (
     EngineError, EngineSpec, GenerationOutput, GenerationRequest, ProfileUnsupported,
 )
+from pytest_omni_perf.engines.compile_cache import compile_cache_env
 from pytest_omni_perf.engines.hosting import InProcessEngine, IsolatedEngine
 from pytest_omni_perf.hardware import HardwareInfo
 
@@ -270,7 +271,12 @@ class OmniRunner:
         self.applied: dict[str, Any] = {}
 
     def load(self) -> dict[str, Any]:
-        """Check the profile against the model's capabilities, then start the engine."""
+        """Check the profile against the release and the model's capabilities, then start
+        the engine."""
+        from pytest_omni_perf.engines.omni_compat import installed_version, version_reason
+
+        if (why := version_reason(self.options, installed_version())) is not None:
+            raise ProfileUnsupported(why)
         capabilities, note = discover_capabilities(self.model)
         if capabilities is not None:
             reason = capability_reason(capabilities, self.options)
@@ -345,7 +351,8 @@ def create(spec: EngineSpec, hw: HardwareInfo) -> IsolatedEngine | InProcessEngi
     kwargs = {"model": spec.model, "cache_dir": spec.cache_dir, "options": dict(spec.options)}
     if spec.in_process:
         return InProcessEngine(spec, FACTORY, kwargs, device="cuda")
-    env = {"TOKENIZERS_PARALLELISM": "false"}
+    # vLLM-Omni compiles through inductor too: keep its graphs across runs.
+    env = {"TOKENIZERS_PARALLELISM": "false", **compile_cache_env(spec)}
     if builtin_models.is_builtin(spec.model):
         env["HF_HUB_OFFLINE"] = "1"  # a local folder: never let a loader reach for the hub
     return IsolatedEngine(spec, FACTORY, kwargs, env=env, device="cuda")

@@ -9,6 +9,7 @@ content (mp4) is decoded with PyAV (``av``), which vLLM-Omni itself encodes with
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import http.client
 import importlib.util
@@ -410,7 +411,12 @@ def create(spec: EngineSpec, hw: HardwareInfo) -> OmniServerEngine:
     uses_vllm = "vllm" in shlex.split(spec.server_command)[:3] or "vllm." in spec.server_command
     note = ""
     if uses_vllm and importlib.util.find_spec("vllm_omni") is not None:
-        from pytest_omni_perf.engines import omni_engine
+        from pytest_omni_perf.engines import omni_compat, omni_engine
+
+        # The server runs this environment's vLLM-Omni: refuse what its release lacks.
+        if (why := omni_compat.version_reason(spec.options,
+                                              omni_compat.installed_version())) is not None:
+            raise ProfileUnsupported(why)
 
         folder = resolve_model(spec.model, spec.cache_dir, spec.start_timeout_s)
         if folder not in _CAPABILITIES:  # per model, not per profile: discovery takes seconds
@@ -421,5 +427,9 @@ def create(spec: EngineSpec, hw: HardwareInfo) -> OmniServerEngine:
             reason = omni_engine.capability_reason(capabilities, spec.options)
             if reason is not None:
                 raise ProfileUnsupported(reason)
+        # As offline: `vllm serve` defaults to bf16, and fp32-saved weights then fail.
+        saved = omni_engine.folder_dtype(folder)
+        if spec.options.get("dtype") in (None, "auto") and saved is not None:
+            spec = dataclasses.replace(spec, options={**spec.options, "dtype": saved})
     return OmniServerEngine(spec, device="cuda" if gpus else "cpu",
                             env={"TOKENIZERS_PARALLELISM": "false"}, capabilities_note=note)
