@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_omni_perf import builtin_models
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, ProfileUnsupported
+from pytest_omni_perf.engines.compile_cache import compile_cache_env
 from pytest_omni_perf.engines.hosting import InProcessEngine, IsolatedEngine
 from pytest_omni_perf.engines.rank_group import RankGroupEngine, free_port
 from pytest_omni_perf.hardware import HardwareInfo
@@ -69,9 +70,8 @@ def create(spec: EngineSpec, hw: HardwareInfo) -> IsolatedEngine | InProcessEngi
                                      "GPU): drop --omni-in-process to run it")
         return InProcessEngine(spec, FACTORY, kwargs, device=device)
     env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if spec.cache_dir:
-        # A persistent inductor cache makes the second run's compile cold start cheap.
-        env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(spec.cache_dir) / "inductor")
+    # A persistent inductor cache makes the second run's compile cold start cheap.
+    env.update(compile_cache_env(spec))
     if ranks == 1:
         return IsolatedEngine(spec, FACTORY, kwargs, env=env, device=device)
     port = free_port()
