@@ -99,6 +99,12 @@ _OPTIONS = (
     _Opt("--omni-server-command", "Server command template for --omni-backend=omni-server; "
          "{model} and {port} are filled in, the profile's flags appended. "
          f"Default: '{DEFAULT_SERVER_COMMAND}'.", default=DEFAULT_SERVER_COMMAND, metavar="CMD"),
+    _Opt("--omni-gpu-wait", "Seconds a test waits for the GPUs it needs while other tests "
+         "or pytest sessions hold them, before it fails naming the holders. Default: 1800.",
+         _positive_float("--omni-gpu-wait"), 1800.0, metavar="S"),
+    _Opt("--omni-gpu-lock-dir", "Folder of the machine-wide GPU lock files that every pytest "
+         "process sharing these GPUs must agree on. Default: <tempdir>/pytest-omni-perf-gpus.",
+         metavar="PATH"),
 )
 
 
@@ -147,6 +153,9 @@ class PerfConfig:
     profile_files: tuple[Path, ...]
     list_profiles: str | None
     report_benchmark: Path | None = None
+    gpu_wait_s: float = 1800.0
+    gpu_lock_dir: Path | None = None
+    """None: gpu_leases.DEFAULT_FOLDER."""
 
 
 def _value(config: pytest.Config, opt: _Opt) -> Any:
@@ -200,4 +209,6 @@ def read_config(config: pytest.Config) -> PerfConfig:
         profile_files=tuple(config.getini("omni_profile_files")),
         list_profiles=config.getoption("omni_list_profiles"),
         report_benchmark=path(values["omni_report_benchmark"]),
+        gpu_wait_s=values["omni_gpu_wait"],
+        gpu_lock_dir=path(values["omni_gpu_lock_dir"]),
     )

@@ -212,7 +212,7 @@ class OmniPerf:
                             **({"cuda_event_samples_s": run.gpu_samples} if run.gpu_samples
                                else {})},
             frames=list(run.last.frames),
-            interleaved_with=interleaved,
+            interleaved_with=interleaved, devices=list(run.spec.devices),
         )
 
     # -- judging ----------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from pytest_omni_perf import markers
 from pytest_omni_perf.engines.base import (
     Engine, EngineError, EngineSpec, ProfileUnsupported,
 )
+from pytest_omni_perf.gpu_leases import LeaseTimeout
+from pytest_omni_perf.gpu_pool import gpus_needed
 from pytest_omni_perf.profiles import Profile, ProfileError, load_all
 from pytest_omni_perf.state import SessionState, harness_key, state_key
 
@@ -204,11 +206,15 @@ def _model_of(request: pytest.FixtureRequest, state: SessionState) -> str:
     return markers.model_from_marks(request.node.iter_markers("omni_model")) or state.perf.model
 
 
-def _spec(state: SessionState, profile: Profile, model: str) -> EngineSpec:
+def _spec(state: SessionState, profile: Profile, model: str,
+          leased: tuple[int, ...]) -> EngineSpec:
     perf = state.perf
     return EngineSpec(
         model=model, profile_name=profile.name, options=profile.options,
-        backend=state.backend[0], devices=(), in_process=perf.in_process,
+        backend=state.backend[0],
+        # The first leased GPUs, as many as the profile spans: the 1-GPU baseline of a
+        # 2-GPU profile runs on the first GPU of the test's lease.
+        devices=leased[:gpus_needed(profile.requires.gpus)], in_process=perf.in_process,
         start_timeout_s=perf.start_timeout_s, request_timeout_s=perf.request_timeout_s,
         server_command=perf.server_command,
         cache_dir=str(perf.cache_dir) if perf.cache_dir else "",
@@ -223,14 +229,42 @@ def _engine_outcome(exc: BaseException, test_name: str) -> NoReturn:
 
 
 @pytest.fixture
-def omni_engine(request: pytest.FixtureRequest, omni_profile: Profile) -> Engine:
+def _omni_gpu_lease(request: pytest.FixtureRequest,
+                    omni_profile: Profile) -> Iterator[tuple[int, ...]]:
+    """Physical GPUs this test holds for its engines (``()`` without GPUs).
+
+    As many as the test's profile, its baseline profile or its ``requires_gpus`` marker
+    ask for; machine-wide locks keep other xdist workers and pytest sessions off them. The
+    lease outlives the test while its engines stay warm for the next one; it is given back
+    when a later test needs another count or another process waits for these GPUs.
+    """
+    state = request.config.stash[state_key]
+    baseline = state.profiles.get(omni_profile.baseline or "")
+    wanted = gpus_needed(markers.requirements_from_marks(request.node.iter_markers()).gpus,
+                         omni_profile.requires.gpus,
+                         baseline.requires.gpus if baseline is not None else 0)
+    try:
+        devices = state.gpus.devices_for(wanted, request.node.nodeid)
+    except LeaseTimeout as exc:
+        pytest.fail(f"{request.node.nodeid}: {exc}", pytrace=False)
+    try:
+        yield devices
+    finally:
+        state.gpus.after_test()
+
+
+@pytest.fixture
+def omni_engine(request: pytest.FixtureRequest, omni_profile: Profile,
+                _omni_gpu_lease: tuple[int, ...]) -> Engine:
     """A started engine for (model, profile, backend), reused across tests of the session.
 
-    At most one live engine per GPU set: asking for another stops the previous one.
+    At most one live engine per GPU set: asking for another stops the previous one. Runs
+    on GPUs leased to the test (``CUDA_VISIBLE_DEVICES`` names them).
     """
     state = request.config.stash[state_key]
     try:
-        return state.pool.get(_spec(state, omni_profile, _model_of(request, state))).engine
+        spec = _spec(state, omni_profile, _model_of(request, state), _omni_gpu_lease)
+        return state.pool.get(spec).engine
     except (ProfileUnsupported, EngineError) as exc:
         error = exc
     # Outside the except block: a skip/fail raised inside it would chain the engine error
@@ -239,7 +273,8 @@ def omni_engine(request: pytest.FixtureRequest, omni_profile: Profile) -> Engine
 
 
 @pytest.fixture
-def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile) -> Iterator[Any]:
+def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
+              _omni_gpu_lease: tuple[int, ...]) -> Iterator[Any]:
     """The measuring harness: ``result = omni_perf.measure(prompt=..., width=..., ...)``.
 
     Runs warmup and rounds on the profile's engine, measures the baseline profile on the
@@ -257,7 +292,7 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile) -> Iterator
         bounds=bounds_from_marks(request.node.iter_markers("omni_bounds"), omni_profile.bounds,
                                  omni_profile.name),
         model=model, backend=state.backend[0], hardware=state.hardware, pool=state.pool,
-        spec_for=lambda p: _spec(state, p, model), rounds=state.perf.rounds,
+        spec_for=lambda p: _spec(state, p, model, _omni_gpu_lease), rounds=state.perf.rounds,
         warmup=state.perf.warmup,
         store=BaselineStore(state.perf.baseline_dir, state.hardware.key),
         update_baselines=state.perf.update_baselines, baseline_cache=state.baseline_cache,

@@ -37,6 +37,8 @@ class Measurement:
     frames: list[npt.NDArray[np.uint8]] = dataclasses.field(repr=False, default_factory=list)
     interleaved_with: str | None = None
     """Baseline profile whose rounds alternated with these, if any."""
+    devices: list[int] = dataclasses.field(default_factory=list)
+    """Physical GPU indices the engine ran on ([] on CPU)."""
 
     @property
     def cold_start_s(self) -> float | None:
@@ -51,6 +53,7 @@ class Measurement:
             "first_request_s": self.first_request_s, "cold_start_s": self.cold_start_s,
             "engine_reused": self.engine_reused, "applied": self.applied,
             "engine_metrics": self.engine_metrics, "interleaved_with": self.interleaved_with,
+            "devices": self.devices,
             "output_shape": list(self.frames[0].shape) if self.frames else None,
             "output_frames": len(self.frames),
         }

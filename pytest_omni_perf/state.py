@@ -14,6 +14,7 @@ from pytest_omni_perf.profiles import Profile
 
 if TYPE_CHECKING:
     from pytest_omni_perf.engines.pool import EnginePool
+    from pytest_omni_perf.gpu_pool import GpuPool
     from pytest_omni_perf.harness import OmniPerf, RequestKey
     from pytest_omni_perf.results import Measurement
 
@@ -28,6 +29,7 @@ class SessionState:
     _hardware: HardwareInfo | None = None
     _backend: tuple[str, str] | None = None
     _pool: EnginePool | None = None
+    _gpus: GpuPool | None = None
     baseline_cache: dict[RequestKey, Measurement] = dataclasses.field(default_factory=dict)
     reported: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """Results from this process's and (on the xdist controller) the workers' reports."""
@@ -72,6 +74,24 @@ class SessionState:
                 lambda spec: make_engine(self.pytest_config, spec, self.hardware), progress)
         return self._pool
 
+    @property
+    def gpus(self) -> GpuPool:
+        """This process's lease on the machine's GPUs, shared by its engines."""
+        if self._gpus is None:
+            from pytest_omni_perf.gpu_leases import DEFAULT_FOLDER, LeaseDir
+            from pytest_omni_perf.gpu_pool import GpuPool
+
+            self._gpus = GpuPool(
+                LeaseDir(self.perf.gpu_lock_dir or DEFAULT_FOLDER),
+                [g.index for g in self.hardware.gpus], self.perf.gpu_wait_s,
+                stop_engines=self.close_engines, live_engines=lambda: self.pool.live_count)
+        return self._gpus
+
+    def close_engines(self) -> None:
+        """Stop every engine of this process (their GPUs are about to be given back)."""
+        if self._pool is not None:
+            self._pool.close()
+
     def engine_facts(self) -> dict[str, Any]:
         """Engine starts and live engines of this process (empty when none started)."""
         if self._pool is None:
@@ -79,8 +99,9 @@ class SessionState:
         return self._pool.snapshot()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
+        if self._gpus is not None:
+            self._gpus.release()  # stops the engines first
+        self.close_engines()
 
     def refresh_command(self, nodeid: str, profile: str, model: str) -> str:
         """The command that (re)creates the stored baseline of one test and profile."""

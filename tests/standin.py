@@ -11,10 +11,14 @@ pytester run can change it between runs:
     STANDIN_HANG_<PROFILE>=1          (the request never returns)
     STANDIN_CRASH_ONCE_<PROFILE>=path (exits during the request unless ``path`` exists; creates
                                        it first, so only the first engine of the run crashes)
+    STANDIN_DEVICES_LOG=path          (every request appends one JSON line: profile, pid, the
+                                       CUDA_VISIBLE_DEVICES it was started with, width, begin,
+                                       end: which GPUs an engine ran on, and when)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -48,7 +52,14 @@ class StandinRunner:
         if self._env("HANG", ""):
             time.sleep(3600)
         began = time.perf_counter()
+        wall = time.time()
         time.sleep(float(self._env("DELAY", "0.02")))
+        if log := os.environ.get("STANDIN_DEVICES_LOG"):
+            line = {"profile": self.profile, "pid": os.getpid(), "width": request.width,
+                    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                    "begin": wall, "end": time.time()}
+            with open(log, "a") as handle:  # one short append per line: no torn lines
+                handle.write(json.dumps(line) + "\n")
         rng = np.random.default_rng(request.seed)
         frames = []
         for _ in range(request.num_frames or 1):

@@ -136,12 +136,23 @@ def _popen_pytest(where: Path, *args: str) -> subprocess.Popen[bytes]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+# Under xdist the two tests run side by side: the second measures three requests, so it is
+# still running when the first has finished.
+SIGNALLED_TESTS = TWO_TESTS.replace(
+    "    omni_perf.measure(width=24, height=16, num_inference_steps=2)",
+    "    for width in (24, 32, 40):\n"
+    "        omni_perf.measure(width=width, height=16, num_inference_steps=2)")
+
+
+@pytest.mark.parametrize(("sig", "xdist"), [(signal.SIGINT, ()), (signal.SIGTERM, ()),
+                                            (signal.SIGTERM, ("-n", "2"))],
+                         ids=["SIGINT", "SIGTERM", "SIGTERM-xdist"])
 def test_signalled_pytest_leaves_no_worker_and_writes_the_report(
         standin_pytester: pytest.Pytester, isolated: str, monkeypatch: pytest.MonkeyPatch,
-        sig: signal.Signals) -> None:
+        sig: signal.Signals, xdist: tuple[str, ...]) -> None:
     monkeypatch.setenv("STANDIN_DELAY_EAGER", "0.3")
-    standin_pytester.makepyfile(TWO_TESTS)
+    assert SIGNALLED_TESTS != TWO_TESTS
+    standin_pytester.makepyfile(SIGNALLED_TESTS)
     report = standin_pytester.path / "partial.json"
     # The first test completes in 8 rounds of 0.3 s; the signal lands during the second's.
     done = standin_pytester.path / "first-done"
@@ -152,7 +163,7 @@ def pytest_runtest_logreport(report):
 """)
     proc = _popen_pytest(standin_pytester.path, "-p", "no:cacheprovider", "--omni-rounds=8",
                          "--omni-warmup=0", "--omni-profile=eager", "--omni-update-baselines",
-                         f"--omni-report-json={report}")
+                         f"--omni-report-json={report}", *xdist)
     try:
         deadline = time.monotonic() + 60
         while not done.exists():

@@ -42,6 +42,10 @@ class LiveEngine:
         return bool(getattr(self.engine, "alive", True))
 
 
+def _overlap(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    return not a or not b or bool(set(a) & set(b))
+
+
 def engine_key(spec: EngineSpec) -> EngineKey:
     return (spec.model, spec.profile_name, spec.backend, spec.devices)
 
@@ -92,8 +96,15 @@ class EnginePool:
         """Tell the user what a long wait is for (engine start, first request's compile)."""
         self._progress(message)
 
+    @property
+    def live_count(self) -> int:
+        """Engines started and not stopped (a dead one counts until it is replaced)."""
+        return len(self._live)
+
     def _evict_for(self, spec: EngineSpec, capacity: int) -> None:
-        sharing = [k for k in self._live if k[3] == spec.devices]
+        # Overlapping sets share a GPU too: a 2-GPU profile on (0, 1) evicts the 1-GPU
+        # baseline that ran on (0,) before it. () is "whatever is visible" and overlaps all.
+        sharing = [k for k in self._live if _overlap(k[3], spec.devices)]
         while sharing and len(sharing) >= capacity:
             self.stop(sharing.pop(0))
 

@@ -26,7 +26,8 @@ of two identical images, are written as ``null``. Schema, version 1::
         the engine's processes) | "rss" (CPU run), peak_bytes, samples}, start_s (engine
         start), first_request_s, cold_start_s (start + first request; null if unknown),
         engine_reused, applied {what the engine really applied}, engine_metrics,
-        interleaved_with, output_shape [H, W, C], output_frames},
+        interleaved_with, devices [physical GPU indices the engine ran on; [] on CPU],
+        output_shape [H, W, C], output_frames},
       baseline (the baseline profile's measurement, same keys; null for reference profiles),
       speedup (baseline median / this median), quality {ssim_mean, ssim_min, psnr_mean,
         per_frame_ssim [...], worst_frame} against the baseline profile's output (or null),

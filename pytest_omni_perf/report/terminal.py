@@ -10,9 +10,19 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
+def _on_gpus(results: Sequence[dict[str, Any]]) -> bool:
+    return any(r["measurement"].get("devices") for r in results)
+
+
+def _devices(measurement: dict[str, Any]) -> str:
+    return ",".join(map(str, measurement.get("devices") or ())) or "-"
+
+
 def summary_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
-    """Rows of the table from serialized results (as reports carry them)."""
+    """Rows of the table from serialized results (as reports carry them); a GPUs column
+    (the profile's physical GPU indices, then the baseline's) when any result ran on one."""
     rows = []
+    gpus = _on_gpus(results)
     for result in results:
         measured = result["measurement"]
         memory = measured["memory"]
@@ -28,12 +38,19 @@ def summary_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
             _fmt(quality.get("ssim_mean"), ".4f"),
             "FAIL" if result["violations"] else "ok",
         ])
+        if gpus:
+            where = _devices(measured)
+            if result.get("baseline") is not None:
+                where += f" (base {_devices(result['baseline'])})"
+            rows[-1].insert(2, where)
     return rows
 
 
 def write_summary(terminalreporter: Any, results: Sequence[dict[str, Any]]) -> None:
     """Write the table, then each violation and note in full."""
     header = ["test", "profile", "median", "cold", "speedup", "peak mem", "SSIM", "verdict"]
+    if _on_gpus(results):
+        header.insert(2, "GPUs")
     rows = summary_rows(results)
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
     terminalreporter.write_sep("=", "omni-perf summary")
