@@ -123,6 +123,7 @@ def test_unknown_profile_is_a_usage_error(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --omni-profile: unknown profile(s) fp9. Known profiles:"
                                  " *cache_dit*eager*fp8*"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -135,6 +136,7 @@ def test_bad_option_values(pytester: pytest.Pytester, args: list[str], message: 
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
 def test_ini_keys_are_validated_too(pytester: pytest.Pytester) -> None:

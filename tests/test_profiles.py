@@ -179,3 +179,21 @@ def test_malformed_user_file_is_a_usage_error(pytester: pytest.Pytester) -> None
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: omni_profile_files: *mine.toml: profile 'mine'.options."
                                  "usp: unknown option*"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"[profiles.mine\n", "*mine.toml: not valid TOML: *"),
+    (b"\xff\xfe[profiles]", "*mine.toml: not valid TOML: *utf-8*"),
+    (b"[profiles.mine]\noptions = " + b"[" * 5000, "*mine.toml: not valid TOML: nested too deeply"),
+    (None, "*mine.toml: cannot read profile file: *"),
+], ids=["torn", "not-utf8", "too-deep", "missing"])
+def test_unreadable_user_file_is_a_usage_error(pytester: pytest.Pytester, content: bytes | None,
+                                               message: str) -> None:
+    if content is not None:
+        (pytester.path / "mine.toml").write_bytes(content)
+    pytester.makeini("[pytest]\nomni_profile_files = mine.toml\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: omni_profile_files: {message}"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
