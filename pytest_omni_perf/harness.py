@@ -20,6 +20,7 @@ from pytest_omni_perf.hardware import CPU_KEY, HardwareInfo, fingerprint
 from pytest_omni_perf.measure.memory import MemorySampler, sampler_for
 from pytest_omni_perf.profiles import Bounds, Profile
 from pytest_omni_perf.results import Measurement, PerfResult, Violation
+from pytest_omni_perf.suite_cost import SuiteCost
 
 RequestKey = tuple[str, str, str, tuple[tuple[str, Any], ...]]
 
@@ -76,7 +77,8 @@ class OmniPerf:
                  bounds: Bounds, model: str, backend: str, hardware: HardwareInfo,
                  pool: EnginePool, spec_for: Callable[[Profile], EngineSpec], rounds: int,
                  warmup: int, store: BaselineStore, update_baselines: bool,
-                 baseline_cache: dict[RequestKey, Measurement], refresh_command: str) -> None:
+                 baseline_cache: dict[RequestKey, Measurement], refresh_command: str,
+                 cost: SuiteCost | None = None) -> None:
         self.nodeid = nodeid
         self.profile = profile
         self.profiles = profiles
@@ -91,6 +93,7 @@ class OmniPerf:
         self.store = store
         self.update_baselines = update_baselines
         self.baseline_cache = baseline_cache
+        self.cost = cost if cost is not None else SuiteCost()
         self.refresh_command = refresh_command
         self.results: list[PerfResult] = []
 
@@ -110,6 +113,7 @@ class OmniPerf:
                                     guidance_scale=guidance_scale, negative_prompt=negative_prompt)
         label = label or (str(len(self.results) + 1) if self.results else "")
         baseline = self._baseline_profile()
+        self.cost.measurements += 1
         measured, base = self._measure_pair(request, baseline)
         result = self._evaluate(request, measured, base, label)
         self.results.append(result)
@@ -130,13 +134,18 @@ class OmniPerf:
             own_key = self._key(self.profile, request)
             if own_key not in self.baseline_cache:
                 (self.baseline_cache[own_key],) = self._run([self.profile], request)
+            else:
+                self.cost.baseline_reused += 1
             return self.baseline_cache[own_key], None
         base_key = self._key(baseline, request)
         base_spec, spec = self.spec_for(baseline), self.spec_for(self.profile)
         base = self.baseline_cache.get(base_key)
+        cached = base is not None
         if base is None and not self._room_for_two(spec, base_spec, None):
             # One engine per GPU set until we know the baseline's footprint: measure it alone.
             (base,) = self._run([baseline], request)
+        if cached and not self._room_for_two(spec, base_spec, base):
+            self.cost.baseline_reused += 1  # too big to run beside: the earlier one serves
         if self._room_for_two(spec, base_spec, base):
             # Alternate the two engines' rounds, so drift (other load, clocks, thermals) hits
             # both alike; a baseline measured minutes earlier would not be a fair reference.
@@ -164,6 +173,8 @@ class OmniPerf:
     def _run(self, profiles: list[Profile], request: GenerationRequest,
              capacity: int = 1) -> list[Measurement]:
         runs = [self._prepare(p, request, capacity) for p in profiles]
+        self.cost.rounds_run += len(runs)
+        self.cost.baseline_measured += sum(p is not self.profile for p in profiles)
         try:
             for run in runs:
                 for _ in range(self.warmup):

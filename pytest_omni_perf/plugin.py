@@ -297,6 +297,7 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
         store=BaselineStore(state.perf.baseline_dir, state.hardware.key),
         update_baselines=state.perf.update_baselines, baseline_cache=state.baseline_cache,
         refresh_command=state.refresh_command(nodeid, omni_profile.name, model),
+        cost=state.suite_cost,
     )
     request.node.stash.setdefault(harness_key, []).append(harness)
     yield _GuardedHarness(harness, request.node.name)
@@ -409,9 +410,10 @@ class _ResultCollector:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """The summary table: test, profile, median, speedup, memory, SSIM, verdict."""
-        from pytest_omni_perf.report.terminal import write_summary
+        from pytest_omni_perf.report.terminal import write_suite_cost, write_summary
 
         if self.state.reported:
             write_summary(terminalreporter, self.state.reported)
+            write_suite_cost(terminalreporter, self.state.reported, self.processes)
         for line in self.written:
             terminalreporter.write_line(f"omni-perf: {line}")

@@ -11,6 +11,7 @@ import pytest
 from pytest_omni_perf.config import PerfConfig
 from pytest_omni_perf.hardware import HardwareInfo, probe
 from pytest_omni_perf.profiles import Profile
+from pytest_omni_perf.suite_cost import SuiteCost
 
 if TYPE_CHECKING:
     from pytest_omni_perf.engines.pool import EnginePool
@@ -32,6 +33,8 @@ class SessionState:
     _gpus: GpuPool | None = None
     baseline_cache: dict[RequestKey, Measurement] = dataclasses.field(default_factory=dict)
     reported: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    suite_cost: SuiteCost = dataclasses.field(default_factory=SuiteCost)
+    """What this process's measurements cost (rounds run, baselines measured or reused)."""
     """Results from this process's and (on the xdist controller) the workers' reports."""
 
     @property
@@ -93,10 +96,9 @@ class SessionState:
             self._pool.close()
 
     def engine_facts(self) -> dict[str, Any]:
-        """Engine starts and live engines of this process (empty when none started)."""
-        if self._pool is None:
-            return {"engine_starts": 0, "live": []}
-        return self._pool.snapshot()
+        """Engine starts, live engines and suite cost counters of this process."""
+        pool = {"engine_starts": 0, "live": []} if self._pool is None else self._pool.snapshot()
+        return {**pool, **self.suite_cost.to_dict()}
 
     def close(self) -> None:
         if self._gpus is not None:

@@ -13,8 +13,10 @@ of two identical images, are written as ``null``. Schema, version 1::
     backend           {name: diffusers|omni|omni-server, why: how "auto" resolved}
     run               {model, profiles (as asked; [] = per-test default), rounds, warmup,
                       update_baselines, baseline_dir}
-    session           {engine_starts: total over processes, processes: {"main" or the xdist
-                      worker id: {engine_starts, live: [[model, profile, backend], ...]}}}
+    session           {engine_starts, measurements, rounds_run, baseline_measured,
+                      baseline_reused: totals over processes (see suite_cost.SuiteCost),
+                      processes: {"main" or the xdist worker id: {the same counters, live:
+                      [[model, profile, backend], ...]}}}
     results           one object per test x profile x request, in completion order:
       nodeid, profile, label ("" unless a test measures several requests), outcome (the
       pytest call outcome: passed|failed|skipped), verdict (pass|fail: the omni-perf gates),
@@ -96,9 +98,10 @@ def hardware_dict(hardware: HardwareInfo) -> dict[str, Any]:
 
 
 def session_facts(processes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """``session`` entry from each process's engine-pool snapshot (keyed "main" / "gw0"...)."""
-    return {"engine_starts": sum(int(p.get("engine_starts", 0)) for p in processes.values()),
-            "processes": {k: dict(v) for k, v in sorted(processes.items())}}
+    """``session`` entry from each process's engine facts (keyed "main" / "gw0"...)."""
+    from pytest_omni_perf.suite_cost import total
+
+    return {**total(processes), "processes": {k: dict(v) for k, v in sorted(processes.items())}}
 
 
 def build_document(results: Sequence[Mapping[str, Any]], *, hardware: Mapping[str, Any],

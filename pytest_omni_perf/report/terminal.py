@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -59,3 +59,11 @@ def write_summary(terminalreporter: Any, results: Sequence[dict[str, Any]]) -> N
     for result in results:
         for note in result.get("notes", []):
             terminalreporter.write_line(f"note [{result['profile']}] {result['nodeid']}: {note}")
+
+
+def write_suite_cost(terminalreporter: Any, results: Sequence[Mapping[str, Any]],
+                     processes: Mapping[str, Mapping[str, Any]]) -> None:
+    """The line saying what the session spent: engine starts, measurements, baselines."""
+    from pytest_omni_perf.suite_cost import summary_line
+
+    terminalreporter.write_line(f"omni-perf: {summary_line(results, processes)}")
