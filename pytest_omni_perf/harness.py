@@ -242,7 +242,8 @@ class OmniPerf:
             result.speedup = speedup(base.latency, measured.latency)
             result.quality = compare_frames(measured.frames, base.frames)
             if base.memory.peak_bytes and base.memory.kind == measured.memory.kind:
-                result.memory_ratio = measured.memory.peak_bytes / base.memory.peak_bytes
+                # Per GPU: a 2-GPU profile "saves memory" when each GPU holds less.
+                result.memory_ratio = measured.memory.per_gpu_bytes / base.memory.per_gpu_bytes
         violations, notes = gates.session_gates(self.bounds, gates.SessionFacts(
             profile=self.profile.name, baseline=self.profile.baseline, speedup=result.speedup,
             ssim=result.ssim, ssim_worst=None if result.quality is None else result.quality.ssim_min,
