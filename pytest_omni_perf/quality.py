@@ -162,7 +162,7 @@ def _gaussian_weights() -> list[float]:
 
 
 def _torch_ssim_frames(
-    out: Frame, ref: Frame, data_range: int
+    out: Frame, ref: Frame, data_range: int, device_name: str | None = None
 ) -> tuple[list[float], list[int]]:
     """Per-frame SSIM and sum of squared errors of two NxHxWxC integer stacks, with torch.
 
@@ -175,7 +175,8 @@ def _torch_ssim_frames(
     """
     import torch
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # ``device_name`` lets benchmarks/ssim_speed.py time the CPU path on a GPU machine.
+    device = torch.device(device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
     # from_numpy warns on read-only arrays (np.asarray of a PIL image is one).
     out = out if out.flags.writeable else out.copy()
     ref = ref if ref.flags.writeable else ref.copy()
