@@ -11,7 +11,7 @@
 #   --profiles  comma list (default: the single-GPU profiles vLLM-Omni supports)
 #   --rounds/--warmup  measured / unmeasured requests per profile (default 3 / 1)
 #   --budget-s  seconds per backend before its pytest is stopped like Ctrl-C, which still
-#               writes its report (default 540: one backend fits one 10-minute call)
+#               writes its report (default 500: one backend fits one 10-minute call)
 #   --out       where reports, logs and baselines go (default $OUT, else results/omni-gpu)
 #   --dry-run   print the commands and environments, run nothing
 # Writes per backend BACKEND.json (the report) and BACKEND.tar.gz (BACKEND/pytest.log,
@@ -23,7 +23,7 @@ set -euo pipefail
 backends=diffusers,omni,omni-server
 # In the order of what users most want to know: a budget that runs out cuts the tail.
 profiles=eager,compile,cache_dit,tea_cache,fp8,layerwise_offload,cpu_offload,vae_slicing,vae_tiling
-rounds=3 warmup=1 budget=540 dry=0
+rounds=3 warmup=1 budget=500 dry=0
 out=${OUT:-results/omni-gpu}
 usage() { sed -n '8,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 need() { [[ $# -ge 2 && -n $2 ]] || usage; }
