@@ -39,8 +39,8 @@ from pytest_omni_perf.profiles import load_builtin  # noqa: E402
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of ``pids`` so far (Linux /proc; 0 elsewhere). Unlike wall
-    time it hardly moves when other processes load the machine."""
+    """User + system CPU time of ``pids`` and their exited children so far (Linux /proc;
+    0 elsewhere). Unlike wall time it hardly moves when other processes load the machine."""
     total = 0
     for pid in pids:
         try:
@@ -48,7 +48,9 @@ def cpu_seconds(pids: list[int]) -> float:
                 fields = handle.read().decode().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        # utime, stime, and cutime, cstime of waited-for children (compile workers that
+        # already exited): fields 14-17 of proc(5)
+        total += sum(int(v) for v in fields[11:15])
     return total / os.sysconf("SC_CLK_TCK")
 
 
