@@ -21,9 +21,19 @@ import pytest
 
 pytestmark = pytest.mark.requires_gpus(1)
 
-INNER = ("-p", "no:cacheprovider", "--omni-backend=diffusers", "--omni-model=tiny-flux",
-         "--omni-profile=eager", "--omni-update-baselines", "--omni-start-timeout=1800",
-         "-rfE")
+def _plugin_args() -> tuple[str, ...]:
+    """``-p pytest_omni_perf.plugin`` where the package runs from a checkout (as on the GPU
+    machines, PYTHONPATH only): without its entry point the inner pytest would not load it."""
+    from importlib.metadata import entry_points
+
+    installed = any(ep.value.startswith("pytest_omni_perf")
+                    for ep in entry_points(group="pytest11"))
+    return () if installed else ("-p", "pytest_omni_perf.plugin")
+
+
+INNER = (*_plugin_args(), "-p", "no:cacheprovider", "--omni-backend=diffusers",
+         "--omni-model=tiny-flux", "--omni-profile=eager", "--omni-update-baselines",
+         "--omni-start-timeout=1800", "-rfE")
 
 # Fills GPU 0 in chunks down to a few MiB, prints what is left, then waits to be killed.
 HOG = """
