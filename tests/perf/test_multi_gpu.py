@@ -42,14 +42,14 @@ def test_image_1024_sequence_parallel_does_not_pay(omni_perf: object, omni_profi
 
 @pytest.mark.requires_gpus(2)
 @pytest.mark.omni_model("medium-flux")
-@pytest.mark.omni_profiles(*SEQUENCE_PARALLEL, "tp2")
+# ring2 is left out here: at 2048x2048 it measured 0.96x on one pair of H100s and 1.12x on
+# another, right at its 1.1x bound, so neither a pass nor an expected failure would be stable.
+@pytest.mark.omni_profiles("usp2", "usp2_ring2", "tp2")
 def test_image_2048(omni_perf: object, omni_profile: Profile,
                     request: pytest.FixtureRequest) -> None:
-    """16,384 image tokens: Ulysses pays; Ring does not yet, and tensor parallelism saves no
-    memory per GPU because the VAE decode at 2048x2048, which every rank runs whole, sets
-    the peak."""
-    expect_gate_failure(request, omni_profile, {
-        "ring2": "0.96x", "tp2": "peak VRAM per GPU 1.03x one GPU's"})
+    """16,384 image tokens: Ulysses pays; tensor parallelism saves no memory per GPU because
+    the VAE decode at 2048x2048, which every rank runs whole, sets the peak."""
+    expect_gate_failure(request, omni_profile, {"tp2": "peak VRAM per GPU 1.03x one GPU's"})
     result = omni_perf.measure(  # type: ignore[attr-defined]
         prompt="a red fox in a snowy forest, photograph", width=2048, height=2048,
         num_inference_steps=10, seed=0)
