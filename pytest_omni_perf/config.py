@@ -80,8 +80,10 @@ _OPTIONS = (
     _Opt("--omni-backend", "Engine driving the model: auto (omni when vllm_omni imports and a GPU "
          "is present, else diffusers), diffusers, omni, omni-server. Default: auto.",
          _backend, "auto"),
-    _Opt("--omni-rounds", "Measured requests per profile. Default: 5.",
-         _positive_int("--omni-rounds", 2), 5, metavar="N"),
+    # 15: the fewest rounds that caught a 10% slowdown >= 95% of the time without false
+    # alarms in benchmarks/detection_power.py (results/cpu/detection-power.txt).
+    _Opt("--omni-rounds", "Measured requests per profile. Default: 15.",
+         _positive_int("--omni-rounds", 2), 15, metavar="N"),
     _Opt("--omni-warmup", "Unmeasured requests before the rounds. Default: 1.",
          _positive_int("--omni-warmup", 0), 1, metavar="N"),
     _Opt("--omni-baseline-dir", "Stored baselines. Default: baselines/ beside the rootdir's "

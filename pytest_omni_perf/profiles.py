@@ -66,8 +66,8 @@ class Bounds:
     max_vram_ratio: float | None = None
     """Peak memory relative to the baseline profile's peak."""
     max_vram_gib: float | None = None
-    max_regression: float | None = 0.10
-    """Allowed growth of the warm median over the stored baseline (0.10 = 10%)."""
+    max_regression: float | None = 0.05
+    """Allowed growth of the warm median over the stored baseline (0.05 = 5%)."""
     max_vram_regression: float | None = 0.10
 
     def merged(self, overrides: Mapping[str, Any]) -> Bounds:

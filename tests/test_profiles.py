@@ -115,7 +115,7 @@ def test_user_file_adds_profiles(tmp_path: Path) -> None:
     profile = load_file(path)["cachedit_aggressive"]
     assert profile.baseline == "eager"
     assert profile.bounds.min_speedup == 1.5
-    assert profile.bounds.max_regression == 0.10
+    assert profile.bounds.max_regression == 0.05
 
 
 def test_quantization_extras_travel_in_the_config() -> None:
