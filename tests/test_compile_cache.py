@@ -63,3 +63,24 @@ def test_diffusers_engine_worker_runs_with_it(tmp_path: Path,
         engine.stop()
     expected = f"TORCHINDUCTOR_CACHE_DIR={tmp_path}/compile/tiny-flux/eager".encode()
     assert expected in environ
+
+
+def test_server_process_runs_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The omni-server backend's server process gets the same folder (read from /proc)."""
+    from pytest_omni_perf import builtin_models
+    from pytest_omni_perf.engines import omni_server
+    from pytest_omni_perf.hardware import HardwareInfo
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    (tmp_path / "models").symlink_to(builtin_models.ensure_model("tiny-flux").parent)
+    server = EngineSpec(
+        model="tiny-flux", profile_name="eager", options={}, backend="omni-server",
+        cache_dir=str(tmp_path), start_timeout_s=300,
+        server_command="{python} -m pytest_omni_perf.serve {model} --omni --port {port}")
+    engine = omni_server.create(server, HardwareInfo())
+    engine.start()
+    try:
+        environ = Path(f"/proc/{engine.pids()[0]}/environ").read_bytes().split(b"\0")
+    finally:
+        engine.stop()
+    assert f"TORCHINDUCTOR_CACHE_DIR={tmp_path}/compile/tiny-flux/eager".encode() in environ

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_omni_perf import builtin_models
 from pytest_omni_perf.canonical import serve_args
+from pytest_omni_perf.engines.compile_cache import compile_cache_env
 from pytest_omni_perf.engines.base import (
     EngineError, EngineInfo, EngineSpec, GenerationOutput, GenerationRequest, ProfileUnsupported,
     out_of_memory_line,
@@ -431,5 +432,7 @@ def create(spec: EngineSpec, hw: HardwareInfo) -> OmniServerEngine:
         saved = omni_engine.folder_dtype(folder)
         if spec.options.get("dtype") in (None, "auto") and saved is not None:
             spec = dataclasses.replace(spec, options={**spec.options, "dtype": saved})
-    return OmniServerEngine(spec, device="cuda" if gpus else "cpu",
-                            env={"TOKENIZERS_PARALLELISM": "false"}, capabilities_note=note)
+    # The server compiles like an offline engine: it gets the same persistent cache.
+    env = {"TOKENIZERS_PARALLELISM": "false", **compile_cache_env(spec)}
+    return OmniServerEngine(spec, device="cuda" if gpus else "cpu", env=env,
+                            capabilities_note=note)
