@@ -43,6 +43,11 @@ class GpuPool:
         """The GPUs held now (empty when none)."""
         return self._lease.devices if self._lease is not None else ()
 
+    @property
+    def lease_fds(self) -> tuple[int, ...]:
+        """The held lease's locked descriptors (empty when nothing is leased)."""
+        return self._lease.fds if self._lease is not None else ()
+
     def devices_for(self, n: int, test: str) -> tuple[int, ...]:
         """``n`` GPUs for ``test``: the held ones when the count matches, else a new lease
         (waits up to ``timeout_s``; gpu_leases.LeaseTimeout names the holders). ``()`` when

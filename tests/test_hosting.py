@@ -104,3 +104,30 @@ def test_grandchildren_are_killed_with_the_tree(tmp_path: Path) -> None:
     proc.terminate_tree(grace_s=2)
     assert all(gone(p) for p in tree)
     assert not os.path.exists(f"/proc/{tree[0]}") or gone(tree[0])
+
+
+def test_engine_keeps_the_gpu_lease_locked_while_it_lives(tmp_path: Path) -> None:
+    """The engine inherits the lease's locked descriptors: if the pytest process that took
+    the lease dies (here: closes its copies without unlocking), the GPU stays locked until
+    the engine is gone too, so nobody else is handed a GPU that still holds its memory."""
+    from pytest_omni_perf.gpu_leases import Holder, LeaseDir
+
+    leases = LeaseDir(tmp_path / "locks")
+    lease = leases.try_acquire([0], 1, Holder(pid=os.getpid(), worker="main", test="t"))
+    assert lease is not None
+    eng = IsolatedEngine(
+        EngineSpec(model="standin", profile_name="eager", options={}, backend="standin",
+                   devices=(0,), lease_fds=lease.fds),
+        "standin:make", {"profile": "eager", "options": {}},
+        env={"PYTHONPATH": TESTS_DIR}, log_dir=tmp_path)
+    eng.start()
+    try:
+        for fd in lease.fds:  # what the kernel does when the pytest worker is killed
+            os.close(fd)
+        other = Holder(pid=os.getpid(), worker="gw1", test="other")
+        assert leases.try_acquire([0], 1, other) is None, "the live engine holds the lock"
+    finally:
+        eng.stop()
+    after = leases.try_acquire([0], 1, Holder(pid=os.getpid(), worker="gw1", test="other"))
+    assert after is not None, "the lock went with the engine"
+    after.release()

@@ -78,6 +78,9 @@ class EngineSpec:
     """Template for server backends (``{model}``, ``{port}`` placeholders)."""
     cache_dir: str = ""
     """Folder for built-in model folders and compile caches."""
+    lease_fds: tuple[int, ...] = dataclasses.field(default=(), compare=False)
+    """Locked descriptors of the GPU lease: engine processes inherit them, so GPUs stay
+    locked while an engine lives, even one orphaned by a killed pytest worker."""
 
 
 @dataclasses.dataclass(frozen=True)

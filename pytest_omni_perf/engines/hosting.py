@@ -74,7 +74,8 @@ class IsolatedEngine:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         self._process = ManagedProcess(
             [sys.executable, "-m", "pytest_omni_perf.engines.worker", str(child_sock.fileno())],
-            log_path=self.log_path, env=env, pass_fds=[child_sock.fileno()],
+            log_path=self.log_path, env=env,
+            pass_fds=[child_sock.fileno(), *self.spec.lease_fds],
         )
         try:
             self._process.start()

@@ -183,7 +183,8 @@ class OmniServerEngine:
         # A `python -m pytest_omni_perf.serve` template must import this very package.
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        self._process = ManagedProcess(self.argv, log_path=self.log_path, env=env)
+        self._process = ManagedProcess(self.argv, log_path=self.log_path, env=env,
+                                       pass_fds=self.spec.lease_fds)
         try:
             self._process.start()
         except OSError as exc:
