@@ -383,6 +383,9 @@ class _ResultCollector:
         if isinstance(facts, dict):
             self.processes[str(node.gateway.id)] = facts
 
+    # tryfirst: before xdist's own sessionfinish, which tears its workers down for seconds;
+    # a Ctrl-C or SIGTERM landing there would otherwise end the run before any report.
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Workers hand their engine facts over; the controller writes the reports."""
         config = session.config
