@@ -136,11 +136,13 @@ def _popen_pytest(where: Path, *args: str) -> subprocess.Popen[bytes]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-# Under xdist the two tests run side by side: the second measures three requests, so it is
+# Under xdist the two tests run side by side: the second measures eight requests, so it is
 # still running when the first has finished.
 SIGNALLED_TESTS = TWO_TESTS.replace(
     "    omni_perf.measure(width=24, height=16, num_inference_steps=2)",
-    "    for width in (24, 32, 40):\n"
+    # Long enough (8 x 8 rounds of 0.3 s) that under -n 2, where both tests start at once and
+    # a loaded controller may hear of test_first late, the signal still finds it running.
+    "    for width in range(24, 88, 8):\n"
     "        omni_perf.measure(width=width, height=16, num_inference_steps=2)")
 
 
