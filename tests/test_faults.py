@@ -131,9 +131,16 @@ def test_hung_request_is_killed_at_the_timeout(
 
 
 # -- 3. pytest itself signalled -----------------------------------------------------------------
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored and children inherit that; Python
+    # then never turns Ctrl-C into KeyboardInterrupt. Give the inner pytest a real Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _popen_pytest(where: Path, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=where,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=_default_sigint)
 
 
 # Under xdist the two tests run side by side: the second measures eight requests, so it is
