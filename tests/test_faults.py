@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from pytest_omni_perf.engines.process import running
+
 FAST = ("-p", "no:cacheprovider", "--omni-rounds=2", "--omni-warmup=0")
 TWO_TESTS = """
 def test_first(omni_perf):
@@ -53,9 +55,8 @@ def _workers_tagged(tag: str) -> list[int]:
             with open(f"/proc/{entry}/environ", "rb") as handle:
                 if needle not in handle.read().split(b"\0"):
                     continue
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                if handle.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
-                    continue  # exited; a zombie holds no memory or device
+            if not running(int(entry)):
+                continue  # exited; a zombie holds no memory or device
         except OSError:
             continue  # exited while we looked
         found.append(int(entry))

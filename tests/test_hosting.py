@@ -12,7 +12,7 @@ from pytest_omni_perf.engines.base import (
     EngineError, EngineSpec, GenerationRequest, ProfileUnsupported,
 )
 from pytest_omni_perf.engines.hosting import IsolatedEngine
-from pytest_omni_perf.engines.process import descendants
+from pytest_omni_perf.engines.process import descendants, running
 
 TESTS_DIR = str(Path(__file__).parent)
 REQUEST = GenerationRequest(width=16, height=16)
@@ -26,11 +26,7 @@ def engine(tmp_path: Path, profile: str = "eager", **spec: float) -> IsolatedEng
 
 
 def gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return True
-    return stat.rsplit(b")", 1)[-1].split()[0] == b"Z"
+    return not running(pid)
 
 
 def test_generate_and_stop_leave_nothing(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from pytest_omni_perf.engines.base import (  # noqa: E402
 from pytest_omni_perf.engines.omni_server import (  # noqa: E402
     OmniServerEngine, command_argv, connect_host, flag_value,
 )
+from pytest_omni_perf.engines.process import running  # noqa: E402
 from pytest_omni_perf.profiles import load_builtin  # noqa: E402
 from pytest_omni_perf.serve import build_parser, options_from_args  # noqa: E402
 from pytest_omni_perf.serve_app import (  # noqa: E402
@@ -64,14 +65,6 @@ def make_spec(cache: Path, model: str = "tiny-flux", options: dict[str, Any] | N
     return EngineSpec(model=model, profile_name="eager", options=options or EAGER,
                       backend="omni-server", server_command=command, cache_dir=str(cache),
                       **fields)
-
-
-def running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture

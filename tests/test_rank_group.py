@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from pytest_omni_perf.engines import diffusers_engine, diffusers_parallel  # noq
 from pytest_omni_perf.engines.base import (  # noqa: E402
     EngineError, EngineSpec, GenerationRequest, ProfileUnsupported,
 )
+from pytest_omni_perf.engines.process import running  # noqa: E402
 from pytest_omni_perf.engines.rank_group import RankGroupEngine  # noqa: E402
 from pytest_omni_perf.hardware import HardwareInfo  # noqa: E402
 
@@ -30,24 +31,16 @@ REQUEST = GenerationRequest(width=64, height=64, num_inference_steps=3)
 NO_GPU = HardwareInfo()
 
 
-def _spec(cache: Path, name: str, options: dict[str, object], *, model: str = "tiny-flux",
+def _spec(cache: Path, name: str, options: Mapping[str, object], *, model: str = "tiny-flux",
           in_process: bool = False) -> EngineSpec:
     return EngineSpec(model=model, profile_name=name, options=options, backend="diffusers",
                       cache_dir=str(cache), start_timeout_s=300, request_timeout_s=300,
                       in_process=in_process)
 
 
-def _gone(pids: list[int]) -> list[int]:
+def _still_running(pids: list[int]) -> list[int]:
     """Those of ``pids`` still running (zombies count as gone)."""
-    left = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().split(")")[-1].split()[0] != "Z":
-                    left.append(pid)
-        except FileNotFoundError:
-            pass
-    return left
+    return [pid for pid in pids if running(pid)]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +80,7 @@ def test_ulysses_over_two_processes_matches_one_process(usp2: RankGroupEngine,
     # The split sequence is gathered back exactly; only float summation order differs.
     assert score > 0.99
     usp2.stop()
-    assert _gone(pids) == []
+    assert _still_running(pids) == []
 
 
 def test_a_rank_killed_mid_request_takes_the_group_down(cache: Path) -> None:
@@ -108,7 +101,7 @@ def test_a_rank_killed_mid_request_takes_the_group_down(cache: Path) -> None:
     message = str(failure.value)
     assert "rank 1 of 2" in message and "killed by signal 9" in message
     assert "the other ranks were stopped with it" in message
-    assert _gone(pids) == []
+    assert _still_running(pids) == []
 
 
 def test_a_rank_that_cannot_load_fails_the_start_with_its_cause(tmp_path: Path) -> None:

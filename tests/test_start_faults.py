@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_omni_perf.engines.process import running
+
 import memory_cap
 
 pytest.importorskip("torch")
@@ -45,11 +47,9 @@ def _workers_of(run_dir: Path) -> list[int]:
                 continue
             with open(f"/proc/{entry}/cmdline", "rb") as handle:
                 cmdline = handle.read()
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                zombie = handle.read().rsplit(b")", 1)[-1].split()[0] == b"Z"
         except OSError:
             continue
-        if not zombie and (b"pytest_omni_perf.engines.worker" in cmdline
+        if running(int(entry)) and (b"pytest_omni_perf.engines.worker" in cmdline
                            or b"pytest_omni_perf.serve" in cmdline):
             found.append(int(entry))
     return found

@@ -115,21 +115,22 @@ class ManagedProcess:
         _signal_all(pids, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
-            if self._popen.poll() is not None and not any(_exists(p) for p in pids):
+            if self._popen.poll() is not None and not any(running(p) for p in pids):
                 break
             time.sleep(0.05)
         try:
             os.killpg(self._popen.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        _signal_all([p for p in pids if _exists(p)], signal.SIGKILL)
+        _signal_all([p for p in pids if running(p)], signal.SIGKILL)
         try:
             self._popen.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - a zombie we cannot reap
             pass
 
 
-def _exists(pid: int) -> bool:
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (an exited zombie awaiting its reaper is not)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             # A zombie ('Z') has exited; only its exit status is left to reap.

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_omni_perf.engines.process import running
+
 pytestmark = pytest.mark.requires_gpus(1)
 
 def _plugin_args() -> tuple[str, ...]:
@@ -165,20 +167,12 @@ def test_worker_killed_mid_request_frees_the_gpu_and_the_next_test_runs(
     assert killed and fresh and not set(killed) & set(fresh), rows  # a new worker
     # Neither the killed worker nor the session's engines hold GPU memory now.
     assert _new_on_gpu(before, set()) == {}, text
-    assert not any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in killed + fresh)
+    assert not any(running(pid) for pid in killed + fresh)
     # And the device's own count is back (CUDA contexts included), within 1 GiB.
     deadline = time.monotonic() + 15
     while _used_bytes() - used_before > 2**30 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _used_bytes() - used_before <= 2**30, (used_before, _used_bytes())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 def test_gpu_processes_are_listed() -> None:
