@@ -218,7 +218,7 @@ def _spec(state: SessionState, profile: Profile, model: str,
         start_timeout_s=perf.start_timeout_s, request_timeout_s=perf.request_timeout_s,
         server_command=perf.server_command,
         cache_dir=str(perf.cache_dir) if perf.cache_dir else "",
-        lease_fds=state.gpus.lease_fds if leased else (),
+        lease_fds=state.gpus.lease_fds,
     )
 
 

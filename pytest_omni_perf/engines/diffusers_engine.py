@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_omni_perf import builtin_models
+from pytest_omni_perf.canonical import world_size
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, ProfileUnsupported
 from pytest_omni_perf.engines.compile_cache import compile_cache_env
 from pytest_omni_perf.engines.hosting import InProcessEngine, IsolatedEngine
@@ -63,7 +64,9 @@ def create(spec: EngineSpec, hw: HardwareInfo) -> IsolatedEngine | InProcessEngi
     check_model(spec.model)
     kwargs = {"model": spec.model, "cache_dir": spec.cache_dir, "options": dict(spec.options),
               "device": device}
-    ranks = diffusers_parallel.rank_count(spec.options)
+    # One worker process per GPU the profile spans (what it asks for beyond Ulysses, Ring
+    # and tensor parallelism was refused above).
+    ranks = world_size(spec.options)
     if spec.in_process:
         if ranks > 1:
             raise ProfileUnsupported(f"{spec.profile_name} needs {ranks} processes (one per "

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..canonical import world_size
 from . import diffusers_parallel
 from .base import GenerationRequest, ProfileUnsupported
 
@@ -181,7 +182,7 @@ def apply_options(pipe: Any, options: Mapping[str, Any], *, device: str) -> dict
     elif options.get("quantization") == "gguf":
         applied["quantization"] = f"gguf ({options['gguf_model']})"
     applied["placement"] = _place(pipe, options, device)
-    if diffusers_parallel.rank_count(options) > 1:
+    if world_size(options) > 1:
         # After placement (the hooks shard tensors already on the rank's device) and before
         # cache-dit and compile, which must wrap the parallelized blocks.
         applied["parallel"] = diffusers_parallel.enable(pipe, options, device=device)

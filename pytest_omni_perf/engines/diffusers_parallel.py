@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from ..canonical import world_size
 from .base import ProfileUnsupported
 
 # vLLM-Omni features with no diffusers counterpart: the profile needs --omni-backend=omni.
@@ -30,12 +31,6 @@ def degrees(options: Mapping[str, Any]) -> tuple[int, int, int]:
     """(ulysses, ring, tensor) degrees of ``options``; 1 where unset."""
     return (int(options.get("ulysses_degree") or 1), int(options.get("ring_degree") or 1),
             int(options.get("tensor_parallel_size") or 1))
-
-
-def rank_count(options: Mapping[str, Any]) -> int:
-    """Processes this backend starts for ``options``: one per GPU the transformer spans."""
-    ulysses, ring, tensor = degrees(options)
-    return ulysses * ring * tensor
 
 
 def unsupported_reasons(options: Mapping[str, Any], *, device: str,
@@ -59,7 +54,7 @@ def unsupported_reasons(options: Mapping[str, Any], *, device: str,
         if tensor > 1:
             reasons.append("tensor_parallel_size: diffusers tensor parallelism supports "
                            "cuda devices only")
-    elif (ranks := ulysses * ring * tensor) > gpu_count:
+    elif (ranks := world_size(options)) > gpu_count:
         reasons.append(f"needs {ranks} GPUs, {gpu_count} visible to this engine")
     return reasons
 
