@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 BACKENDS = ("auto", "diffusers", "omni", "omni-server")
+INCONCLUSIVE_POLICIES = ("warn", "fail", "retry")
 DEFAULT_SERVER_COMMAND = "vllm serve {model} --omni --host 127.0.0.1 --port {port}"
 
 
@@ -39,6 +40,27 @@ def _positive_float(name: str) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, got {text!r}")
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{name} must be > 0, got {value}")
+        return value
+    return convert
+
+
+def _choice(name: str, allowed: tuple[str, ...]) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be one of {', '.join(allowed)}, got {text!r}")
+        return text
+    return convert
+
+
+def _fraction(name: str) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}")
+        if not 0.5 <= value < 1.0:  # also rejects nan
+            raise argparse.ArgumentTypeError(f"{name} must lie in [0.5, 1), got {text!r}")
         return value
     return convert
 
@@ -80,10 +102,24 @@ _OPTIONS = (
     _Opt("--omni-backend", "Engine driving the model: auto (omni when vllm_omni imports and a GPU "
          "is present, else diffusers), diffusers, omni, omni-server. Default: auto.",
          _backend, "auto"),
-    # 15: the fewest rounds that caught a 10% slowdown >= 95% of the time without false
-    # alarms in benchmarks/detection_power.py (results/cpu/detection-power.txt).
-    _Opt("--omni-rounds", "Measured requests per profile. Default: 15.",
-         _positive_int("--omni-rounds", 2), 15, metavar="N"),
+    # Rounds are adaptive: the first look after --omni-rounds, then twice as many at each
+    # look until every gate's interval is decisive or a budget is spent (measure/stats.py).
+    _Opt("--omni-rounds", "Measured requests per profile before the first look at the "
+         "gates' intervals; more follow, doubling, until every gate is decided or "
+         "--omni-max-rounds / --omni-max-seconds is spent. Default: 5.",
+         _positive_int("--omni-rounds", 2), 5, metavar="N"),
+    _Opt("--omni-max-rounds", "Most measured requests per profile and measurement "
+         "(set it equal to --omni-rounds for a fixed count). Default: 40.",
+         _positive_int("--omni-max-rounds", 2), 40, metavar="N"),
+    _Opt("--omni-max-seconds", "Most seconds of measured requests per measurement (both "
+         "engines' rounds together) before a gate left undecided is reported inconclusive. "
+         "Default: 120.", _positive_float("--omni-max-seconds"), 120.0, metavar="S"),
+    _Opt("--omni-inconclusive", "What a gate whose interval still straddles its bound at the "
+         "budget does to the test: warn (passes, reported INCONCLUSIVE), fail, or retry "
+         "(measure once more with twice the budget, then fail). Default: warn.",
+         _choice("--omni-inconclusive", INCONCLUSIVE_POLICIES), "warn", metavar="POLICY"),
+    _Opt("--omni-confidence", "Two-sided confidence level of the intervals. Default: 0.99.",
+         _fraction("--omni-confidence"), 0.99, metavar="LEVEL"),
     _Opt("--omni-warmup", "Unmeasured requests before the rounds. Default: 1.",
          _positive_int("--omni-warmup", 0), 1, metavar="N"),
     _Opt("--omni-baseline-dir", "Stored baselines. Default: baselines/ beside the rootdir's "
@@ -158,6 +194,11 @@ class PerfConfig:
     gpu_wait_s: float = 1800.0
     gpu_lock_dir: Path | None = None
     """None: gpu_leases.DEFAULT_FOLDER."""
+    max_rounds: int = 40
+    max_seconds: float = 120.0
+    inconclusive: str = "warn"
+    """What an undecided gate at the budget does: one of INCONCLUSIVE_POLICIES."""
+    confidence: float = 0.99
 
 
 def _value(config: pytest.Config, opt: _Opt) -> Any:
@@ -193,6 +234,10 @@ def read_config(config: pytest.Config) -> PerfConfig:
     def path(value: str | None) -> Path | None:
         return None if value is None else Path(value).expanduser()
 
+    if values["omni_max_rounds"] < values["omni_rounds"]:
+        raise pytest.UsageError(
+            f"--omni-max-rounds={values['omni_max_rounds']} is below --omni-rounds="
+            f"{values['omni_rounds']}: the budget must allow the first look")
     return PerfConfig(
         profile_names=names,
         model=values["omni_model"],
@@ -213,4 +258,8 @@ def read_config(config: pytest.Config) -> PerfConfig:
         report_benchmark=path(values["omni_report_benchmark"]),
         gpu_wait_s=values["omni_gpu_wait"],
         gpu_lock_dir=path(values["omni_gpu_lock_dir"]),
+        max_rounds=values["omni_max_rounds"],
+        max_seconds=values["omni_max_seconds"],
+        inconclusive=values["omni_inconclusive"],
+        confidence=values["omni_confidence"],
     )

@@ -1,28 +1,63 @@
-"""``omni_perf.measure``: warmup, rounds, the baseline profile, quality and every gate.
+"""Running rounds: warmup, adaptive interleaved rounds, the baseline profile beside them.
 
-Callable outside a test function (a sweep or a zero-code suite builds an ``OmniPerf``
+The harness measures; ``judge`` and ``verdict`` decide. Rounds are adaptive: after
+``RoundBudget.first`` rounds the gates that more rounds can decide (speedup, latency against
+the stored run) are judged on their intervals; while one straddles its bound and the budget
+allows, the rounds double. Callable outside a test function (a sweep builds a ``Harness``
 directly); pytest only supplies the session state and collects ``results``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pytest_omni_perf import gates, stored_metrics
-from pytest_omni_perf.baseline_view import apply_view, choose_view, comparable
-from pytest_omni_perf.baselines import METRICS, BaselineError, BaselineStore, CorruptBaseline
+from pytest_omni_perf import verdict
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationRequest
 from pytest_omni_perf.engines.pool import EnginePool, LiveEngine
-from pytest_omni_perf.hardware import CPU_KEY, HardwareInfo, fingerprint
+from pytest_omni_perf.hardware import HardwareInfo
 from pytest_omni_perf.measure.memory import MemorySampler, sampler_for
 from pytest_omni_perf.profiles import Bounds, Profile
-from pytest_omni_perf.results import Measurement, PerfResult, Violation
+from pytest_omni_perf.results import Measurement, PerfResult
 from pytest_omni_perf.suite_cost import SuiteCost
 
 RequestKey = tuple[str, str, str, tuple[tuple[str, Any], ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundBudget:
+    """How many measured rounds one measurement may take.
+
+    ``first``: rounds before the first look; ``max_rounds``/``max_seconds``: the budget
+    (seconds of measured requests of every engine in the measurement together);
+    ``retry``: when a gate is still undecided at the budget, spend it once more.
+    """
+
+    first: int = 5
+    max_rounds: int = 40
+    max_seconds: float = 120.0
+    retry: bool = False
+    confidence: float = 0.99
+
+    def __post_init__(self) -> None:
+        if self.first < 1 or self.max_rounds < self.first:
+            raise ValueError(f"need 1 <= first <= max_rounds, got {self.first}, "
+                             f"{self.max_rounds}")
+        if not (math.isfinite(self.max_seconds) and self.max_seconds > 0):
+            raise ValueError(f"max_seconds must be a finite number > 0, got {self.max_seconds}")
+
+    def next_target(self, done: int, elapsed_s: float, scale: int) -> int:
+        """Rounds to reach at the next look (``done`` when the budget is spent)."""
+        limit = self.max_rounds * scale
+        if elapsed_s >= self.max_seconds * scale:
+            return done
+        per_round = elapsed_s / max(done, 1)
+        fits = int((self.max_seconds * scale - elapsed_s) / per_round) if per_round > 0 \
+            else limit
+        return min(limit, 2 * done, done + fits)
 
 
 def profile_request(request: GenerationRequest, profile: Profile) -> GenerationRequest:
@@ -70,14 +105,18 @@ class _Rounds:
             self.gpu_samples.append(float(output.engine_metrics["cuda_event_s"]))
 
 
-class OmniPerf:
-    """The harness behind the ``omni_perf`` fixture (one per test and profile)."""
+Undecided = Callable[[list[_Rounds]], bool]
+"""Given the rounds so far, whether a gate that more rounds can decide is still open."""
+
+
+class Harness:
+    """Measures one test's profile (and its baseline profile) on requests, and judges."""
 
     def __init__(self, *, nodeid: str, profile: Profile, profiles: Mapping[str, Profile],
                  bounds: Bounds, model: str, backend: str, hardware: HardwareInfo,
-                 pool: EnginePool, spec_for: Callable[[Profile], EngineSpec], rounds: int,
-                 warmup: int, store: BaselineStore, update_baselines: bool,
-                 baseline_cache: dict[RequestKey, Measurement], refresh_command: str,
+                 pool: EnginePool, spec_for: Callable[[Profile], EngineSpec],
+                 budget: RoundBudget, warmup: int, references: verdict.References,
+                 baseline_cache: dict[RequestKey, Measurement],
                  cost: SuiteCost | None = None) -> None:
         self.nodeid = nodeid
         self.profile = profile
@@ -88,38 +127,30 @@ class OmniPerf:
         self.hardware = hardware
         self.pool = pool
         self.spec_for = spec_for
-        self.rounds = rounds
+        self.budget = budget
         self.warmup = warmup
-        self.store = store
-        self.update_baselines = update_baselines
+        self.references = references
         self.baseline_cache = baseline_cache
         self.cost = cost if cost is not None else SuiteCost()
-        self.refresh_command = refresh_command
         self.results: list[PerfResult] = []
 
-    # -- public -----------------------------------------------------------------------------
-    def measure(self, *, prompt: str = GenerationRequest.prompt, width: int = 128,
-                height: int = 128, num_inference_steps: int = 12, num_frames: int | None = None,
-                seed: int = 0, guidance_scale: float | None = None,
-                negative_prompt: str | None = None, label: str | None = None) -> PerfResult:
-        """Measure the active profile (and, once per request, its baseline profile).
-
-        Gates are evaluated here and kept on the result; the plugin fails the test with
-        them when the test body ends, so one test can measure several requests.
-        """
-        request = GenerationRequest(prompt=prompt, width=width, height=height,
-                                    num_inference_steps=num_inference_steps,
-                                    num_frames=num_frames, seed=seed,
-                                    guidance_scale=guidance_scale, negative_prompt=negative_prompt)
+    def measure(self, request: GenerationRequest, label: str | None = None) -> PerfResult:
+        """Measure the active profile on ``request`` (and its baseline profile beside it),
+        judge every bound, and keep the result (the plugin fails the test on it later)."""
         label = label or (str(len(self.results) + 1) if self.results else "")
         baseline = self._baseline_profile()
         self.cost.measurements += 1
-        measured, base = self._measure_pair(request, baseline)
-        result = self._evaluate(request, measured, base, label)
+        stored = self.references.lookup(self.nodeid, self.profile, label)
+        measured, base = self._measure_pair(request, baseline, stored)
+        result = verdict.assess(
+            nodeid=self.nodeid, profile=self.profile, label=label, bounds=self.bounds,
+            measured=measured, base=base, stored=stored, references=self.references,
+            fingerprint_devices=self.spec_for(self.profile).devices, hardware=self.hardware,
+            confidence=self.budget.confidence)
         self.results.append(result)
         return result
 
-    # -- measuring --------------------------------------------------------------------------
+    # -- pairing ----------------------------------------------------------------------------
     def _baseline_profile(self) -> Profile | None:
         name = self.profile.baseline
         return None if name is None else self.profiles[name]
@@ -127,13 +158,14 @@ class OmniPerf:
     def _key(self, profile: Profile, request: GenerationRequest) -> RequestKey:
         return (self.model, self.backend, profile.name, tuple(sorted(request.as_dict().items())))
 
-    def _measure_pair(self, request: GenerationRequest, baseline: Profile | None
-                      ) -> tuple[Measurement, Measurement | None]:
+    def _measure_pair(self, request: GenerationRequest, baseline: Profile | None,
+                      stored: verdict.StoredLookup) -> tuple[Measurement, Measurement | None]:
         if baseline is None:
             # A reference profile: measured once per request and reused, also as a baseline.
             own_key = self._key(self.profile, request)
             if own_key not in self.baseline_cache:
-                (self.baseline_cache[own_key],) = self._run([self.profile], request)
+                (self.baseline_cache[own_key],) = self._run(
+                    [self.profile], request, self._open_gates(None, stored))
             else:
                 self.cost.baseline_reused += 1
             return self.baseline_cache[own_key], None
@@ -143,18 +175,39 @@ class OmniPerf:
         cached = base is not None
         if base is None and not self._room_for_two(spec, base_spec, None):
             # One engine per GPU set until we know the baseline's footprint: measure it alone.
-            (base,) = self._run([baseline], request)
+            (base,) = self._run([baseline], request, _nothing_open)
         if cached and not self._room_for_two(spec, base_spec, base):
             self.cost.baseline_reused += 1  # too big to run beside: the earlier one serves
         if self._room_for_two(spec, base_spec, base):
             # Alternate the two engines' rounds, so drift (other load, clocks, thermals) hits
             # both alike; a baseline measured minutes earlier would not be a fair reference.
-            base, measured = self._run([baseline, self.profile], request, capacity=2)
+            base, measured = self._run([baseline, self.profile], request,
+                                       self._open_gates(None, stored), capacity=2)
         else:
-            (measured,) = self._run([self.profile], request)
+            assert base is not None
+            (measured,) = self._run([self.profile], request, self._open_gates(base, stored))
         assert base is not None
         self.baseline_cache[base_key] = base
         return measured, base
+
+    def _open_gates(self, base: Measurement | None, stored: verdict.StoredLookup) -> Undecided:
+        """The check between looks: are the speedup or stored-latency gates still open?
+        ``base``: the baseline measured earlier (not alongside), if that is the reference."""
+        def undecided(runs: list[_Rounds]) -> bool:
+            mine = runs[-1].samples
+            if len(runs) == 2:
+                reference, paired = runs[0].samples, True
+            elif base is not None:
+                reference, paired = base.samples, False
+            else:
+                reference, paired = None, False
+            judged = verdict.latency_gates(
+                bounds=self.bounds, profile=self.profile, samples=mine, reference=reference,
+                paired=paired, stored=stored, request=runs[-1].generation.as_dict(),
+                references=self.references,
+                confidence=self.budget.confidence)
+            return bool(judged.undecided)
+        return undecided
 
     def _room_for_two(self, spec: EngineSpec, base_spec: EngineSpec,
                       base: Measurement | None) -> bool:
@@ -170,7 +223,8 @@ class OmniPerf:
         smallest = min(g.vram_gib for g in used) * 2**30
         return 3 * base.memory.peak_bytes < smallest
 
-    def _run(self, profiles: list[Profile], request: GenerationRequest,
+    # -- rounds -----------------------------------------------------------------------------
+    def _run(self, profiles: list[Profile], request: GenerationRequest, open_gates: Undecided,
              capacity: int = 1) -> list[Measurement]:
         runs = [self._prepare(p, request, capacity) for p in profiles]
         self.cost.rounds_run += len(runs)
@@ -181,9 +235,7 @@ class OmniPerf:
                     self._warm(run)
             for run in runs:
                 run.sampler.start()
-            for _ in range(self.rounds):
-                for run in runs:
-                    run.one()
+            stopped_by = self._adaptive_rounds(runs, open_gates)
         except EngineError:
             for run in runs:  # a failed engine is not reused: the next test gets a fresh one
                 self.pool.discard(run.spec)
@@ -192,7 +244,27 @@ class OmniPerf:
             peaks = [run.sampler.stop() for run in runs]
         interleaved = profiles[0].name if len(profiles) > 1 else None
         return [self._to_measurement(run, peak, interleaved if run.profile is not profiles[0]
-                                     else None) for run, peak in zip(runs, peaks)]
+                                     else None, stopped_by) for run, peak in zip(runs, peaks)]
+
+    def _adaptive_rounds(self, runs: list[_Rounds], open_gates: Undecided) -> str:
+        """Rounds in alternation until no gate is open or the budget is spent; says why."""
+        budget, scale, target = self.budget, 1, self.budget.first
+        measured_s = 0.0
+        while True:
+            while len(runs[0].samples) < target:
+                began = time.perf_counter()
+                for run in runs:
+                    run.one()
+                measured_s += time.perf_counter() - began
+            if not open_gates(runs):
+                return "decided"
+            done = len(runs[0].samples)
+            target = budget.next_target(done, measured_s, scale)
+            if target <= done and budget.retry and scale == 1:
+                scale = 2  # --omni-inconclusive=retry: the same budget once more
+                target = budget.next_target(done, measured_s, scale)
+            if target <= done:
+                return "max_rounds" if done >= budget.max_rounds * scale else "max_seconds"
 
     def _prepare(self, profile: Profile, request: GenerationRequest, capacity: int) -> _Rounds:
         spec = self.spec_for(profile)
@@ -208,7 +280,8 @@ class OmniPerf:
             self.pool.progress(f"first request of {spec.model}[{spec.profile_name}] (compile and "
                                f"warm-up happen here) took {elapsed:.1f} s")
 
-    def _to_measurement(self, run: _Rounds, peak: Any, interleaved: str | None) -> Measurement:
+    def _to_measurement(self, run: _Rounds, peak: Any, interleaved: str | None,
+                        stopped_by: str) -> Measurement:
         from pytest_omni_perf.measure.stats import LatencyStats
 
         info = run.live.engine.describe()
@@ -224,134 +297,10 @@ class OmniPerf:
                                else {})},
             frames=list(run.last.frames),
             interleaved_with=interleaved, devices=list(run.spec.devices),
+            stopped_by=stopped_by,
         )
 
-    # -- judging ----------------------------------------------------------------------------
-    def _evaluate(self, request: GenerationRequest, measured: Measurement,
-                  base: Measurement | None, label: str) -> PerfResult:
-        from pytest_omni_perf.measure.stats import speedup
-        from pytest_omni_perf.quality import compare_frames
 
-        result = PerfResult(
-            nodeid=self.nodeid, profile=self.profile.name, label=label,
-            bounds=dataclasses.asdict(self.bounds), measurement=measured, baseline=base,
-            fingerprint=fingerprint(self.hardware, self.spec_for(self.profile).devices),
-        )
-        is_vram = measured.memory.kind == "nvml"
-        if base is not None:
-            result.speedup = speedup(base.latency, measured.latency)
-            result.quality = compare_frames(measured.frames, base.frames)
-            if base.memory.peak_bytes and base.memory.kind == measured.memory.kind:
-                # Per GPU: a 2-GPU profile "saves memory" when each GPU holds less.
-                result.memory_ratio = measured.memory.per_gpu_bytes / base.memory.per_gpu_bytes
-        violations, notes = gates.session_gates(self.bounds, gates.SessionFacts(
-            profile=self.profile.name, baseline=self.profile.baseline, speedup=result.speedup,
-            ssim=result.ssim, ssim_worst=None if result.quality is None else result.quality.ssim_min,
-            memory_gib=measured.memory.peak_gib, memory_ratio=result.memory_ratio,
-            memory_is_vram=is_vram))
-        result.violations += violations
-        result.notes += notes
-        self._against_store(result, request, label)
-        return result
-
-    def _store_name(self, label: str) -> str:
-        return self.profile.name if not label else f"{self.profile.name}@{label}"
-
-    def _against_store(self, result: PerfResult, request: GenerationRequest, label: str) -> None:
-        from pytest_omni_perf.measure.stats import latency_regression
-        from pytest_omni_perf.quality import ImageSizeMismatch, compare_frames
-
-        name = self._store_name(label)
-        measured = result.measurement
-        if self.update_baselines:
-            view = choose_view(measured.frames)
-            path = self.store.save(self.nodeid, name, _stored_metrics(result, view),
-                                   apply_view(measured.frames, view))
-            result.stored_path = str(path)
-            result.notes.append(f"baseline written to {path}")
-            return
-        try:
-            stored = self.store.load(self.nodeid, name)
-            if stored is not None and (why := stored_metrics.problem(stored.metrics)):
-                raise CorruptBaseline(stored.path, METRICS, f"{METRICS}: {why}")
-        except BaselineError as exc:
-            result.violations.append(Violation("baseline", (
-                f"stored baseline is unreadable: {exc}; recreate it with: "
-                f"{self.refresh_command}")))
-            return
-        if stored is None:
-            others = self.store.other_hardware_keys(self.nodeid, name)
-            elsewhere = f" (there are baselines for {', '.join(others)})" if others else ""
-            result.violations.append(Violation("baseline", (
-                f"no stored baseline for {self.nodeid} [{name}] on hardware key "
-                f"{self.store.hardware_key!r} at {self.store.folder(self.nodeid, name)}{elsewhere};"
-                f" create it with: {self.refresh_command}")))
-            return
-        result.stored_path = str(stored.path)
-        if stored.metrics.get("request") != measured.request:
-            result.violations.append(Violation("baseline", (
-                f"the stored baseline in {stored.path} was recorded for another request "
-                f"({stored.metrics.get('request')} vs {measured.request}); refresh it with: "
-                f"{self.refresh_command}")))
-            return
-        view = stored.metrics.get("view") or {}
-        try:
-            if (why := comparable(measured.frames, view)) is not None:
-                raise ImageSizeMismatch(why)
-            result.stored_quality = compare_frames(apply_view(measured.frames, view),
-                                                   stored.frames)
-        except ImageSizeMismatch as exc:
-            result.violations.append(Violation("stored_ssim", (
-                f"cannot compare with the stored baseline in {stored.path}: {exc}; refresh it "
-                f"with: {self.refresh_command}")))
-        samples = stored.metrics.get("samples_s")
-        relative_to = None
-        if isinstance(samples, list) and len(samples) >= 2:
-            current = list(measured.samples)
-            stored_base = _stored_baseline_median(stored.metrics)
-            if result.baseline is not None and stored_base:
-                # Hosts of one GPU model differ by 20-30% in absolute speed (measured on two
-                # H100 hosts: eager 0.47 s vs 0.56-0.61 s), so compare latency relative to
-                # the baseline profile measured alongside, then and now.
-                relative_to = result.baseline.profile
-                current = [s / result.baseline.latency.median for s in current]
-                samples = [float(s) / stored_base for s in samples]
-            result.regression = latency_regression(
-                current, samples, tolerance=self.bounds.max_regression or 0.0)
-        memory = stored.metrics.get("memory") or {}
-        stored_gib = None
-        if memory.get("kind") == measured.memory.kind and memory.get("peak_bytes"):
-            stored_gib = float(memory["peak_bytes"]) / 2**30
-        violations, notes = gates.stored_gates(self.bounds, gates.StoredFacts(
-            stored_path=str(stored.path),
-            ssim=None if result.stored_quality is None else result.stored_quality.ssim_mean,
-            regression=result.regression, relative_to=relative_to,
-            memory_gib=measured.memory.peak_gib, stored_memory_gib=stored_gib,
-            strict=self.store.hardware_key != CPU_KEY, refresh_command=self.refresh_command))
-        result.violations += violations
-        result.notes += notes
-
-
-def _stored_baseline_median(metrics: Mapping[str, Any]) -> float | None:
-    """The baseline profile's median when this baseline was stored (None for references)."""
-    value = metrics.get("baseline_median_s")
-    if isinstance(value, (int, float)) and value > 0:
-        return float(value)
-    speedup, latency = metrics.get("speedup"), metrics.get("latency") or {}
-    median = latency.get("median") if isinstance(latency, Mapping) else None
-    if isinstance(speedup, (int, float)) and isinstance(median, (int, float)) and speedup > 0:
-        return float(speedup) * float(median)  # baselines stored before the explicit field
-    return None
-
-
-def _stored_metrics(result: PerfResult, view: dict[str, Any]) -> dict[str, Any]:
-    measured = result.measurement
-    return {
-        "view": view,
-        "nodeid": result.nodeid, "profile": result.profile, "request": measured.request,
-        "samples_s": measured.samples, "latency": measured.latency.to_dict(),
-        "memory": measured.memory.to_dict(), "cold_start_s": measured.cold_start_s,
-        "speedup": result.speedup, "ssim_vs_baseline_profile": result.ssim,
-        "baseline_median_s": None if result.baseline is None else result.baseline.latency.median,
-        "fingerprint": result.fingerprint, "applied": measured.applied,
-    }
+def _nothing_open(runs: list[_Rounds]) -> bool:
+    """A baseline measured alone, before the profile: nothing of its own to decide."""
+    return False

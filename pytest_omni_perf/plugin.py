@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -22,8 +22,14 @@ from pytest_omni_perf.gpu_pool import gpus_needed
 from pytest_omni_perf.profiles import Profile, ProfileError, load_all
 from pytest_omni_perf.state import SessionState, harness_key, state_key
 
+if TYPE_CHECKING:
+    from pytest_omni_perf.omni_perf import OmniPerf
+
 _PERF_FIXTURES = ("omni_profile", "omni_engine", "omni_perf")
 USER_PROPERTY = "omni_perf"
+OUTCOME_PROPERTY = "omni_perf_outcome"
+"""user_properties entry ('omni_perf_outcome', 'inconclusive') that marks an undecided test;
+it travels with the report through xdist and into JUnit XML as a property."""
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -128,8 +134,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     """Backend choice and hardware, so a reader knows what the numbers are of."""
     state = config.stash[state_key]
     backend, why = state.backend
-    return [f"omni-perf: backend {backend} ({why}); model {state.perf.model}; "
-            f"rounds {state.perf.rounds} after {state.perf.warmup} warmup",
+    perf = state.perf
+    return [f"omni-perf: backend {backend} ({why}); model {perf.model}; "
+            f"{perf.warmup} warmup, then rounds {perf.rounds} doubling up to "
+            f"{perf.max_rounds} or {perf.max_seconds:g} s until each gate's "
+            f"{perf.confidence:.0%} interval clears its bound (undecided: "
+            f"{perf.inconclusive})",
             f"omni-perf: {state.hardware.summary()}"]
 
 
@@ -222,13 +232,6 @@ def _spec(state: SessionState, profile: Profile, model: str,
     )
 
 
-def _engine_outcome(exc: BaseException, test_name: str) -> NoReturn:
-    if isinstance(exc, ProfileUnsupported):
-        # Raised from here, the skip's location is this file: name the test in the reason.
-        pytest.skip(f"{test_name}: {exc}")
-    pytest.fail(str(exc), pytrace=False)
-
-
 @pytest.fixture
 def _omni_gpu_lease(request: pytest.FixtureRequest,
                     omni_profile: Profile) -> Iterator[tuple[int, ...]]:
@@ -270,62 +273,55 @@ def omni_engine(request: pytest.FixtureRequest, omni_profile: Profile,
         error = exc
     # Outside the except block: a skip/fail raised inside it would chain the engine error
     # (and its own cause), and pytest prints each chained message again.
-    _engine_outcome(error, request.node.name)
+    from pytest_omni_perf.omni_perf import engine_outcome
+
+    engine_outcome(error, request.node.name)
 
 
 @pytest.fixture
 def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
-              _omni_gpu_lease: tuple[int, ...]) -> Iterator[Any]:
-    """The measuring harness: ``result = omni_perf.measure(prompt=..., width=..., ...)``.
+              _omni_gpu_lease: tuple[int, ...]) -> OmniPerf:
+    """The measuring harness, an ``OmniPerf``: ``result = omni_perf.measure(prompt=...)``.
 
-    Runs warmup and rounds on the profile's engine, measures the baseline profile on the
-    same request once per session, and fails the test when a gate is violated.
+    Runs warmup and adaptive rounds on the profile's engine, alternating with its baseline
+    profile's, judges every bound on its confidence interval, and fails the test after its
+    body when a gate failed (``--omni-inconclusive`` says what an undecided one does).
+    ``measure()`` returns a ``PerfResult``; ``label=`` names each of several requests.
     """
     from pytest_omni_perf.baselines import BaselineStore
-    from pytest_omni_perf.harness import OmniPerf
+    from pytest_omni_perf.harness import Harness, RoundBudget
     from pytest_omni_perf.markers import bounds_from_marks
+    from pytest_omni_perf.omni_perf import OmniPerf
+    from pytest_omni_perf.verdict import References
 
     state = request.config.stash[state_key]
+    perf = state.perf
     model = _model_of(request, state)
     nodeid = request.node.nodeid
-    harness = OmniPerf(
+    harness = Harness(
         nodeid=nodeid, profile=omni_profile, profiles=state.profiles,
         bounds=bounds_from_marks(request.node.iter_markers("omni_bounds"), omni_profile.bounds,
                                  omni_profile.name),
         model=model, backend=state.backend[0], hardware=state.hardware, pool=state.pool,
-        spec_for=lambda p: _spec(state, p, model, _omni_gpu_lease), rounds=state.perf.rounds,
-        warmup=state.perf.warmup,
-        store=BaselineStore(state.perf.baseline_dir, state.hardware.key),
-        update_baselines=state.perf.update_baselines, baseline_cache=state.baseline_cache,
-        refresh_command=state.refresh_command(nodeid, omni_profile.name, model),
-        cost=state.suite_cost,
+        spec_for=lambda p: _spec(state, p, model, _omni_gpu_lease),
+        budget=RoundBudget(first=perf.rounds, max_rounds=perf.max_rounds,
+                           max_seconds=perf.max_seconds, retry=perf.inconclusive == "retry",
+                           confidence=perf.confidence),
+        warmup=perf.warmup,
+        references=References(
+            store=BaselineStore(perf.baseline_dir, state.hardware.key),
+            update=perf.update_baselines,
+            refresh_command=state.refresh_command(nodeid, omni_profile.name, model)),
+        baseline_cache=state.baseline_cache, cost=state.suite_cost,
     )
     request.node.stash.setdefault(harness_key, []).append(harness)
-    yield _GuardedHarness(harness, request.node.name)
-
-
-class _GuardedHarness:
-    """Turns engine failures into a skip (unsupported) or a clear test failure."""
-
-    def __init__(self, harness: Any, test_name: str) -> None:
-        self._harness = harness
-        self._test_name = test_name
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._harness, name)
-
-    def measure(self, **kwargs: Any) -> Any:
-        try:
-            return self._harness.measure(**kwargs)
-        except (ProfileUnsupported, EngineError) as exc:
-            error = exc
-        # Outside the except block, so pytest shows the message once, not the chain.
-        _engine_outcome(error, self._test_name)
+    return OmniPerf(harness, request.node.name)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    """After the test body: publish its measurements and fail it on violated gates."""
+    """After the test body: publish its measurements; fail it on violated gates, and on
+    gates left undecided when ``--omni-inconclusive`` is fail or retry."""
     try:
         yield
     finally:
@@ -333,10 +329,36 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         results = [r for h in harnesses for r in h.results]
         for result in results:
             item.user_properties.extend(_ResultCollector.publish(item.config, result))
-    failures = [f"[{r.profile}{'@' + r.label if r.label else ''}] {v}"
-                for r in results for v in r.violations]
+
+    def lines(kind: str) -> list[str]:
+        return [f"[{r.profile}{'@' + r.label if r.label else ''}] {v}"
+                for r in results for v in getattr(r, kind)]
+
+    failures, undecided = lines("violations"), lines("undecided")
+    policy = item.config.stash[state_key].perf.inconclusive
+    if undecided:
+        item.user_properties.append((OUTCOME_PROPERTY, "inconclusive"))
     if failures:
         pytest.fail("omni-perf gate(s) failed:\n" + "\n".join(failures), pytrace=False)
+    if undecided and policy != "warn":
+        pytest.fail(f"omni-perf gate(s) inconclusive at the round budget "
+                    f"(--omni-inconclusive={policy}):\n" + "\n".join(undecided), pytrace=False)
+    if undecided:
+        import warnings
+
+        warnings.warn(pytest.PytestWarning(
+            "omni-perf gate(s) inconclusive at the round budget (reported, not failed: "
+            "--omni-inconclusive=warn):\n" + "\n".join(undecided)), stacklevel=1)
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
+                             ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+    """A passed test with a gate left undecided is reported INCONCLUSIVE ('?'), and the
+    final line counts it (``3 passed, 1 inconclusive``); it does not fail the run."""
+    if report.when == "call" and report.passed \
+            and (OUTCOME_PROPERTY, "inconclusive") in report.user_properties:
+        return "inconclusive", "?", ("INCONCLUSIVE", {"yellow": True})
+    return None
 
 
 class _ResultCollector:

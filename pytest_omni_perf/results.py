@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from pytest_omni_perf.measure.memory import MemoryPeak
-    from pytest_omni_perf.measure.stats import LatencyStats, RegressionVerdict
+    from pytest_omni_perf.measure.stats import LatencyStats, RatioInterval
     from pytest_omni_perf.quality import QualityResult
 
 
@@ -39,6 +39,9 @@ class Measurement:
     """Baseline profile whose rounds alternated with these, if any."""
     devices: list[int] = dataclasses.field(default_factory=list)
     """Physical GPU indices the engine ran on ([] on CPU)."""
+    stopped_by: str = ""
+    """Why the rounds stopped: 'decided' (every gate's interval cleared its bound),
+    'max_rounds' or 'max_seconds' (the budget spent with a gate still undecided)."""
 
     @property
     def cold_start_s(self) -> float | None:
@@ -53,7 +56,7 @@ class Measurement:
             "first_request_s": self.first_request_s, "cold_start_s": self.cold_start_s,
             "engine_reused": self.engine_reused, "applied": self.applied,
             "engine_metrics": self.engine_metrics, "interleaved_with": self.interleaved_with,
-            "devices": self.devices,
+            "devices": self.devices, "rounds": len(self.samples), "stopped_by": self.stopped_by,
             "output_shape": list(self.frames[0].shape) if self.frames else None,
             "output_frames": len(self.frames),
         }
@@ -81,15 +84,22 @@ class PerfResult:
     measurement: Measurement
     baseline: Measurement | None = None
     speedup: float | None = None
+    """Robust baseline latency / this profile's (see measure/stats.py); the interval is
+    ``speedup_interval``."""
+    speedup_interval: RatioInterval | None = None
     quality: QualityResult | None = None
     """Output against the baseline profile's output on the same request."""
     stored_quality: QualityResult | None = None
     """Output against the stored baseline image(s)."""
-    regression: RegressionVerdict | None = None
+    latency_ratio: RatioInterval | None = None
+    """This run's latency / the stored baseline's (relative to the baseline profile
+    measured alongside, where there is one), with its interval."""
     memory_ratio: float | None = None
     """Peak memory / baseline profile's peak (same kind of memory)."""
     stored_path: str | None = None
     violations: list[Violation] = dataclasses.field(default_factory=list)
+    undecided: list[Violation] = dataclasses.field(default_factory=list)
+    """Gates whose interval still straddled the bound when the round budget was spent."""
     notes: list[str] = dataclasses.field(default_factory=list)
     fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -116,7 +126,16 @@ class PerfResult:
 
     @property
     def passed(self) -> bool:
+        """No gate failed (undecided ones may remain: see ``verdict``)."""
         return not self.violations
+
+    @property
+    def verdict(self) -> str:
+        """``fail`` (a gate failed), ``inconclusive`` (a gate undecided at the budget) or
+        ``pass``."""
+        if self.violations:
+            return "fail"
+        return "inconclusive" if self.undecided else "pass"
 
     def to_dict(self) -> dict[str, Any]:
         def quality(q: QualityResult | None) -> dict[str, Any] | None:
@@ -125,15 +144,21 @@ class PerfResult:
             return {"ssim_mean": q.ssim_mean, "ssim_min": q.ssim_min, "psnr_mean": q.psnr_mean,
                     "per_frame_ssim": list(q.per_frame_ssim), "worst_frame": q.worst_frame}
 
+        def interval(i: RatioInterval | None) -> dict[str, Any] | None:
+            return None if i is None else i.to_dict()
+
         return {
             "nodeid": self.nodeid, "profile": self.profile, "label": self.label,
             "bounds": self.bounds, "measurement": self.measurement.to_dict(),
             "baseline": None if self.baseline is None else self.baseline.to_dict(),
-            "speedup": self.speedup, "quality": quality(self.quality),
+            "speedup": self.speedup,
+            "speedup_interval": interval(self.speedup_interval),
+            "quality": quality(self.quality),
             "stored_quality": quality(self.stored_quality),
-            "regression": None if self.regression is None else dataclasses.asdict(self.regression),
+            "latency_ratio": interval(self.latency_ratio),
             "memory_ratio": self.memory_ratio, "stored_path": self.stored_path,
             "violations": [dataclasses.asdict(v) for v in self.violations],
-            "notes": self.notes, "verdict": "pass" if self.passed else "fail",
+            "undecided": [dataclasses.asdict(v) for v in self.undecided],
+            "notes": self.notes, "verdict": self.verdict,
             "fingerprint": self.fingerprint,
         }

@@ -16,7 +16,7 @@ from pytest_omni_perf.suite_cost import SuiteCost
 if TYPE_CHECKING:
     from pytest_omni_perf.engines.pool import EnginePool
     from pytest_omni_perf.gpu_pool import GpuPool
-    from pytest_omni_perf.harness import OmniPerf, RequestKey
+    from pytest_omni_perf.harness import Harness, RequestKey
     from pytest_omni_perf.results import Measurement
 
 
@@ -116,4 +116,4 @@ class SessionState:
 
 
 state_key = pytest.StashKey[SessionState]()
-harness_key = pytest.StashKey["list[OmniPerf]"]()
+harness_key = pytest.StashKey["list[Harness]"]()

@@ -6,6 +6,8 @@ promise. Behaviour per profile comes from environment variables read at each req
 pytester run can change it between runs:
 
     STANDIN_DELAY_<PROFILE>=seconds   (default 0.02)
+    STANDIN_JITTER_<PROFILE>=fraction (each request sleeps delay x (1 + U(0, fraction)):
+                                       wide intervals on purpose; default 0)
     STANDIN_NOISE_<PROFILE>=sigma     (default 0: identical image for every profile)
     STANDIN_CRASH_<PROFILE>=1         (the process exits during the request)
     STANDIN_HANG_<PROFILE>=1          (the request never returns)
@@ -53,7 +55,8 @@ class StandinRunner:
             time.sleep(3600)
         began = time.perf_counter()
         wall = time.time()
-        time.sleep(float(self._env("DELAY", "0.02")))
+        jitter = float(self._env("JITTER", "0")) * float(np.random.default_rng().random())
+        time.sleep(float(self._env("DELAY", "0.02")) * (1.0 + jitter))
         if log := os.environ.get("STANDIN_DEVICES_LOG"):
             line = {"profile": self.profile, "pid": os.getpid(), "width": request.width,
                     "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 from pytest_omni_perf import stored_metrics
 from pytest_omni_perf.baseline_view import apply_view, choose_view, comparable
 from pytest_omni_perf.baselines import METRICS, BaselineError, BaselineStore, CorruptBaseline
-from pytest_omni_perf.harness import _stored_baseline_median
-from pytest_omni_perf.measure.stats import latency_regression
+from pytest_omni_perf.measure.stats import Arm, ratio_interval
 from pytest_omni_perf.quality import ImageSizeMismatch, compare_frames
 
 NODE = "tests/test_fuzz.py::test_image[eager]"
@@ -66,21 +65,18 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 
 def _use(metrics: dict[str, Any], stored_frames: list[Any]) -> None:
-    """What the harness does with a loaded baseline (harness.OmniPerf._against_store)."""
+    """What the verdict does with a loaded baseline (verdict._intervals, _against_stored)."""
     view = metrics.get("view") or {}
     try:
         if comparable(FRAMES, view) is None:
             compare_frames(apply_view(FRAMES, view), stored_frames)
     except ImageSizeMismatch:
         pass  # reported to the user as "cannot compare with the stored baseline"
-    samples = metrics.get("samples_s")
-    if isinstance(samples, list) and len(samples) >= 2:
-        base = _stored_baseline_median(metrics)
-        current = [0.1, 0.12, 0.11]
-        if base:
-            current = [s / 0.11 for s in current]
-            samples = [float(s) / base for s in samples]
-        latency_regression(current, samples, tolerance=0.1)
+    for relative in (True, False):
+        then = stored_metrics.stored_arm(metrics, relative=relative)
+        if then is not None:
+            now = (0.1, 0.12, 0.11, 0.1, 0.13)
+            ratio_interval(Arm(now, (0.2,) * 5, paired=True) if relative else Arm(now), then)
     memory = metrics.get("memory") or {}
     if memory.get("kind") == "rss" and memory.get("peak_bytes"):
         float(memory["peak_bytes"]) / 2**30

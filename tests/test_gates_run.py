@@ -53,8 +53,9 @@ def test_slower_profile_fails_speedup_gate(standin_pytester: pytest.Pytester,
     result = run(standin_pytester, "--omni-profile=cache_dit")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*speedup: cache_dit is 0.6*x against baseline profile 'eager' measured in this session,"
-        " below the bound min_speedup=1.2*"])
+        "*speedup: cache_dit is 0.6*x ?0.*, 0.*? (99% CI, 6 rounds) against baseline profile "
+        "'eager' measured in this session, bound min_speedup=1.2: the whole interval is below "
+        "the bound, the optimization does not pay off here*"])
 
 
 def test_broken_quality_fails_ssim_gate(standin_pytester: pytest.Pytester,
@@ -106,3 +107,66 @@ def test_results_reach_the_properties(standin_pytester: pytest.Pytester) -> None
     stored = standin_pytester.path / "baselines" / "cpu"
     metrics = list(stored.rglob("metrics.json"))
     assert {json.loads(p.read_text())["profile"] for p in metrics} == {"cache_dit"}
+
+
+def test_profile_on_its_bound_is_inconclusive_not_failed(
+        standin_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A true speedup of exactly the bound with noisy rounds: the interval straddles it at
+    the budget, so the test is reported INCONCLUSIVE (passes under the default 'warn')."""
+    standin_pytester.makepyfile(TEST_FILE)
+    monkeypatch.setenv("STANDIN_DELAY_EAGER", "0.024")
+    monkeypatch.setenv("STANDIN_DELAY_CACHE_DIT", "0.02")  # 1.2x, min_speedup is 1.2
+    monkeypatch.setenv("STANDIN_JITTER_EAGER", "3")  # a round takes 1x to 4x its time
+    monkeypatch.setenv("STANDIN_JITTER_CACHE_DIT", "3")
+    args = ("--omni-profile=cache_dit", "--omni-update-baselines", "--omni-max-rounds=6",
+            "--omni-report-json=r.json", "-v")
+    result = run(standin_pytester, *args)
+    result.assert_outcomes(warnings=1)  # the test passed, counted as inconclusive
+    assert result.ret == 0 and result.parseoutcomes().get("inconclusive") == 1
+    result.stdout.fnmatch_lines([
+        "*test_image?cache_dit? INCONCLUSIVE*",
+        "*cache_dit is 1.*x ?*? (99% CI, 6 rounds) against baseline profile 'eager'*bound "
+        "min_speedup=1.2: the interval straddles the bound*",
+        "*test_image*cache_dit*INCONCLUSIVE*"])
+    report = json.loads((standin_pytester.path / "r.json").read_text())
+    (only,) = report["results"]
+    assert only["verdict"] == "inconclusive" and only["undecided"][0]["metric"] == "speedup"
+    assert only["measurement"]["stopped_by"] == "max_rounds"
+    assert report["totals"]["inconclusive"] == 1
+    failing = run(standin_pytester, *args, "--omni-inconclusive=fail")
+    failing.assert_outcomes(failed=1)
+    failing.stdout.fnmatch_lines(["*inconclusive at the round budget (--omni-inconclusive=fail)*"])
+
+
+@pytest.mark.parametrize("xdist", XDIST, ids=["serial", "xdist"])
+def test_three_rounds_are_not_an_inert_gate(standin_pytester: pytest.Pytester,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            xdist: list[str]) -> None:
+    """--omni-rounds=3 adapts (to 6 rounds, where an interval exists) and fails a 2.7x
+    slowdown; held at 3 rounds it says that no interval exists, instead of passing."""
+    standin_pytester.makepyfile(TEST_FILE)
+    monkeypatch.setenv("STANDIN_DELAY_CACHE_DIT", "0.054")  # 2.7x slower than eager
+    adaptive = run(standin_pytester, "--omni-profile=cache_dit", "--omni-update-baselines",
+                   "--omni-rounds=3", "--omni-report-json=r.json", *xdist)
+    adaptive.assert_outcomes(failed=1)
+    adaptive.stdout.fnmatch_lines(["*cache_dit is 0.*x ?* (99% CI, 6 rounds)*whole interval "
+                                   "is below the bound*"])
+    held = run(standin_pytester, "--omni-profile=cache_dit", "--omni-update-baselines",
+               "--omni-rounds=3", "--omni-max-rounds=3", *xdist)
+    held.assert_outcomes(warnings=1)
+    assert held.ret == 0 and held.parseoutcomes().get("inconclusive") == 1
+    held.stdout.fnmatch_lines(["*cache_dit is 0.*x (no interval: 3 rounds)*3 rounds are too few "
+                               "for an interval (a verdict needs at least 5)*"])
+
+
+def test_clear_speedup_is_decided_at_the_first_look(standin_pytester: pytest.Pytester,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quiet machine pays only the first rounds: a 2x speedup against a 1.2 bound."""
+    standin_pytester.makepyfile(TEST_FILE)
+    monkeypatch.setenv("STANDIN_DELAY_EAGER", "0.04")
+    result = run(standin_pytester, "--omni-profile=cache_dit", "--omni-update-baselines",
+                 "--omni-report-json=r.json")
+    result.assert_outcomes(passed=1)
+    (only,) = json.loads((standin_pytester.path / "r.json").read_text())["results"]
+    assert only["measurement"]["rounds"] == 6 and only["measurement"]["stopped_by"] == "decided"
+    assert only["speedup_interval"]["low"] >= 1.2 and only["verdict"] == "pass"

@@ -1,4 +1,4 @@
-"""Tests of pytest_omni_perf.measure.stats: latency summaries and the regression verdict."""
+"""Tests of pytest_omni_perf.measure.stats: summaries, the robust estimate, intervals."""
 
 from __future__ import annotations
 
@@ -6,21 +6,16 @@ import dataclasses
 import json
 import math
 import random
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_omni_perf.measure.stats import (
-    EXACT_MAX_CELLS,
+    Arm,
     LatencyStats,
-    RegressionVerdict,
-    _u_counts,
-    latency_regression,
-    mann_whitney_greater,
-    speedup,
+    location,
+    ratio_interval,
+    speedup_interval,
 )
 
 
@@ -95,120 +90,98 @@ def test_from_dict_names_missing_keys() -> None:
         LatencyStats.from_dict([1, 2])  # type: ignore[arg-type]
 
 
-def test_exact_u_distribution_is_a_distribution() -> None:
-    for n1, n2 in ((1, 1), (3, 5), (7, 4), (12, 12)):
-        counts = _u_counts(min(n1, n2), max(n1, n2))
-        assert len(counts) == n1 * n2 + 1
-        assert sum(counts) == math.comb(n1 + n2, n1)
-        assert counts == counts[::-1]
-        assert min(counts) >= 1
+def test_location_is_numpys_lower_quartile() -> None:
+    np = pytest.importorskip("numpy")
+    rng = random.Random(3)
+    for n in (1, 2, 5, 15, 40):
+        samples = [rng.lognormvariate(0, 0.3) for _ in range(n)]
+        assert location(samples) == float(np.quantile(samples, 0.25))
+        assert LatencyStats.from_samples(samples).estimate == location(samples)
 
 
-def _scipy_p(x: list[float], y: list[float], method: str) -> float:
-    stats = pytest.importorskip("scipy.stats")
-    return float(stats.mannwhitneyu(x, y, alternative="greater", method=method).pvalue)
+def test_additive_interference_moves_the_median_not_the_estimate() -> None:
+    """7 of 15 rounds disturbed by +30% (the bimodal H200 case): the median of the mixture
+    moves with the disturbed share, the lower quartile stays on the undisturbed level."""
+    quiet = [1.0 + 0.001 * i for i in range(15)]
+    disturbed = [t * 1.3 if i % 2 else t for i, t in enumerate(quiet)]
+    assert LatencyStats.from_samples(disturbed).median > 1.005 * LatencyStats.from_samples(
+        quiet).median
+    assert location(disturbed) == pytest.approx(location(quiet), rel=0.01)
 
 
-def test_mann_whitney_exact_matches_scipy() -> None:
-    rng = random.Random(1)
-    for _ in range(150):
-        n1, n2 = rng.randint(1, 20), rng.randint(1, 20)
-        shift = rng.choice((0.0, 0.3, 1.0, -0.5))
-        x = [rng.gauss(shift, 1) for _ in range(n1)]
-        y = [rng.gauss(0, 1) for _ in range(n2)]
-        assert mann_whitney_greater(x, y) == pytest.approx(_scipy_p(x, y, "exact"), abs=1e-12)
+def test_paired_interval_cancels_drift_that_hits_both_engines() -> None:
+    """Host speed drifting over the run (both engines alike): the paired interval of a
+    true 2x speedup stays narrow around 2."""
+    drift = [1.0 + 0.5 * math.sin(i / 3) for i in range(20)]
+    base = [1.0 * d for d in drift]
+    profile = [0.5 * d * (1 + 0.01 * (i % 3)) for i, d in enumerate(drift)]
+    paired = speedup_interval(base, profile, paired=True)
+    unpaired = speedup_interval(base, profile, paired=False)
+    assert paired.low <= paired.estimate <= paired.high
+    assert 1.9 < paired.low and paired.high < 2.1
+    assert (paired.high - paired.low) < (unpaired.high - unpaired.low)
 
 
-def test_mann_whitney_asymptotic_matches_scipy_with_ties_and_large_samples() -> None:
-    rng = random.Random(2)
-    for i in range(150):
-        if i % 2:  # ties: a coarse timer
-            n1, n2 = rng.randint(2, 25), rng.randint(2, 25)
-            x = [float(rng.randint(0, 6)) for _ in range(n1)]
-            y = [float(rng.randint(0, 5)) for _ in range(n2)]
-        else:  # too many cells for the exact distribution
-            n1 = rng.randint(40, 80)
-            n2 = EXACT_MAX_CELLS // n1 + rng.randint(1, 30)
-            x = [rng.gauss(0.2, 1) for _ in range(n1)]
-            y = [rng.gauss(0, 1) for _ in range(n2)]
-        expected = _scipy_p(x, y, "asymptotic")
-        assert mann_whitney_greater(x, y) == pytest.approx(expected, rel=1e-9, abs=1e-14)
+def test_interval_is_deterministic_and_ordered() -> None:
+    rng = random.Random(5)
+    base = [rng.uniform(1.0, 1.4) for _ in range(12)]
+    profile = [rng.uniform(0.7, 1.0) for _ in range(12)]
+    first = speedup_interval(base, profile, paired=True)
+    assert first == speedup_interval(base, profile, paired=True)
+    assert first.low <= first.estimate <= first.high and first.decisive
+    assert "99% CI, 12 rounds" in first.describe()
 
 
-def test_mann_whitney_all_equal_is_not_evidence() -> None:
-    assert mann_whitney_greater([1.0, 1.0, 1.0], [1.0, 1.0]) == 1.0
+def test_too_few_rounds_give_no_interval() -> None:
+    short = speedup_interval([1.0, 1.1, 1.2], [0.5, 0.6, 0.5], paired=True)
+    assert not short.decisive and short.low == short.estimate == short.high
+    assert "no interval: 3 rounds" in short.describe()
 
 
-def _trial(seed: int, slowdown: float) -> tuple[list[float], list[float]]:
+def test_stored_ratio_of_relative_latencies() -> None:
+    """Now: profile 1.5x the baseline beside it; stored: 1.0x. Hosts differ in absolute
+    speed (now everything 2x slower), which the relative comparison divides out."""
+    rng = random.Random(9)
+    then_base = [1.0 + rng.uniform(0, 0.02) for _ in range(10)]
+    then = [b * 1.0 for b in then_base]
+    now_base = [2.0 + rng.uniform(0, 0.04) for _ in range(10)]
+    now = [b * 1.5 for b in now_base]
+    interval = ratio_interval(Arm(tuple(now), tuple(now_base), paired=True),
+                              Arm(tuple(then), tuple(then_base), paired=True))
+    assert 1.45 < interval.low <= interval.estimate <= interval.high < 1.55
+    fixed = ratio_interval(Arm(tuple(now), tuple(now_base), paired=True),
+                           Arm(tuple(then), reference_point=1.01))
+    assert fixed.estimate == pytest.approx(1.5, rel=0.03)
+
+
+def test_arm_rejects_unequal_pairs_and_bad_samples() -> None:
+    with pytest.raises(ValueError, match="equal lengths"):
+        Arm((1.0, 2.0), (1.0,), paired=True)
+    with pytest.raises(ValueError, match="finite"):
+        Arm((1.0, float("nan")))
+    with pytest.raises(ValueError, match="confidence"):
+        ratio_interval(Arm((1.0,) * 6), Arm((1.0,) * 6), confidence=1.0)
+
+
+def _false_alarms(looks: tuple[int, ...], trials: int, seed: int) -> int:
+    """Same distribution on both sides, bimodal (30% of rounds +40%): how often does any
+    look's 99% interval of the speedup exclude [1/1.05, 1.05]?"""
     rng = random.Random(seed)
-    reference = [rng.gauss(1.0, 0.05) for _ in range(8)]
-    current = [rng.gauss(1.0 + slowdown, 0.05 * (1.0 + slowdown)) for _ in range(8)]
-    return current, reference
+    alarms = 0
+    for _ in range(trials):
+        def draw() -> float:
+            return rng.uniform(1.0, 1.03) * (1.4 if rng.random() < 0.3 else 1.0)
+        base = [draw() for _ in range(max(looks))]
+        prof = [draw() for _ in range(max(looks))]
+        for n in looks:
+            iv = speedup_interval(base[:n], prof[:n], paired=True)
+            if iv.low > 1.05 or iv.high < 1 / 1.05:
+                alarms += 1
+                break
+    return alarms
 
 
-def test_detects_a_ten_percent_slowdown() -> None:
-    # tolerance 0.03: a true slowdown equal to the tolerance is caught only half the time
-    # (the observed median ratio falls on either side), so the tolerance sits below it.
-    hits = sum(
-        latency_regression(*_trial(seed, 0.10), tolerance=0.03).regressed for seed in range(200)
-    )
-    assert hits >= 180
-
-
-def test_identical_distributions_rarely_alarm() -> None:
-    alarms = sum(
-        latency_regression(*_trial(seed, 0.0), tolerance=0.03).regressed for seed in range(200)
-    )
-    assert alarms <= 10
-
-
-def test_one_huge_outlier_is_not_a_regression() -> None:
-    for seed in range(50):
-        rng = random.Random(seed)
-        reference = [rng.gauss(1.0, 0.05) for _ in range(8)]
-        current = [rng.gauss(1.0, 0.05) for _ in range(7)] + [50.0]
-        verdict = latency_regression(current, reference)
-        # The mean would call this a 7x slowdown; median and ranks do not.
-        assert sum(current) / len(current) > 1.1 * sum(reference) / len(reference)
-        assert not verdict.regressed, verdict.describe()
-
-
-def test_regression_needs_both_ratio_and_significance() -> None:
-    slower_but_noisy = latency_regression([2.0], [1.0])
-    assert slower_but_noisy.ratio == 2.0 and slower_but_noisy.p_value == 0.5
-    assert not slower_but_noisy.regressed
-    assert "not significantly" in slower_but_noisy.describe()
-
-    ref = [1.0 + i * 1e-4 for i in range(10)]
-    within = latency_regression([r * 1.02 + 0.01 for r in ref], ref)
-    assert within.p_value < 0.05 and not within.regressed
-    assert "within tolerance" in within.describe()
-
-    clear = latency_regression([r * 1.5 for r in ref], ref)
-    assert clear.regressed and clear.ratio == pytest.approx(1.5)
-    assert isinstance(clear, RegressionVerdict)
-    assert "1.500x" in clear.describe() and ": regressed" in clear.describe()
-
-
-@pytest.mark.parametrize(("tolerance", "alpha"), [(-0.1, 0.05), (0.1, 0.0), (0.1, 1.0)])
-def test_latency_regression_rejects_bad_settings(tolerance: float, alpha: float) -> None:
-    with pytest.raises(ValueError):
-        latency_regression([1.0], [1.0], tolerance=tolerance, alpha=alpha)
-
-
-def test_speedup() -> None:
-    base = LatencyStats.from_samples([2.0, 2.2, 1.8])
-    fast = LatencyStats.from_samples([1.0, 0.9, 1.1])
-    assert speedup(base, fast) == pytest.approx(2.0)
-    assert speedup(fast, base) == pytest.approx(0.5)
-    with pytest.raises(ValueError):
-        speedup(base, LatencyStats.from_samples([0.0]))
-
-
-def test_import_pulls_no_heavy_modules() -> None:
-    code = (
-        "import sys, pytest_omni_perf.measure.stats\n"
-        "heavy = {'numpy', 'scipy', 'torch'} & set(sys.modules)\n"
-        "assert not heavy, heavy\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+def test_adaptive_looks_rarely_alarm_on_identical_bimodal_latencies() -> None:
+    # 60 simulated unchanged comparisons with four looks each: at most one alarm (the
+    # bootstrap is seeded, so this is a fixed computation, not a flaky sample).
+    assert _false_alarms((5, 10, 20, 40), trials=60, seed=1) <= 1

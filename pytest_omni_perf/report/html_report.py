@@ -244,13 +244,24 @@ def _quality_text(q: Mapping[str, Any]) -> str:
            f'{_fmt(q.get("psnr_mean"), ".2f", " dB") if q.get("psnr_mean") is not None else "inf"}'
 
 
+def _interval(interval: Mapping[str, Any] | None, point: float | None) -> str:
+    """``1.234x [1.180, 1.301] (99% CI, 15 rounds)`` from a serialized RatioInterval."""
+    if not interval:
+        return _fmt(point, ".3f", "x")
+    text = f'{interval["estimate"]:.3f}x'
+    if interval["rounds"] >= 5 and interval["low"] != interval["high"]:
+        text += (f' [{interval["low"]:.3f}, {interval["high"]:.3f}] '
+                 f'({interval["confidence"]:.0%} CI, {interval["rounds"]} rounds)')
+    return text
+
+
 def _facts(r: Result) -> str:
     m, b = r["measurement"], r.get("bounds") or {}
     lat = m["latency"]
     memory = m["memory"]
     memory_label = "VRAM (NVML)" if memory["kind"] == "nvml" else "peak RSS (CPU run, no VRAM)"
     base = r.get("baseline")
-    reg = r.get("regression")
+    reg = r.get("latency_ratio")
     req = m.get("request") or {}
     cold = ("engine reused (started by an earlier test)" if m.get("engine_reused") else
             f'{_fmt(m.get("cold_start_s"), ".2f", " s")} (start {_fmt(m.get("start_s"), ".2f")}'
@@ -259,13 +270,16 @@ def _facts(r: Result) -> str:
         speed = "reference profile (it is the baseline of others)"
         ssim = "-"
     else:
-        speed = (f'{_fmt(r.get("speedup"), ".3f", "x")} against {escape(base["profile"])} '
-                 f'({_fmt(base["latency"]["median"], ".4f", " s")})'
+        speed = (f'{_interval(r.get("speedup_interval"), r.get("speedup"))} against '
+                 f'{escape(base["profile"])} (its median '
+                 f'{_fmt(base["latency"]["median"], ".4f", " s")})'
                  + _bound("≥", b.get("min_speedup")))
         ssim = _quality_text(r.get("quality") or {}) + _bound("≥", b.get("min_ssim"))
     ratio = r.get("memory_ratio")
     rows = [
-        ("warm latency", f'median {_fmt(lat["median"], ".4f", " s")}, p90 {_fmt(lat["p90"], ".4f")}'
+        ("warm latency", f'estimate {_fmt(lat.get("estimate"), ".4f", " s")} (lower quartile, '
+         f'what gates compare), median {_fmt(lat["median"], ".4f")}, p90 {_fmt(lat["p90"], ".4f")}'
+         f', p99 {_fmt(lat.get("p99"), ".4f")}'
          f', mean {_fmt(lat["mean"], ".4f")} ± {_fmt(lat["stdev"], ".4f")}, min '
          f'{_fmt(lat["min"], ".4f")}, max {_fmt(lat["max"], ".4f")}, n={lat["n"]}', ()),
         ("engine latency", f'median {_fmt(m["engine_latency"]["median"], ".4f", " s")}', ()),
@@ -276,9 +290,9 @@ def _facts(r: Result) -> str:
             _bound("≥", b.get("min_ssim")) if r.get("stored_quality") else ""),
          ("stored_ssim", "baseline")),
         ("latency vs stored", "-" if not reg else
-         f'{reg["ratio"]:.3f}x the stored median, Mann-Whitney p={reg["p_value"]:.3g}: '
-         f'{"regressed" if reg["regressed"] else "not regressed"}'
-         + _bound("≤", 1 + reg["tolerance"], "x"), ("latency_regression",)),
+         f'{_interval(reg, None)} the stored run\'s'
+         + _bound("≤", None if b.get("max_regression") is None else 1 + b["max_regression"],
+                  "x"), ("latency_regression",)),
         ("peak memory", f'{_gib(r):.3f} GiB {memory_label}'
          + ("" if ratio is None else f', {ratio:.2f}x the baseline profile\'s')
          + _bound("≤", b.get("max_vram_gib"), " GiB")

@@ -19,7 +19,9 @@ of two identical images, are written as ``null``. Schema, version 1::
                       [[model, profile, backend], ...]}}}
     results           one object per test x profile x request, in completion order:
       nodeid, profile, label ("" unless a test measures several requests), outcome (the
-      pytest call outcome: passed|failed|skipped), verdict (pass|fail: the omni-perf gates),
+      pytest call outcome: passed|failed|skipped), verdict (pass|fail|inconclusive: the
+      omni-perf gates; inconclusive = a gate's interval still straddled its bound at the
+      round budget), undecided [{metric, message}] (those gates),
       bounds {min_speedup, min_ssim, max_vram_gib, max_vram_ratio, max_regression, ...},
       measurement {profile, model, backend, request {prompt, width, height,
         num_inference_steps, num_frames, seed, ...}, samples_s [warm latencies, s],
@@ -29,12 +31,14 @@ of two identical images, are written as ``null``. Schema, version 1::
         start), first_request_s, cold_start_s (start + first request; null if unknown),
         engine_reused, applied {what the engine really applied}, engine_metrics,
         interleaved_with, devices [physical GPU indices the engine ran on; [] on CPU],
+        rounds (measured, adaptive), stopped_by (decided|max_rounds|max_seconds),
         output_shape [H, W, C], output_frames},
       baseline (the baseline profile's measurement, same keys; null for reference profiles),
-      speedup (baseline median / this median), quality {ssim_mean, ssim_min, psnr_mean,
+      speedup (robust baseline latency / this profile's: lower quartiles), quality {ssim_mean, ssim_min, psnr_mean,
         per_frame_ssim [...], worst_frame} against the baseline profile's output (or null),
       stored_quality (same keys, against the stored baseline image; or null),
-      regression {ratio, p_value, tolerance, alpha, regressed} against the stored latency,
+      speedup_interval and latency_ratio (against the stored run) {estimate, low, high,
+      confidence, rounds}: percentile-bootstrap intervals of ratios of robust estimates,
       memory_ratio (peak / baseline profile's peak), stored_path,
       violations [{metric, message}], notes [...], fingerprint {hardware_key, gpus, driver,
       cuda_driver, clocks, cpu, cpu_count, python, platform, versions},
@@ -85,6 +89,7 @@ def totals(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "tests": len({r["nodeid"] for r in results}),
         "passed": verdicts.get("pass", 0),
         "failed": verdicts.get("fail", 0),
+        "inconclusive": verdicts.get("inconclusive", 0),
         "violations": sum(len(r.get("violations") or []) for r in results),
         "outcomes": dict(sorted(Counter(str(r.get("outcome", "unknown"))
                                         for r in results).items())),
@@ -168,6 +173,10 @@ def junit_properties(result: Mapping[str, Any]) -> list[tuple[str, object]]:
         "median_s": measured["latency"]["median"],
         "cold_start_s": measured.get("cold_start_s"),
         "speedup": result.get("speedup"),
+        "speedup_low": (result.get("speedup_interval") or {}).get("low"),
+        "speedup_high": (result.get("speedup_interval") or {}).get("high"),
+        "estimate_s": measured["latency"].get("estimate"),
+        "rounds": measured["latency"]["n"],
         "ssim": quality.get("ssim_mean"),
         "peak_memory_gib": round(measured["memory"]["peak_bytes"] / 2**30, 4),
         "memory_kind": measured["memory"]["kind"],

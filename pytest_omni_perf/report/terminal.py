@@ -10,6 +10,17 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
+_VERDICT_WORDS = {"pass": "ok", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}
+
+
+def _speedup(result: Mapping[str, Any]) -> str:
+    """``1.42x [1.31-1.50]``: the estimate and its interval, where there is one."""
+    interval = result.get("speedup_interval")
+    if not interval or interval.get("rounds", 0) < 5 or interval["low"] == interval["high"]:
+        return _fmt(result.get("speedup"), ".2f", "x")
+    return f'{interval["estimate"]:.2f}x [{interval["low"]:.2f}-{interval["high"]:.2f}]'
+
+
 def _on_gpus(results: Sequence[dict[str, Any]]) -> bool:
     return any(r["measurement"].get("devices") for r in results)
 
@@ -33,10 +44,11 @@ def summary_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
             result["nodeid"].split("[")[0], profile,
             _fmt(measured["latency"]["median"], ".3f", " s"),
             _fmt(measured.get("cold_start_s"), ".1f", " s"),
-            _fmt(result.get("speedup"), ".2f", "x"),
+            _speedup(result),
             _fmt(memory["peak_bytes"] / 2**30, ".2f", f" {unit}"),
             _fmt(quality.get("ssim_mean"), ".4f"),
-            "FAIL" if result["violations"] else "ok",
+            _VERDICT_WORDS.get(str(result.get("verdict")),
+                               "FAIL" if result["violations"] else "ok"),
         ])
         if gpus:
             where = _devices(measured)

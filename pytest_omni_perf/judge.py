@@ -1,0 +1,202 @@
+"""Measurements, bounds and stored references -> verdicts, as pure functions of numbers.
+
+A bound on a ratio that varies from round to round (speedup, latency relative to the stored
+baseline) is judged on the ratio's confidence interval (measure/stats.py): it FAILS only when
+the whole interval lies on the wrong side of the bound, PASSES when the whole interval lies
+on the right side, and is otherwise UNDECIDED: the harness then measures more rounds, and
+what is still undecided when the budget is spent is reported as inconclusive. Numbers that do
+not vary between rounds (SSIM of a seeded output, a peak of memory) are judged as points.
+
+Each message names the metric, the measured value with its interval, the reference, the
+bound and what to do, because it is read in a CI log by someone who did not write the test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from pytest_omni_perf.measure.stats import MIN_ROUNDS_FOR_INTERVAL, RatioInterval
+from pytest_omni_perf.profiles import Bounds
+from pytest_omni_perf.results import Violation
+
+Outcome = Literal["pass", "fail", "undecided"]
+
+
+def at_least(interval: RatioInterval, bound: float) -> Outcome:
+    """``interval`` against a lower bound (e.g. min_speedup)."""
+    if not interval.decisive:
+        return "undecided"
+    if interval.high < bound:
+        return "fail"
+    return "pass" if interval.low >= bound else "undecided"
+
+
+def at_most(interval: RatioInterval, bound: float) -> Outcome:
+    """``interval`` against an upper bound (e.g. 1 + max_regression)."""
+    if not interval.decisive:
+        return "undecided"
+    if interval.low > bound:
+        return "fail"
+    return "pass" if interval.high <= bound else "undecided"
+
+
+@dataclasses.dataclass
+class Judgement:
+    """What the bounds say: failed gates, gates left undecided, and notes (warnings)."""
+
+    violations: list[Violation] = dataclasses.field(default_factory=list)
+    undecided: list[Violation] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def add(self, outcome: Outcome, metric: str, message: str, *, warn_only: bool = False,
+            why_warn: str = "") -> None:
+        """File one gate's outcome; a warn-only gate turns a failure into a note."""
+        if outcome == "fail" and warn_only:
+            self.notes.append(f"{metric} (warning only: {why_warn}): {message}")
+        elif outcome == "fail":
+            self.violations.append(Violation(metric, message))
+        elif outcome == "undecided" and not warn_only:
+            self.undecided.append(Violation(metric, message))
+
+    def extend(self, other: Judgement) -> None:
+        """Add another judgement's entries to this one."""
+        self.violations += other.violations
+        self.undecided += other.undecided
+        self.notes += other.notes
+
+
+def _undecided(interval: RatioInterval) -> str:
+    """Why a bound on ``interval`` is undecided, and what would decide it."""
+    if not interval.decisive:
+        return (f"{interval.rounds} rounds are too few for an interval (a verdict needs at "
+                f"least {MIN_ROUNDS_FOR_INTERVAL}); raise --omni-max-rounds")
+    return ("the interval straddles the bound, so it is not known yet; more rounds "
+            "(--omni-max-rounds, --omni-max-seconds) or a quieter machine would decide it")
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionFacts:
+    """Numbers measured in this session, profile against its baseline profile."""
+
+    profile: str
+    baseline: str | None
+    speedup: RatioInterval | None
+    ssim: float | None
+    ssim_worst: float | None
+    memory_gib: float
+    memory_ratio: float | None
+    memory_is_vram: bool
+
+
+def speedup_judgement(bounds: Bounds, facts: SessionFacts) -> Judgement:
+    """The min_speedup bound alone: the one session gate that more rounds can decide."""
+    judged = Judgement()
+    if bounds.min_speedup is None or facts.speedup is None:
+        return judged
+    outcome = at_least(facts.speedup, bounds.min_speedup)
+    against = f"baseline profile {facts.baseline!r} measured in this session"
+    lead = (f"{facts.profile} is {facts.speedup.describe()} against {against}, "
+            f"bound min_speedup={bounds.min_speedup:g}")
+    if outcome == "fail":
+        judged.add(outcome, "speedup", f"{lead}: the whole interval is below the bound, the "
+                   "optimization does not pay off here")
+    else:
+        judged.add(outcome, "speedup", f"{lead}: {_undecided(facts.speedup)}")
+    return judged
+
+
+def session_judgement(bounds: Bounds, facts: SessionFacts) -> Judgement:
+    """Speedup, SSIM against the baseline profile, and VRAM bounds."""
+    judged = speedup_judgement(bounds, facts)
+    against = f"baseline profile {facts.baseline!r} measured in this session"
+    if bounds.min_ssim is not None and facts.ssim is not None and facts.ssim < bounds.min_ssim:
+        worst = "" if facts.ssim_worst in (None, facts.ssim) else \
+            f" (worst frame {facts.ssim_worst:.4f})"
+        judged.add("fail", "ssim", (
+            f"output SSIM {facts.ssim:.4f}{worst} against the output of {against}, below the "
+            f"bound min_ssim={bounds.min_ssim:g}: quality broke"))
+    vram_bounds = bounds.max_vram_gib is not None or bounds.max_vram_ratio is not None
+    if vram_bounds and not facts.memory_is_vram:
+        judged.notes.append("VRAM bounds not applied: CPU run (peak RSS is reported instead)")
+        return judged
+    if bounds.max_vram_gib is not None and facts.memory_gib > bounds.max_vram_gib:
+        judged.add("fail", "vram", (
+            f"peak VRAM {facts.memory_gib:.2f} GiB is above the bound "
+            f"max_vram_gib={bounds.max_vram_gib:g}"))
+    if bounds.max_vram_ratio is not None and facts.memory_ratio is not None \
+            and facts.memory_ratio > bounds.max_vram_ratio:
+        judged.add("fail", "vram_ratio", (
+            f"peak VRAM is {facts.memory_ratio:.3f}x that of {against}, above the bound "
+            f"max_vram_ratio={bounds.max_vram_ratio:g}: the memory optimization does not save"))
+    return judged
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredFacts:
+    """This run against the stored baseline of the same test, profile and hardware."""
+
+    stored_path: str
+    ssim: float | None
+    latency: RatioInterval | None
+    """This run's latency / the stored run's, each relative to ``relative_to`` when set."""
+    relative_to: str | None
+    """Baseline profile the latencies were divided by (None: absolute latencies)."""
+    memory_gib: float
+    stored_memory_gib: float | None
+    strict: bool
+    """False for the shared 'cpu' key: CPU machines differ, so timing and memory only warn."""
+    refresh_command: str
+    paired_reference: bool = True
+    """False when the stored run kept only its baseline profile's median (older files)."""
+
+
+def latency_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
+    """The max_regression bound alone: the stored gate more rounds can decide."""
+    judged = Judgement()
+    interval = facts.latency
+    if bounds.max_regression is None or interval is None:
+        return judged
+    limit = 1.0 + bounds.max_regression
+    outcome = at_most(interval, limit)
+    what = "latency" if facts.relative_to is None else \
+        f"latency relative to {facts.relative_to!r} (both measured alongside)"
+    lead = (f"{what} is {interval.describe()} the stored baseline's in {facts.stored_path}, "
+            f"bound +{bounds.max_regression:.0%}")
+    refresh = f"if the change is intended, refresh it with: {facts.refresh_command}"
+    message = f"{lead}: the whole interval is above the bound; {refresh}" \
+        if outcome == "fail" else f"{lead}: {_undecided(interval)}"
+    if not facts.strict:
+        judged.add(outcome, "latency_regression", message, warn_only=True,
+                   why_warn="on the 'cpu' key, machines differ")
+    elif facts.relative_to is None:
+        # A reference profile has nothing alongside to normalize by, and hosts of one
+        # GPU model differ by more than any useful tolerance: report, do not fail.
+        judged.add(outcome, "latency_regression", message, warn_only=True,
+                   why_warn="absolute latency of a reference profile varies between hosts")
+    elif not facts.paired_reference:
+        judged.add(outcome, "latency_regression", message, warn_only=True,
+                   why_warn="the stored baseline predates intervals and kept no samples of "
+                   f"its baseline profile; re-record it with: {facts.refresh_command}")
+    else:
+        judged.add(outcome, "latency_regression", message)
+    return judged
+
+
+def stored_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
+    """SSIM against the stored image, latency and memory regressions."""
+    judged = latency_judgement(bounds, facts)
+    refresh = f"if the change is intended, refresh it with: {facts.refresh_command}"
+    if bounds.min_ssim is not None and facts.ssim is not None and facts.ssim < bounds.min_ssim:
+        judged.add("fail", "stored_ssim", (
+            f"output SSIM {facts.ssim:.4f} against the stored baseline image in "
+            f"{facts.stored_path} is below min_ssim={bounds.min_ssim:g}; {refresh}"))
+    if bounds.max_vram_regression is not None and facts.stored_memory_gib:
+        ratio = facts.memory_gib / facts.stored_memory_gib
+        if ratio > 1.0 + bounds.max_vram_regression:
+            judged.add("fail", "vram_regression", (
+                f"peak memory {facts.memory_gib:.2f} GiB is {ratio:.3f}x the stored "
+                f"{facts.stored_memory_gib:.2f} GiB (bound +{bounds.max_vram_regression:.0%})"
+                f" in {facts.stored_path}; {refresh}"),
+                warn_only=not facts.strict, why_warn="on the 'cpu' key, machines differ")
+    return judged

@@ -1,0 +1,216 @@
+"""From measurements to a judged ``PerfResult``: intervals, quality, stored references.
+
+``harness`` produces ``Measurement``s; this module computes what is compared (speedup and
+stored-latency intervals, SSIM, memory ratios), reads the stored run of the same test,
+profile and hardware key, asks ``judge`` for the outcome of every bound, and writes the
+stored run in a record run (``--omni-update-baselines``). ``latency_gates`` is the part the
+harness calls between looks to learn whether more rounds could still decide something.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pytest_omni_perf import judge, stored_metrics
+from pytest_omni_perf.baseline_view import apply_view, choose_view, comparable
+from pytest_omni_perf.baselines import (
+    METRICS, BaselineError, BaselineStore, CorruptBaseline, StoredBaseline,
+)
+from pytest_omni_perf.hardware import CPU_KEY, HardwareInfo, fingerprint
+from pytest_omni_perf.measure.stats import Arm, RatioInterval, ratio_interval, speedup_interval
+from pytest_omni_perf.profiles import Bounds, Profile
+from pytest_omni_perf.results import Measurement, PerfResult, Violation
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredLookup:
+    """The stored run a measurement is compared with, or why there is none.
+
+    ``baseline``: the loaded run (None when missing, unreadable or in a record run);
+    ``problem``: the violation to report instead (None when fine or recording)."""
+
+    name: str
+    baseline: StoredBaseline | None = None
+    problem: Violation | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class References:
+    """Where stored runs live and what a run does with them."""
+
+    store: BaselineStore
+    update: bool
+    """Record run: write the stored run instead of comparing."""
+    refresh_command: str
+
+    @property
+    def strict(self) -> bool:
+        """Latency and memory regressions fail (GPU keys) rather than warn ('cpu')."""
+        return self.store.hardware_key != CPU_KEY
+
+    def lookup(self, nodeid: str, profile: Profile, label: str) -> StoredLookup:
+        """Load the stored run of (test, profile, label) before measuring."""
+        name = profile.name if not label else f"{profile.name}@{label}"
+        if self.update:
+            return StoredLookup(name)
+        try:
+            stored = self.store.load(nodeid, name)
+            if stored is not None and (why := stored_metrics.problem(stored.metrics)):
+                raise CorruptBaseline(stored.path, METRICS, f"{METRICS}: {why}")
+        except BaselineError as exc:
+            return StoredLookup(name, problem=Violation("baseline", (
+                f"stored baseline is unreadable: {exc}; recreate it with: "
+                f"{self.refresh_command}")))
+        if stored is None:
+            others = self.store.other_hardware_keys(nodeid, name)
+            elsewhere = f" (there are baselines for {', '.join(others)})" if others else ""
+            return StoredLookup(name, problem=Violation("baseline", (
+                f"no stored baseline for {nodeid} [{name}] on hardware key "
+                f"{self.store.hardware_key!r} at {self.store.folder(nodeid, name)}{elsewhere};"
+                f" create it with: {self.refresh_command}")))
+        return StoredLookup(name, baseline=stored)
+
+
+def request_difference(stored: object, now: Mapping[str, Any]) -> str:
+    """The request fields that differ, e.g. ``num_inference_steps: stored 12, now 6``."""
+    if not isinstance(stored, Mapping):
+        return f"stored request {stored!r}"
+    keys = sorted(set(stored) | set(now))
+    return "; ".join(f"{k}: stored {stored.get(k)!r}, now {now.get(k)!r}"
+                     for k in keys if stored.get(k) != now.get(k))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Latency:
+    """The intervals of one measurement so far."""
+
+    speedup: RatioInterval | None
+    stored: RatioInterval | None
+    relative_to: str | None
+    paired_reference: bool
+
+
+def _intervals(profile: Profile, samples: Sequence[float], reference: Sequence[float] | None,
+               paired: bool, stored: StoredLookup, request: Mapping[str, Any],
+               confidence: float) -> _Latency:
+    speedup = None if reference is None else speedup_interval(
+        reference, samples, paired=paired, confidence=confidence)
+    run, relative_to, paired_reference = None, None, True
+    if stored.baseline is not None and stored.baseline.metrics.get("request") == dict(request):
+        metrics = stored.baseline.metrics
+        relative = reference is not None and profile.baseline is not None
+        then = stored_metrics.stored_arm(metrics, relative=relative)
+        if then is not None and (not relative or then.relative):
+            now = Arm(tuple(samples), None if reference is None else tuple(reference),
+                      paired=paired) if relative else Arm(tuple(samples))
+            run = ratio_interval(now, then, confidence=confidence)
+            relative_to = profile.baseline if relative else None
+            paired_reference = then.reference is not None
+    return _Latency(speedup, run, relative_to, paired_reference)
+
+
+def latency_gates(*, bounds: Bounds, profile: Profile, samples: Sequence[float],
+                  reference: Sequence[float] | None, paired: bool, stored: StoredLookup,
+                  request: Mapping[str, Any], references: References,
+                  confidence: float) -> judge.Judgement:
+    """The gates more rounds can decide (speedup, stored latency), on the rounds so far."""
+    found = _intervals(profile, samples, reference, paired, stored, request, confidence)
+    judged = judge.speedup_judgement(bounds, judge.SessionFacts(
+        profile=profile.name, baseline=profile.baseline, speedup=found.speedup, ssim=None,
+        ssim_worst=None, memory_gib=0.0, memory_ratio=None, memory_is_vram=False))
+    if found.stored is not None and stored.baseline is not None:
+        judged.extend(judge.latency_judgement(bounds, _stored_facts(
+            stored.baseline, found, None, 0.0, None, references)))
+    return judged
+
+
+def _stored_facts(baseline: StoredBaseline, found: _Latency, ssim: float | None,
+                  memory_gib: float, stored_memory_gib: float | None,
+                  references: References) -> judge.StoredFacts:
+    return judge.StoredFacts(
+        stored_path=str(baseline.path), ssim=ssim, latency=found.stored,
+        relative_to=found.relative_to, memory_gib=memory_gib,
+        stored_memory_gib=stored_memory_gib, strict=references.strict,
+        refresh_command=references.refresh_command, paired_reference=found.paired_reference)
+
+
+def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
+           measured: Measurement, base: Measurement | None, stored: StoredLookup,
+           references: References, fingerprint_devices: Sequence[int],
+           hardware: HardwareInfo, confidence: float) -> PerfResult:
+    """Judge one measurement against every bound; in a record run, store it."""
+    from pytest_omni_perf.quality import compare_frames
+
+    result = PerfResult(
+        nodeid=nodeid, profile=profile.name, label=label, bounds=dataclasses.asdict(bounds),
+        measurement=measured, baseline=base,
+        fingerprint=fingerprint(hardware, tuple(fingerprint_devices)),
+    )
+    paired = base is not None and measured.interleaved_with == base.profile
+    found = _intervals(profile, measured.samples, None if base is None else base.samples,
+                       paired, stored, measured.request, confidence)
+    if base is not None:
+        result.speedup_interval = found.speedup
+        result.speedup = None if found.speedup is None else found.speedup.estimate
+        result.quality = compare_frames(measured.frames, base.frames)
+        if base.memory.peak_bytes and base.memory.kind == measured.memory.kind:
+            # Per GPU: a 2-GPU profile "saves memory" when each GPU holds less.
+            result.memory_ratio = measured.memory.per_gpu_bytes / base.memory.per_gpu_bytes
+    judged = judge.session_judgement(bounds, judge.SessionFacts(
+        profile=profile.name, baseline=profile.baseline, speedup=found.speedup,
+        ssim=result.ssim, ssim_worst=None if result.quality is None else result.quality.ssim_min,
+        memory_gib=measured.memory.peak_gib, memory_ratio=result.memory_ratio,
+        memory_is_vram=measured.memory.kind == "nvml"))
+    if references.update:
+        view = choose_view(measured.frames)
+        path = references.store.save(nodeid, stored.name,
+                                     stored_metrics.to_metrics(result, view),
+                                     apply_view(measured.frames, view))
+        result.stored_path = str(path)
+        judged.notes.append(f"baseline written to {path}")
+    elif stored.problem is not None:
+        judged.violations.append(stored.problem)
+    elif stored.baseline is not None:
+        judged.extend(_against_stored(result, stored.baseline, found, bounds, references))
+    result.violations += judged.violations
+    result.undecided += judged.undecided
+    result.notes += judged.notes
+    return result
+
+
+def _against_stored(result: PerfResult, stored: StoredBaseline, found: _Latency,
+                    bounds: Bounds, references: References) -> judge.Judgement:
+    from pytest_omni_perf.quality import ImageSizeMismatch, compare_frames
+
+    judged = judge.Judgement()
+    measured = result.measurement
+    result.stored_path = str(stored.path)
+    refresh = references.refresh_command
+    if stored.metrics.get("request") != measured.request:
+        judged.violations.append(Violation("baseline", (
+            f"the stored baseline in {stored.path} was recorded for another request ("
+            f"{request_difference(stored.metrics.get('request'), measured.request)}); "
+            f"refresh it with: {refresh}")))
+        return judged
+    view = stored.metrics.get("view") or {}
+    try:
+        if (why := comparable(measured.frames, view)) is not None:
+            raise ImageSizeMismatch(why)
+        result.stored_quality = compare_frames(apply_view(measured.frames, view),
+                                               stored.frames)
+    except ImageSizeMismatch as exc:
+        judged.violations.append(Violation("stored_ssim", (
+            f"cannot compare with the stored baseline in {stored.path}: {exc}; refresh it "
+            f"with: {refresh}")))
+    result.latency_ratio = found.stored
+    memory = stored.metrics.get("memory") or {}
+    stored_gib = None
+    if memory.get("kind") == measured.memory.kind and memory.get("peak_bytes"):
+        stored_gib = float(memory["peak_bytes"]) / 2**30
+    judged.extend(judge.stored_judgement(bounds, _stored_facts(
+        stored, found, None if result.stored_quality is None
+        else result.stored_quality.ssim_mean, measured.memory.peak_gib, stored_gib,
+        references)))
+    return judged
