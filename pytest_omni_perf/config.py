@@ -102,15 +102,15 @@ _OPTIONS = (
     _Opt("--omni-backend", "Engine driving the model: auto (omni when vllm_omni imports and a GPU "
          "is present, else diffusers), diffusers, omni, omni-server. Default: auto.",
          _backend, "auto"),
-    # Rounds are adaptive: the first look after --omni-rounds, then twice as many at each
-    # look until every gate's interval is decisive or a budget is spent (measure/stats.py).
+    # Rounds are adaptive: the first look after --omni-rounds, then more rounds at each look
+    # until every gate's interval is decisive or a budget is spent (harness.RoundBudget).
     _Opt("--omni-rounds", "Measured requests per profile before the first look at the "
-         "gates' intervals; more follow, doubling, until every gate is decided or "
-         "--omni-max-rounds / --omni-max-seconds is spent. Default: 5.",
+         "gates' intervals; more follow (5 at a time, then by half) until every gate is "
+         "decided or --omni-max-rounds / --omni-max-seconds is spent. Default: 5.",
          _positive_int("--omni-rounds", 2), 5, metavar="N"),
     _Opt("--omni-max-rounds", "Most measured requests per profile and measurement "
-         "(set it equal to --omni-rounds for a fixed count). Default: 40.",
-         _positive_int("--omni-max-rounds", 2), 40, metavar="N"),
+         "(set it equal to --omni-rounds for a fixed count). Default: 30.",
+         _positive_int("--omni-max-rounds", 2), 30, metavar="N"),
     _Opt("--omni-max-seconds", "Most seconds of measured requests per measurement (both "
          "engines' rounds together) before a gate left undecided is reported inconclusive. "
          "Default: 120.", _positive_float("--omni-max-seconds"), 120.0, metavar="S"),
@@ -118,8 +118,8 @@ _OPTIONS = (
          "budget does to the test: warn (passes, reported INCONCLUSIVE), fail, or retry "
          "(measure once more with twice the budget, then fail). Default: warn.",
          _choice("--omni-inconclusive", INCONCLUSIVE_POLICIES), "warn", metavar="POLICY"),
-    _Opt("--omni-confidence", "Two-sided confidence level of the intervals. Default: 0.99.",
-         _fraction("--omni-confidence"), 0.99, metavar="LEVEL"),
+    _Opt("--omni-confidence", "Two-sided confidence level of the intervals. Default: 0.95.",
+         _fraction("--omni-confidence"), 0.95, metavar="LEVEL"),
     _Opt("--omni-warmup", "Unmeasured requests before the rounds. Default: 1.",
          _positive_int("--omni-warmup", 0), 1, metavar="N"),
     _Opt("--omni-baseline-dir", "Stored baselines. Default: baselines/ beside the rootdir's "
@@ -194,11 +194,11 @@ class PerfConfig:
     gpu_wait_s: float = 1800.0
     gpu_lock_dir: Path | None = None
     """None: gpu_leases.DEFAULT_FOLDER."""
-    max_rounds: int = 40
+    max_rounds: int = 30
     max_seconds: float = 120.0
     inconclusive: str = "warn"
     """What an undecided gate at the budget does: one of INCONCLUSIVE_POLICIES."""
-    confidence: float = 0.99
+    confidence: float = 0.95
 
 
 def _value(config: pytest.Config, opt: _Opt) -> Any:

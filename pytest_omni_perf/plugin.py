@@ -136,7 +136,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     backend, why = state.backend
     perf = state.perf
     return [f"omni-perf: backend {backend} ({why}); model {perf.model}; "
-            f"{perf.warmup} warmup, then rounds {perf.rounds} doubling up to "
+            f"{perf.warmup} warmup, then {perf.rounds} rounds and more up to "
             f"{perf.max_rounds} or {perf.max_seconds:g} s until each gate's "
             f"{perf.confidence:.0%} interval clears its bound (undecided: "
             f"{perf.inconclusive})",

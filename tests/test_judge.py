@@ -10,7 +10,7 @@ from pytest_omni_perf.profiles import Bounds
 
 
 def interval(estimate: float, low: float, high: float, rounds: int = 10) -> RatioInterval:
-    return RatioInterval(estimate, low, high, 0.99, rounds)
+    return RatioInterval(estimate, low, high, 0.95, rounds)
 
 
 SESSION = judge.SessionFacts(profile="cache_dit", baseline="eager",
@@ -41,7 +41,7 @@ def test_session_gates_pass_fail_and_undecided() -> None:
     assert passed == judge.Judgement()
     failed = judge.session_judgement(Bounds(min_speedup=1.6, min_ssim=0.995), SESSION)
     assert [v.metric for v in failed.violations] == ["speedup", "ssim"]
-    assert "1.500x [1.450, 1.550] (99% CI, 10 rounds) against baseline profile 'eager'" \
+    assert "1.500x [1.450, 1.550] (95% CI, 10 rounds) against baseline profile 'eager'" \
         in failed.violations[0].message
     assert "(worst frame 0.9700)" in failed.violations[1].message
     open_ = judge.session_judgement(Bounds(min_speedup=1.5), SESSION)
