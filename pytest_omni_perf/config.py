@@ -107,6 +107,9 @@ _OPTIONS = (
     _Opt("--omni-gpu-lock-dir", "Folder of the machine-wide GPU lock files that every pytest "
          "process sharing these GPUs must agree on. Default: <tempdir>/pytest-omni-perf-gpus.",
          metavar="PATH"),
+    _Opt("--omni-history", "Run history every session appends to: an SQLite file, a database "
+         "URL (postgresql://...; pip install pytest-omni-perf[history]) or 'none'. "
+         "Default: <baseline dir>/history.sqlite.", metavar="PATH_OR_URL"),
 )
 
 
@@ -158,6 +161,8 @@ class PerfConfig:
     gpu_wait_s: float = 1800.0
     gpu_lock_dir: Path | None = None
     """None: gpu_leases.DEFAULT_FOLDER."""
+    history: str | None = None
+    """--omni-history as given (None: the default file; see history.session.target)."""
 
 
 def _value(config: pytest.Config, opt: _Opt) -> Any:
@@ -213,4 +218,5 @@ def read_config(config: pytest.Config) -> PerfConfig:
         report_benchmark=path(values["omni_report_benchmark"]),
         gpu_wait_s=values["omni_gpu_wait"],
         gpu_lock_dir=path(values["omni_gpu_lock_dir"]),
+        history=values["omni_history"],
     )
