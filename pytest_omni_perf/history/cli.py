@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_omni_perf.history.backends import HistoryError, is_url
-from pytest_omni_perf.history.changes import DEFAULT_MAX_PVALUE, describe, find_changes
+from pytest_omni_perf.history.changes import (
+    DEFAULT_MAX_PVALUE, DEFAULT_MIN_CHANGE, describe, find_changes,
+)
 from pytest_omni_perf.history.store import _METRIC_SQL, LATENCY, HistoryStore
 
 DEFAULT_HISTORY = "baselines/history.sqlite"
@@ -45,8 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"default {LATENCY}: the robust estimate, else the median")
     changes.add_argument("--max-pvalue", type=float, default=DEFAULT_MAX_PVALUE,
                          help=f"report moves with p <= this (default {DEFAULT_MAX_PVALUE})")
-    changes.add_argument("--min-change", type=float, default=0.0, metavar="PCT",
-                         help="ignore moves smaller than this many percent (default 0)")
+    changes.add_argument("--min-change", type=float, default=DEFAULT_MIN_CHANGE * 100,
+                         metavar="PCT", help="ignore moves smaller than this many percent "
+                         f"(default {DEFAULT_MIN_CHANGE * 100:g})")
 
     export = commands.add_parser("export", help="the history as JSON or pytest-benchmark files")
     history_arg(export)
