@@ -134,5 +134,5 @@ def trend_html(result: Mapping[str, Any]) -> str:
     if not chart:
         return ""
     note = (history or {}).get("changes_error")
-    return (f'<div class="trend"><b>history</b> {chart}'
+    return (f'<div class="trend"><div><b>history</b></div>{chart}'
             + (f'<p class="neutral">{escape(str(note))}</p>' if note else "") + "</div>")
