@@ -1,28 +1,24 @@
-"""Detection power and false-alarm rate of the latency-regression decision, on a real engine.
+"""Detection power and false-alarm rate of the plugin's latency verdict, on a real engine.
 
-    python benchmarks/detection_power.py [--trials 60] [--rounds 3,5,8,10,15] \
-        [--width 64 --height 64 --steps 4] [--restart-every 10] [--max-minutes 9] \
-        [--out results/cpu/detection-power.txt]
+    python benchmarks/detection_power.py [--same 300 --slow 150] [--model tiny-flux] \
+        [--width 64 --height 64 --steps 4] [--restart-every 20] [--max-minutes 40] \
+        [--out results/cpu/detection-power-intervals.txt]
 
-Two real diffusers engines of the built-in tiny model run in their own worker processes,
-as the plugin runs them: a reference engine and a "candidate" engine. In a "slow" trial
-every candidate request is followed by a sleep of 0.10 x the time the request itself took,
-so the candidate is exactly 10% slower while keeping the engine's own noise; in a "same"
-trial nothing changes. Trials of the two kinds alternate, so machine load hits both alike.
-Each trial runs the default warmup on each engine, then the largest round count with the
-two engines' rounds alternating (the harness's interleaving, timed by the harness's own
-``_Rounds``), and every rule is applied to the first r rounds for each r asked for:
-
-- the plugin's decision, ``measure.stats.latency_regression`` (median ratio over the
-  tolerance and one-sided Mann-Whitney p < alpha), at its default tolerance
-  (``Bounds().max_regression``) and at smaller ones, for the tuning table;
-- "mean regressed by > 5%", pytest-benchmark's ``--benchmark-compare-fail=mean:5%``;
-- a paired rule for comparison: median of the per-round ratios over the tolerance and an
-  exact one-sided sign test, possible because the harness interleaves rounds.
-
-Both engines are restarted every ``--restart-every`` trials so that differences between
-two starts of one configuration (memory layout, thread placement) are part of the noise.
-Rates carry Wilson 95% intervals. Not a test: the numbers depend on the machine's load.
+Two real diffusers engines of one model run in their own worker processes, as the plugin
+runs them: a reference engine and a "candidate" engine. In a "slow" trial every candidate
+request is followed by a sleep of 0.10 x the time the request itself took, so the candidate
+is exactly 10% slower while keeping the engine's own noise; in a "same" trial nothing
+changes. Each trial does what the harness does for one measurement: warmup, then rounds of
+the two engines alternating (timed by the harness's own ``_Rounds``), a look at the gate
+after the harness's schedule (``harness.RoundBudget``: 5, 10, 15, 22, 30 rounds), and a stop
+as soon as the gate is decided. The gate is the plugin's: the Harrell-Davis 20% quantile
+ratio candidate/reference with its paired 95% bootstrap interval
+(``measure.stats.speedup_interval``) against the default tolerance (``Bounds().max_regression``,
+5%) through ``judge.at_most``: "fail" = detected, "pass" = cleared, "undecided" at 30 rounds
+= inconclusive. Trials interleave two "same" for each "slow" (false alarms need more trials
+to bound), and both engines are restarted every ``--restart-every`` trials so that
+differences between two starts of one configuration are part of the noise. Rates carry
+Wilson 95% intervals. Not a test: the numbers depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -35,7 +31,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +41,11 @@ from pytest_omni_perf.engines.base import (  # noqa: E402
     EngineSpec, GenerationOutput, GenerationRequest,
 )
 from pytest_omni_perf.engines.pool import LiveEngine  # noqa: E402
-from pytest_omni_perf.harness import _Rounds  # noqa: E402
+from pytest_omni_perf.harness import RoundBudget, _Rounds  # noqa: E402
+from pytest_omni_perf.judge import at_most  # noqa: E402
 from pytest_omni_perf.measure.memory import sampler_for  # noqa: E402
-from pytest_omni_perf.measure.stats import latency_regression  # noqa: E402
+from pytest_omni_perf.measure.stats import speedup_interval  # noqa: E402
 from pytest_omni_perf.profiles import Bounds, load_builtin  # noqa: E402
-
-Rule = Callable[[Sequence[float], Sequence[float]], bool]
 
 
 class Slowed:
@@ -83,38 +77,6 @@ class Slowed:
         return list(self.engine.pids())
 
 
-def sign_test_greater(diffs: Sequence[float]) -> float:
-    """Exact one-sided sign-test p-value that the paired differences are positive."""
-    nonzero = [d for d in diffs if d != 0]
-    n, k = len(nonzero), sum(d > 0 for d in nonzero)
-    if n == 0:
-        return 1.0
-    return float(sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n)
-
-
-def rules(default_tol: float) -> dict[str, Rule]:
-    def plugin(tol: float, alpha: float) -> Rule:
-        return lambda cur, ref: latency_regression(cur, ref, tolerance=tol, alpha=alpha).regressed
-
-    def paired(tol: float, alpha: float) -> Rule:
-        def decide(cur: Sequence[float], ref: Sequence[float]) -> bool:
-            ratios = [c / r for c, r in zip(cur, ref)]
-            return statistics.median(ratios) > 1 + tol and \
-                sign_test_greater([x - 1 for x in ratios]) < alpha
-        return decide
-
-    found: dict[str, Rule] = {
-        f"plugin default (median>+{default_tol:.0%}, MW p<0.05)": plugin(default_tol, 0.05),
-        "plugin, tolerance 5% (median>+5%, MW p<0.05)": plugin(0.05, 0.05),
-        "plugin, tolerance 3% (median>+3%, MW p<0.05)": plugin(0.03, 0.05),
-        "plugin, tolerance 5%, MW p<0.01": plugin(0.05, 0.01),
-        "mean > +5% (pytest-benchmark compare-fail)":
-            lambda cur, ref: statistics.fmean(cur) > 1.05 * statistics.fmean(ref),
-        "paired: median ratio>+5%, sign test p<0.05": paired(0.05, 0.05),
-    }
-    return found
-
-
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     if n == 0:
         return (0.0, 1.0)
@@ -129,6 +91,11 @@ class Trial:
     kind: str  # "slow" | "same"
     reference: list[float]
     candidate: list[float]
+    outcome: str  # "fail" (detected) | "pass" | "undecided" (inconclusive at the budget)
+    ratio: float
+    low: float
+    high: float
+    seconds: float
 
 
 def start_pair(args: argparse.Namespace) -> tuple[Any, Slowed]:
@@ -148,7 +115,7 @@ def start_pair(args: argparse.Namespace) -> tuple[Any, Slowed]:
 
 
 def run_trial(kind: str, reference: Any, candidate: Slowed, request: GenerationRequest,
-              rounds: int, warmup: int) -> Trial:
+              budget: RoundBudget, warmup: int, tolerance: float) -> Trial:
     profile = load_builtin()["eager"]
     runs = []
     for engine in (reference, candidate):
@@ -160,38 +127,45 @@ def run_trial(kind: str, reference: Any, candidate: Slowed, request: GenerationR
     for run in runs:
         for _ in range(warmup):
             run.send()
-    for run in runs:
-        run.sampler.start()
-    try:
-        for _ in range(rounds):
+    began = time.perf_counter()
+    target, measured = budget.first, 0.0
+    while True:
+        while len(runs[0].samples) < target:
+            t0 = time.perf_counter()
             for run in runs:
                 run.one()
-    finally:
-        for run in runs:
-            run.sampler.stop()
-    return Trial(kind, runs[0].samples, runs[1].samples)
+            measured += time.perf_counter() - t0
+        # candidate/reference: the speedup of the reference over the candidate.
+        interval = speedup_interval(runs[1].samples, runs[0].samples, paired=True,
+                                    confidence=budget.confidence)
+        outcome = at_most(interval, 1.0 + tolerance)
+        done = len(runs[0].samples)
+        target = budget.next_target(done, measured, 1)
+        if outcome != "undecided" or target <= done:
+            break
+    return Trial(kind, runs[0].samples, runs[1].samples, outcome, interval.estimate,
+                 interval.low, interval.high, time.perf_counter() - began)
 
 
-def report(trials: list[Trial], round_counts: list[int], default_tol: float,
-           header: str) -> str:
-    lines = [header]
-    for name, rule in rules(default_tol).items():
-        lines.append(f"\n{name}")
-        lines.append(f"  {'rounds':>6}  {'detected (10% slower)':>30}  {'false alarms (same)':>30}")
-        for r in round_counts:
-            cells = []
-            for kind in ("slow", "same"):
-                chosen = [t for t in trials if t.kind == kind]
-                k = sum(rule(t.candidate[:r], t.reference[:r]) for t in chosen)
-                lo, hi = wilson(k, len(chosen))
-                cells.append(f"{k:3d}/{len(chosen):<3d} {k / max(1, len(chosen)):6.1%} "
-                             f"[{lo:5.1%}, {hi:5.1%}]")
-            lines.append(f"  {r:>6}  {cells[0]:>30}  {cells[1]:>30}")
-    ratios = {kind: [statistics.median(t.candidate) / statistics.median(t.reference)
-                     for t in trials if t.kind == kind] for kind in ("slow", "same")}
-    for kind, values in ratios.items():
+def report(trials: list[Trial], header: str) -> str:
+    lines = [header, "", f"  {'kind':<5} {'trials':>6}  {'FAIL (detected)':>26}  "
+             f"{'PASS':>7}  {'INCONCLUSIVE':>12}  {'mean rounds':>11}  {'s/trial':>7}"]
+    for kind in ("slow", "same"):
+        chosen = [t for t in trials if t.kind == kind]
+        if not chosen:
+            continue
+        k = sum(t.outcome == "fail" for t in chosen)
+        lo, hi = wilson(k, len(chosen))
+        lines.append(
+            f"  {kind:<5} {len(chosen):>6}  {k:4d} {k / len(chosen):6.1%} [{lo:5.1%}, {hi:5.1%}]"
+            f"  {sum(t.outcome == 'pass' for t in chosen):>7}"
+            f"  {sum(t.outcome == 'undecided' for t in chosen):>12}"
+            f"  {statistics.fmean(len(t.reference) for t in chosen):>11.1f}"
+            f"  {statistics.fmean(t.seconds for t in chosen):>7.2f}")
+    for kind in ("slow", "same"):
+        values = [t.ratio for t in trials if t.kind == kind]
         if len(values) >= 2:
-            lines.append(f"\nmedian ratio candidate/reference over all rounds, {kind} trials: "
+            lines.append(f"\nhd20 ratio candidate/reference at the last look, {kind} trials: "
                          f"median {statistics.median(values):.3f}, min {min(values):.3f}, "
                          f"max {max(values):.3f}, stdev {statistics.stdev(values):.3f}")
     return "\n".join(lines)
@@ -199,39 +173,43 @@ def report(trials: list[Trial], round_counts: list[int], default_tol: float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=60, help="trials of each kind")
-    parser.add_argument("--rounds", default="3,5,8,10,15")
+    parser.add_argument("--same", type=int, default=300, help="unchanged trials")
+    parser.add_argument("--slow", type=int, default=150, help="10%%-slower trials")
     parser.add_argument("--warmup", type=int, default=1, help="default: --omni-warmup's")
     parser.add_argument("--slowdown", type=float, default=0.10)
     parser.add_argument("--model", default="tiny-flux")
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--restart-every", type=int, default=10)
-    parser.add_argument("--max-minutes", type=float, default=9.0,
+    parser.add_argument("--restart-every", type=int, default=20)
+    parser.add_argument("--max-minutes", type=float, default=40.0,
                         help="stop starting trials after this long and report what ran")
     parser.add_argument("--cache-dir", default=os.environ.get("OMNI_PERF_CACHE_DIR", ""))
     parser.add_argument("--out", type=Path, help="also write the table here (and .json beside)")
     args = parser.parse_args()
-    round_counts = sorted({int(r) for r in args.rounds.split(",")})
     request = GenerationRequest(width=args.width, height=args.height,
                                 num_inference_steps=args.steps)
-    default_tol = Bounds().max_regression or 0.0
+    tolerance = Bounds().max_regression or 0.0
+    budget = RoundBudget()
+    # The two kinds spread evenly over the run, so load changes hit both alike.
+    order = [kind for _, kind in sorted(
+        [((i + 0.5) / args.slow, "slow") for i in range(args.slow)]
+        + [((i + 0.5) / args.same, "same") for i in range(args.same)])]
     trials: list[Trial] = []
     began = time.perf_counter()
     reference, candidate = start_pair(args)
     try:
-        for i in range(2 * args.trials):
-            if i % 2 == 0 and time.perf_counter() - began > 60 * args.max_minutes:
+        for i, kind in enumerate(order):
+            if time.perf_counter() - began > 60 * args.max_minutes:
                 print(f"time budget reached after {i} trials", file=sys.stderr)
                 break
-            if i and i % (2 * args.restart_every) == 0:
+            if i and i % args.restart_every == 0:
                 reference.stop()
                 candidate.stop()
                 reference, candidate = start_pair(args)
-            trials.append(run_trial("slow" if i % 2 == 0 else "same", reference, candidate,
-                                    request, max(round_counts), args.warmup))
-            if (i + 1) % 10 == 0:
+            trials.append(run_trial(kind, reference, candidate, request, budget, args.warmup,
+                                    tolerance))
+            if (i + 1) % 25 == 0:
                 print(f"{i + 1} trials, {time.perf_counter() - began:.0f} s", file=sys.stderr)
     finally:
         reference.stop()
@@ -240,11 +218,13 @@ def main() -> None:
     all_ref = [s for t in trials for s in t.reference]
     header = (
         f"{args.model} {args.width}x{args.height} {args.steps} steps, reference median "
-        f"{statistics.median(all_ref) * 1000:.0f} ms; {len(trials) // 2} trials per kind "
-        f"(alternating), warmup {args.warmup}, candidate {args.slowdown:.0%} slower in 'slow' "
-        f"trials; engines restarted every {args.restart_every} trial pairs; {elapsed:.0f} s "
-        f"in all; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
-    text = report(trials, round_counts, default_tol, header)
+        f"{statistics.median(all_ref) * 1000:.0f} ms; candidate {args.slowdown:.0%} slower in "
+        f"'slow' trials; gate: hd20 ratio's paired {budget.confidence:.0%} interval against "
+        f"+{tolerance:.0%}, looks at {budget.first} rounds and on up to {budget.max_rounds}; "
+        f"warmup {args.warmup}; engines restarted every {args.restart_every} trials; "
+        f"{elapsed:.0f} s in all; {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} at the end")
+    text = report(trials, header)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -143,6 +143,9 @@ _OPTIONS = (
     _Opt("--omni-gpu-lock-dir", "Folder of the machine-wide GPU lock files that every pytest "
          "process sharing these GPUs must agree on. Default: <tempdir>/pytest-omni-perf-gpus.",
          metavar="PATH"),
+    _Opt("--omni-history", "Run history every session appends to: an SQLite file, a database "
+         "URL (postgresql://...; pip install pytest-omni-perf[history]) or 'none'. "
+         "Default: <baseline dir>/history.sqlite.", metavar="PATH_OR_URL"),
 )
 
 
@@ -199,6 +202,8 @@ class PerfConfig:
     inconclusive: str = "warn"
     """What an undecided gate at the budget does: one of INCONCLUSIVE_POLICIES."""
     confidence: float = 0.95
+    history: str | None = None
+    """--omni-history as given (None: the default file; see history.session.target)."""
 
 
 def _value(config: pytest.Config, opt: _Opt) -> Any:
@@ -262,4 +267,5 @@ def read_config(config: pytest.Config) -> PerfConfig:
         max_seconds=values["omni_max_seconds"],
         inconclusive=values["omni_inconclusive"],
         confidence=values["omni_confidence"],
+        history=values["omni_history"],
     )

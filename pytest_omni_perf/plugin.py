@@ -89,6 +89,9 @@ def pytest_configure(config: pytest.Config) -> None:
     _check_profile_names(perf.profile_names, profiles)
     state = SessionState(config, perf, profiles)
     config.stash[state_key] = state
+    from pytest_omni_perf.history.session import check as check_history
+
+    check_history(config, state)
     config.pluginmanager.register(_ResultCollector(state), "omni-perf-results")
     _interrupt_on_sigterm(config)
 
@@ -417,6 +420,10 @@ class _ResultCollector:
             return
         if facts["engine_starts"] or not self.processes:
             self.processes["main"] = facts
+        from pytest_omni_perf.history.session import record as record_history
+
+        # Before the reports, which show each result's trend.
+        self.written = record_history(config, self.state)
         perf = self.state.perf
         paths = [self._path(config, p) for p in (perf.report_json, perf.report_html,
                                                    perf.report_benchmark)]
@@ -424,7 +431,7 @@ class _ResultCollector:
             return
         from pytest_omni_perf.report.json_report import write_reports
 
-        self.written = write_reports(config, self.state, self.processes, *paths)
+        self.written += write_reports(config, self.state, self.processes, *paths)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Keep the omni_perf results of each finished test call."""

@@ -21,6 +21,9 @@ marker="$venv/.omni-perf-installed"
 stamp="$(cat "$root/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ "$(cat "$marker" 2>/dev/null)" != "$stamp" ]; then
   "${pip[@]}" -e "$root[diffusers,quality,server,test]"
+  # Change points (pytest_omni_perf/history/changes.py): Otava's analysis module needs only
+  # numpy and scipy; its own pins (numpy==2.2.0, scipy<1.17, cloud clients) are skipped.
+  "${pip[@]}" --no-deps "apache-otava==0.8.0"
   echo "$stamp" > "$marker"
 fi
 echo "$venv"

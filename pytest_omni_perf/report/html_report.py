@@ -17,6 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from pytest_omni_perf.history.trend import trend_html
 from pytest_omni_perf.report.images import read_data_uris
 from pytest_omni_perf.report.json_report import write_atomic
 
@@ -373,7 +374,7 @@ def _article(i: int, r: Result, report_dir: Path) -> str:
         + (f'<ul class="viol">{violations}</ul>' if violations else "")
         + f'<div class="cols"><div>{_facts(r)}'
         + (f'<ul class="notes">{notes}</ul>' if notes else "")
-        + f'</div><div>{_images(r, report_dir)}{_curve(r)}</div></div>'
+        + f'</div><div>{_images(r, report_dir)}{_curve(r)}{trend_html(r)}</div></div>'
         f"<details><summary>bounds, fingerprint, applied options</summary><pre>"
         f"{escape(details)}</pre></details></article>")
 

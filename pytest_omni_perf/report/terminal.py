@@ -50,6 +50,10 @@ def summary_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
             _VERDICT_WORDS.get(str(result.get("verdict")),
                                "FAIL" if result["violations"] else "ok"),
         ])
+        if any(r.get("history") for r in results):
+            from pytest_omni_perf.history.trend import marker
+
+            rows[-1].append(marker(result.get("history")))
         if gpus:
             where = _devices(measured)
             if result.get("baseline") is not None:
@@ -61,6 +65,8 @@ def summary_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
 def write_summary(terminalreporter: Any, results: Sequence[dict[str, Any]]) -> None:
     """Write the table, then each violation and note in full."""
     header = ["test", "profile", "median", "cold", "speedup", "peak mem", "SSIM", "verdict"]
+    if any(r.get("history") for r in results):
+        header.append("trend (last 8 runs)")
     if _on_gpus(results):
         header.insert(2, "GPUs")
     rows = summary_rows(results)
