@@ -146,15 +146,11 @@ def _selected_profiles(state: SessionState, marked: tuple[str, ...] | None) -> t
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Check marker arguments; parametrize perf tests over the selected profiles."""
     state = metafunc.config.stash[state_key]
-    node = metafunc.definition
     try:
-        requirements = markers.requirements_from_marks(node.iter_markers())
-        markers.model_from_marks(node.iter_markers("omni_model"))
-        marked = markers.profiles_from_marks(node.iter_markers("omni_profiles"), state.profiles)
-        markers.bounds_from_marks(node.iter_markers("omni_bounds"), Profile("x", {}).bounds)
-    except markers.MarkerArgumentError as exc:
-        pytest.fail(f"{node.nodeid}: {exc}", pytrace=False)
-    del requirements  # checked here; evaluated against the hardware at setup
+        marked = markers.profiles_from_marks(metafunc.definition.iter_markers("omni_profiles"),
+                                             state.profiles)
+    except markers.MarkerArgumentError:
+        marked = None  # reported with every other bad mark of the run, after collection
     if not any(name in metafunc.fixturenames for name in _PERF_FIXTURES):
         return
     params = []
@@ -162,8 +158,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         profile = state.profiles[name]
         marks: list[pytest.MarkDecorator] = []
         if marked is not None and name not in marked:
+            # One text for every left-out profile, so pytest -rs folds a test's skips into
+            # one line (the count and the test's location say the rest).
             marks.append(pytest.mark.skip(reason=(
-                f"omni_profiles({', '.join(marked)}): profile {name!r} is not one of them")))
+                f"omni_profiles({', '.join(marked)}) leaves this profile out")))
         req = profile.requires
         if req.gpus:
             marks.append(pytest.mark.requires_gpus(req.gpus))
@@ -176,11 +174,40 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("omni_profile", params, indirect=True, scope="session")
 
 
+def _report_bad_marks(config: pytest.Config, items: list[pytest.Item]) -> set[str]:
+    """Check every test's marks; all problems of the run become one collection error.
+
+    Checked here rather than in pytest_generate_tests, where the first bad mark would fail
+    its whole module (and hide the bad marks of every later test). Returns the bad items.
+    """
+    state = config.stash[state_key]
+    problems: dict[str, list[str]] = {}
+    bad = set()
+    for item in items:
+        found = markers.marker_problems(item.iter_markers(), state.profiles)
+        if found:
+            bad.add(item.nodeid)
+            # Parametrized copies share their function's marks: report the function once.
+            problems.setdefault(item.nodeid.split("[")[0], found)
+    if problems:
+        # A failed collect report, as a module that fails to import gives: pytest shows it
+        # under ERRORS, counts it, and stops before running anything; xdist forwards it.
+        report = pytest.CollectReport(nodeid="", outcome="failed", result=[],
+                                      longrepr=markers.collection_error(problems))
+        config.hook.pytest_collectreport(report=report)
+    return bad
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests needing n GPUs ``cards_<n>`` (before ``-m`` deselects), and add a skip mark
-    to those whose requires_* markers or profile requirements this machine misses."""
+    """Check marker arguments; mark tests needing n GPUs ``cards_<n>`` (before ``-m``
+    deselects), and add a skip mark to those whose requires_* markers or profile
+    requirements this machine misses."""
     state = config.stash[state_key]
+    bad = _report_bad_marks(config, items)
+    # Without xdist the error stops the run before any test; xdist runs the rest (as for a
+    # module that fails to import), so tests with bad marks must not run there either.
+    items[:] = [item for item in items if item.nodeid not in bad]
     for item in items:
         req = markers.requirements_from_marks(item.iter_markers())
         if (name := markers.cards_marker(req)) is not None:
@@ -188,8 +215,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(name)
         if req.gpus or req.sm or req.vram_gib:
             # A skip *mark* (not pytest.skip at setup) lets pytest report the test's own
-            # location, and the test is skipped before any fixture starts an engine.
-            if (reason := markers.skip_reason(req, state.hardware, item.name)) is not None:
+            # location, and the test is skipped before any fixture starts an engine. The
+            # reason names no test, so pytest -rs folds the skips of one test function.
+            if (reason := markers.skip_reason(req, state.hardware)) is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
@@ -222,10 +250,11 @@ def _spec(state: SessionState, profile: Profile, model: str,
     )
 
 
-def _engine_outcome(exc: BaseException, test_name: str) -> NoReturn:
+def _engine_outcome(exc: BaseException) -> NoReturn:
     if isinstance(exc, ProfileUnsupported):
-        # Raised from here, the skip's location is this file: name the test in the reason.
-        pytest.skip(f"{test_name}: {exc}")
+        # At the test's location, not this file's (as pytest does for its skip marks), so
+        # -rs points at the test and folds one test's identical skips into one line.
+        raise pytest.skip.Exception(str(exc), _use_item_location=True)
     pytest.fail(str(exc), pytrace=False)
 
 
@@ -270,7 +299,7 @@ def omni_engine(request: pytest.FixtureRequest, omni_profile: Profile,
         error = exc
     # Outside the except block: a skip/fail raised inside it would chain the engine error
     # (and its own cause), and pytest prints each chained message again.
-    _engine_outcome(error, request.node.name)
+    _engine_outcome(error)
 
 
 @pytest.fixture
@@ -301,15 +330,14 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
         cost=state.suite_cost,
     )
     request.node.stash.setdefault(harness_key, []).append(harness)
-    yield _GuardedHarness(harness, request.node.name)
+    yield _GuardedHarness(harness)
 
 
 class _GuardedHarness:
     """Turns engine failures into a skip (unsupported) or a clear test failure."""
 
-    def __init__(self, harness: Any, test_name: str) -> None:
+    def __init__(self, harness: Any) -> None:
         self._harness = harness
-        self._test_name = test_name
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._harness, name)
@@ -320,7 +348,7 @@ class _GuardedHarness:
         except (ProfileUnsupported, EngineError) as exc:
             error = exc
         # Outside the except block, so pytest shows the message once, not the chain.
-        _engine_outcome(error, self._test_name)
+        _engine_outcome(error)
 
 
 @pytest.hookimpl(wrapper=True)
