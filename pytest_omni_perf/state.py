@@ -59,20 +59,10 @@ class SessionState:
             from pytest_omni_perf.engines.factory import make_engine
             from pytest_omni_perf.engines.pool import EnginePool
 
-            plugins = self.pytest_config.pluginmanager
-            reporter = plugins.get_plugin("terminalreporter")
-            capture = plugins.get_plugin("capturemanager")
+            from pytest_omni_perf.report.progress import ProgressWriter
 
-            def progress(message: str) -> None:
-                # Live, past output capture, so a user sees what a long start waits for.
-                if reporter is None or self.pytest_config.get_verbosity() < 0:
-                    return
-                if capture is None:
-                    reporter.write_line(f"omni-perf: {message}")
-                    return
-                with capture.global_and_fixture_disabled():
-                    reporter.write_line(f"omni-perf: {message}")
-
+            progress = ProgressWriter(self.pytest_config)
+            self.pytest_config.pluginmanager.register(progress, "omni-perf-progress")
             self._pool = EnginePool(
                 lambda spec: make_engine(self.pytest_config, spec, self.hardware), progress)
         return self._pool
