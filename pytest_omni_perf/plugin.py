@@ -128,7 +128,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     """Backend choice and hardware, so a reader knows what the numbers are of."""
     state = config.stash[state_key]
     backend, why = state.backend
-    return [f"omni-perf: backend {backend} ({why}); model {state.perf.model}; "
+    return [f"omni-perf: backend {backend} ({why}); default model {state.perf.model} "
+            "(omni_model marks choose others); "
             f"rounds {state.perf.rounds} after {state.perf.warmup} warmup",
             f"omni-perf: {state.hardware.summary()}"]
 
@@ -219,6 +220,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # reason names no test, so pytest -rs folds the skips of one test function.
             if (reason := markers.skip_reason(req, state.hardware)) is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _engine_use(state: SessionState, item: pytest.Item) -> tuple[str, str, str | None] | None:
+    callspec = getattr(item, "callspec", None)
+    name = callspec.params.get("omni_profile") if callspec is not None else None
+    if not isinstance(name, str) or name not in state.profiles:
+        return None
+    model = markers.model_from_marks(item.iter_markers("omni_model")) or state.perf.model
+    return model, name, state.profiles[name].baseline
+
+
+# trylast: after pytest's own reorder_items (by session-scoped parameter: the profile).
+# (Named pytest_* because pytest only reads hook implementations of that prefix.)
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+def pytest_collection_modifyitems_for_engine_reuse(config: pytest.Config,
+                                                   items: list[pytest.Item]) -> None:
+    """Run each model's tests together, so an engine starts once per profile and model."""
+    from pytest_omni_perf.ordering import by_model, expected_starts
+
+    state = config.stash[state_key]
+    before = [u for u in (_engine_use(state, i) for i in items) if u is not None]
+    items[:] = by_model(items, lambda i: _engine_use(state, i))
+    after = [u for u in (_engine_use(state, i) for i in items) if u is not None]
+    state.starts_saved_by_order = expected_starts(before) - expected_starts(after)
 
 
 # -- fixtures ---------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ class SessionState:
     baseline_cache: dict[RequestKey, Measurement] = dataclasses.field(default_factory=dict)
     reported: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     suite_cost: SuiteCost = dataclasses.field(default_factory=SuiteCost)
+    starts_saved_by_order: int = 0
+    """Engine starts the test order saved (ordering.expected_starts, before - after)."""
     """What this process's measurements cost (rounds run, baselines measured or reused)."""
     """Results from this process's and (on the xdist controller) the workers' reports."""
 
@@ -88,7 +90,8 @@ class SessionState:
     def engine_facts(self) -> dict[str, Any]:
         """Engine starts, live engines and suite cost counters of this process."""
         pool = {"engine_starts": 0, "live": []} if self._pool is None else self._pool.snapshot()
-        return {**pool, **self.suite_cost.to_dict()}
+        return {**pool, **self.suite_cost.to_dict(),
+                "starts_saved_by_order": self.starts_saved_by_order}
 
     def close(self) -> None:
         if self._gpus is not None:

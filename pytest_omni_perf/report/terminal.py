@@ -1,59 +1,103 @@
-"""The terminal summary table: one row per test, profile and request."""
+"""The terminal summary table: one row per test, profile and request.
+
+Each column is a (header, cell) pair in ``COLUMNS``; ``summary_row`` builds a row from one
+serialized result, so a new column (a confidence interval, an outcome) is one entry here.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+Result = Mapping[str, Any]
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
-def _on_gpus(results: Sequence[dict[str, Any]]) -> bool:
+def _on_gpus(results: Sequence[Result]) -> bool:
     return any(r["measurement"].get("devices") for r in results)
 
 
-def _devices(measurement: dict[str, Any]) -> str:
+def _devices(measurement: Mapping[str, Any]) -> str:
     return ",".join(map(str, measurement.get("devices") or ())) or "-"
 
 
-def summary_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
-    """Rows of the table from serialized results (as reports carry them); a GPUs column
-    (the profile's physical GPU indices, then the baseline's) when any result ran on one."""
-    rows = []
-    gpus = _on_gpus(results)
-    for result in results:
-        measured = result["measurement"]
-        memory = measured["memory"]
-        unit = "GiB" if memory["kind"] == "nvml" else "GiB RSS"
-        quality = result.get("quality") or {}
-        profile = result["profile"] + (f"@{result['label']}" if result.get("label") else "")
-        rows.append([
-            result["nodeid"].split("[")[0], profile,
-            _fmt(measured["latency"]["median"], ".3f", " s"),
-            _fmt(measured.get("cold_start_s"), ".1f", " s"),
-            _fmt(result.get("speedup"), ".2f", "x"),
-            _fmt(memory["peak_bytes"] / 2**30, ".2f", f" {unit}"),
-            _fmt(quality.get("ssim_mean"), ".4f"),
-            "FAIL" if result["violations"] else "ok",
-        ])
-        if gpus:
-            where = _devices(measured)
-            if result.get("baseline") is not None:
-                where += f" (base {_devices(result['baseline'])})"
-            rows[-1].insert(2, where)
-    return rows
+def _profile(result: Result) -> str:
+    return str(result["profile"]) + (f"@{result['label']}" if result.get("label") else "")
 
 
-def write_summary(terminalreporter: Any, results: Sequence[dict[str, Any]]) -> None:
+def _reference(result: Result) -> str:
+    """What the speedup is against: the baseline profile measured beside this one."""
+    base = result.get("baseline")
+    if not base:
+        return "-"
+    return f"{base['profile']} {_fmt(base['latency']['median'], '.3f', ' s')}"
+
+
+def _memory(result: Result) -> str:
+    memory = result["measurement"]["memory"]
+    unit = "GiB" if memory["kind"] == "nvml" else "GiB RSS"
+    return _fmt(memory["peak_bytes"] / 2**30, ".2f", f" {unit}")
+
+
+def _gpus(result: Result) -> str:
+    where = _devices(result["measurement"])
+    if result.get("baseline") is not None:
+        where += f" (base {_devices(result['baseline'])})"
+    return where
+
+
+Column = tuple[str, Callable[[Result], str]]
+COLUMNS: list[Column] = [
+    ("test", lambda r: str(r["nodeid"]).split("[")[0]),
+    ("profile", _profile),
+    ("median", lambda r: _fmt(r["measurement"]["latency"]["median"], ".3f", " s")),
+    ("speedup", lambda r: _fmt(r.get("speedup"), ".2f", "x")),
+    ("vs (median)", _reference),
+    ("cold", lambda r: _fmt(r["measurement"].get("cold_start_s"), ".1f", " s")),
+    ("peak mem", _memory),
+    ("SSIM", lambda r: _fmt((r.get("quality") or {}).get("ssim_mean"), ".4f")),
+    ("verdict", lambda r: "FAIL" if r["violations"] else "ok"),
+]
+GPU_COLUMN: Column = ("GPUs", _gpus)
+"""Shown after ``profile`` when any result ran on a GPU: the profile's physical GPU
+indices, then the baseline's."""
+
+
+def columns(results: Sequence[Result]) -> list[Column]:
+    """The columns of this run's table."""
+    return [*COLUMNS[:2], GPU_COLUMN, *COLUMNS[2:]] if _on_gpus(results) else list(COLUMNS)
+
+
+def summary_row(result: Result, cols: Sequence[Column]) -> list[str]:
+    """One row of the table from a serialized result (as reports carry it)."""
+    return [cell(result) for _, cell in cols]
+
+
+def summary_rows(results: Sequence[Result]) -> list[list[str]]:
+    """Rows of the table from serialized results."""
+    cols = columns(results)
+    return [summary_row(r, cols) for r in results]
+
+
+def models(results: Sequence[Result]) -> list[str]:
+    """Every model measured in the run, in first-seen order."""
+    return list(dict.fromkeys(str(r["measurement"].get("model", "?")) for r in results))
+
+
+def write_summary(terminalreporter: Any, results: Sequence[Result]) -> None:
     """Write the table, then each violation and note in full."""
-    header = ["test", "profile", "median", "cold", "speedup", "peak mem", "SSIM", "verdict"]
-    if _on_gpus(results):
-        header.insert(2, "GPUs")
-    rows = summary_rows(results)
+    cols = columns(results)
+    header = [name for name, _ in cols]
+    rows = [summary_row(r, cols) for r in results]
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    names = models(results)
     terminalreporter.write_sep("=", "omni-perf summary")
+    terminalreporter.write_line(f"model{'s' if len(names) > 1 else ''}: {', '.join(names)}; "
+                                "speedup = median of the profile under 'vs' (measured beside "
+                                "it) / median")
     for row in [header, *rows]:
         terminalreporter.write_line("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     for result in results:
