@@ -333,7 +333,12 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
     """The measuring harness: ``result = omni_perf.measure(prompt=..., width=..., ...)``.
 
     Runs warmup and rounds on the profile's engine, measures the baseline profile on the
-    same request once per session, and fails the test when a gate is violated.
+    same request beside it, and fails the test when a gate is violated (when the test body
+    ends, so one test may call measure() several times: give each ``label="..."``, its own
+    summary row and stored baseline). Returns a ``PerfResult``: ``frames`` (HxWx3 uint8),
+    ``median_s``, ``cold_start_s``, ``peak_memory_gib``, ``speedup`` (baseline median /
+    this median), ``ssim``, ``measurement`` and ``baseline`` (latency stats in seconds,
+    memory), ``violations`` and ``notes``.
     """
     from pytest_omni_perf.baselines import BaselineStore
     from pytest_omni_perf.harness import OmniPerf

@@ -278,6 +278,7 @@ def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
         "omni_profile -- *", "*The active optimization ``Profile``*",
         "omni_engine -- *", "*A started engine for (model, profile, backend)*",
         "omni_perf -- *", "*The measuring harness*",
+        "*summary row and stored baseline). Returns a ``PerfResult``: ``frames`` (HxWx3 uint8),",
     ])
 
 
