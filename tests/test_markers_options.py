@@ -278,8 +278,11 @@ def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
         "omni_profile -- *", "*The active optimization ``Profile``*",
         "omni_engine -- *", "*A started engine for (model, profile, backend)*",
         "omni_perf -- *", "*The measuring harness*",
-        "*summary row and stored baseline). Returns a ``PerfResult``: ``frames`` (HxWx3 uint8),",
     ])
+    # The full docstring (pytest --fixtures -v) says what measure() returns and label=.
+    result = pytester.runpytest("--fixtures", "-v")
+    result.stdout.fnmatch_lines(["*give each ``label=\"...\"``*",
+                                 "*Returns a ``PerfResult``: ``frames`` (HxWx3 uint8)*"])
 
 
 def test_skip_reason_pure() -> None:
