@@ -278,7 +278,8 @@ def _facts(r: Result) -> str:
         ("latency vs stored", "-" if not reg else
          f'{reg["ratio"]:.3f}x the stored median, Mann-Whitney p={reg["p_value"]:.3g}: '
          f'{"regressed" if reg["regressed"] else "not regressed"}'
-         + _bound("≤", 1 + reg["tolerance"], "x"), ("latency_regression",)),
+         + _bound("≤", 1 + reg["tolerance"], "x") + _warning_only(r, "latency_regression"),
+         ("latency_regression",)),
         ("peak memory", f'{_gib(r):.3f} GiB {memory_label}'
          + ("" if ratio is None else f', {ratio:.2f}x the baseline profile\'s')
          + _bound("≤", b.get("max_vram_gib"), " GiB")
@@ -293,6 +294,21 @@ def _facts(r: Result) -> str:
         f'<tr><td>{name}</td><td class="{"bad" if failed.intersection(metrics) else ""}">'
         f"{value}</td></tr>" for name, value, metrics in rows)
     return f'<table class="facts">{body}</table>'
+
+
+def _warning_only(r: Result, metric: str) -> str:
+    """Why a regression of ``metric`` only warns (the gate's own note says), or ''."""
+    prefix = f"{metric} (warning only"
+    for note in r.get("notes") or []:
+        if note.startswith(prefix):
+            why = note[len(prefix):].split(")", 1)[0].lstrip(": ") or "see the notes"
+            return f'<br><span class="neutral">a warning only, the test does not fail: ' \
+                   f"{escape(why)}</span>"
+    return ""
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _figure(uri: str | None, caption: str, small: bool) -> str:
@@ -393,9 +409,14 @@ def render_html(document: Mapping[str, Any], report_dir: Path) -> str:
             f'{session.get("engine_starts", "?")} · '
             f'{escape(str(hardware.get("summary", "")))}</p>')
     verdict = "fail" if totals.get("failed") else "pass"
+    # Counted as the terminal's suite cost line counts: test functions x profiles.
+    functions = len({str(r["nodeid"]).split("[")[0] for r in results})
+    profiles = len({str(r["profile"]) for r in results})
     tally = (f'<p><span class="badge {verdict}">{totals.get("passed", 0)} passed, '
-             f'{totals.get("failed", 0)} failed</span> of {totals.get("results", 0)} results '
-             f'in {totals.get("tests", 0)} tests; {totals.get("violations", 0)} violations</p>')
+             f'{totals.get("failed", 0)} failed</span> of '
+             f'{_plural(int(totals.get("results", 0)), "result")}: '
+             f'{_plural(functions, "test")} x {_plural(profiles, "profile")}; '
+             f'{_plural(int(totals.get("violations", 0)), "violation")}</p>')
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
