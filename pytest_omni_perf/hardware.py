@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 CPU_KEY = "cpu"
@@ -146,9 +147,18 @@ def probe() -> HardwareInfo:
                 note="nvml" if gpus else "NVML found no visible GPU",
             )
     except ImportError:
-        return HardwareInfo(note="nvidia-ml-py not installed")
+        return HardwareInfo(note=no_nvml_note("nvidia-ml-py not installed"))
     except Exception as exc:  # NVMLError has many subclasses; any of them means no GPU here
-        return HardwareInfo(note=f"NVML unavailable: {exc}")
+        return HardwareInfo(note=no_nvml_note(f"NVML unavailable: {exc}"))
+
+
+def no_nvml_note(why: str, dev: Path = Path("/dev")) -> str:
+    """Why no GPU was found, true to the machine: NVML's own problem (a missing
+    nvidia-ml-py, no driver library) only matters where the NVIDIA driver shows a device
+    (/dev/nvidia0..., or /dev/dxg under WSL); elsewhere there is simply no GPU."""
+    if any(dev.glob("nvidia[0-9]*")) or (dev / "dxg").exists():
+        return why
+    return f"no NVIDIA GPU device in {dev}"
 
 
 def package_versions() -> dict[str, str]:

@@ -6,7 +6,9 @@ here can be unit-tested without running pytest.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import difflib
+import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pytest
@@ -35,6 +37,55 @@ class MarkerArgumentError(ValueError):
     """A marker was given arguments it cannot take."""
 
 
+_MAX_GPUS = 1024  # more than any one host has: a larger n is a typo, not a requirement
+
+# Allowed range of each omni_bounds number: (low, low allowed, high). None switches a gate
+# off; NaN would switch it off silently (every comparison with NaN is false) and inf would
+# reach the statistics, so both are refused. When profiles.Bounds validates itself, this
+# table gives way to its check.
+_BOUND_RANGES: dict[str, tuple[float, bool, float]] = {
+    "min_speedup": (0.0, False, math.inf),
+    "min_ssim": (0.0, True, 1.0),
+    "max_vram_ratio": (0.0, False, math.inf),
+    "max_vram_gib": (0.0, False, math.inf),
+    "max_regression": (0.0, True, math.inf),
+    "max_vram_regression": (0.0, True, math.inf),
+}
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown_profiles(names: Iterable[str], known: Iterable[str], where: str) -> None:
+    known = sorted(known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        hints = "".join(_suggest(n, known) for n in unknown[:1])
+        raise MarkerArgumentError(
+            f"{where}: unknown profile(s) {', '.join(unknown)}{hints} "
+            f"(known: {', '.join(known)})")
+
+
+def check_bound_values(values: Mapping[str, object], where: str) -> None:
+    """Each known bound is None or a finite number in its range; MarkerArgumentError if not."""
+    for key, value in values.items():
+        if key not in _BOUND_RANGES or value is None:
+            continue  # unknown keys: parse_bounds names them with the allowed ones
+        low, closed, high = _BOUND_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise MarkerArgumentError(
+                f"{where}.{key}: expected a number or None, got {value!r}")
+        above = value >= low if closed else value > low
+        if not (math.isfinite(value) and above and value <= high):
+            span = (f"[{low:g}, {high:g}]" if math.isfinite(high)
+                    else f"{'>=' if closed else '>'} {low:g}")
+            raise MarkerArgumentError(
+                f"{where}.{key}: expected a finite number {span} (or None to switch the gate "
+                f"off), got {value!r}")
+
+
 def _single_arg(mark: pytest.Mark) -> object:
     if mark.kwargs or len(mark.args) != 1:
         raise MarkerArgumentError(
@@ -43,28 +94,48 @@ def _single_arg(mark: pytest.Mark) -> object:
     return mark.args[0]
 
 
+def _gpus(mark: pytest.Mark) -> int:
+    value = _single_arg(mark)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_GPUS:
+        raise MarkerArgumentError(
+            f"@pytest.mark.requires_gpus(n) needs a whole number n from 1 to {_MAX_GPUS}, "
+            f"got {value!r}")
+    return value
+
+
+def _sm(mark: pytest.Mark) -> tuple[int, int]:
+    try:
+        major, minor = parse_sm(_single_arg(mark))
+    except ValueError as exc:
+        raise MarkerArgumentError(f"@pytest.mark.requires_sm: {exc}") from None
+    # parse_sm takes any digits; 3.0 (Kepler) to 12.x (Blackwell) are real, 99 allows growth.
+    if not (1 <= major <= 99 and 0 <= minor <= 9):
+        raise MarkerArgumentError(
+            f"@pytest.mark.requires_sm: SM {major}.{minor} is not a compute capability "
+            "(major 1-99, minor 0-9)")
+    return major, minor
+
+
+def _vram(mark: pytest.Mark) -> float:
+    value = _single_arg(mark)
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value <= 0):
+        raise MarkerArgumentError(
+            f"@pytest.mark.requires_vram(gib) needs a finite number of GiB > 0, got {value!r}")
+    return float(value)
+
+
 def requirements_from_marks(marks: Iterable[pytest.Mark]) -> Requirements:
     """Combine requires_* marks (the strictest of each wins); MarkerArgumentError on bad args."""
     gpus, sm, vram = 0, None, None
     for mark in marks:
         if mark.name == "requires_gpus":
-            value = _single_arg(mark)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise MarkerArgumentError(
-                    f"@pytest.mark.requires_gpus(n) needs a whole number n >= 1, got {value!r}")
-            gpus = max(gpus, value)
+            gpus = max(gpus, _gpus(mark))
         elif mark.name == "requires_sm":
-            try:
-                parsed = parse_sm(_single_arg(mark))
-            except ValueError as exc:
-                raise MarkerArgumentError(f"@pytest.mark.requires_sm: {exc}") from None
+            parsed = _sm(mark)
             sm = parsed if sm is None else max(sm, parsed)
         elif mark.name == "requires_vram":
-            value = _single_arg(mark)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise MarkerArgumentError(
-                    f"@pytest.mark.requires_vram(gib) needs a number of GiB > 0, got {value!r}")
-            vram = max(vram or 0.0, float(value))
+            vram = max(vram or 0.0, _vram(mark))
     return Requirements(gpus=gpus, sm=sm, vram_gib=vram)
 
 
@@ -108,11 +179,7 @@ def profiles_from_marks(marks: Iterable[pytest.Mark], known: Mapping[str, Any]
             raise MarkerArgumentError(
                 "@pytest.mark.omni_profiles(*names) takes profile names as strings, "
                 f"got args={mark.args!r} kwargs={mark.kwargs!r}")
-        unknown = [a for a in mark.args if a not in known]
-        if unknown:
-            raise MarkerArgumentError(
-                f"@pytest.mark.omni_profiles: unknown profile(s) {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(known))})")
+        _unknown_profiles(mark.args, known, "@pytest.mark.omni_profiles")
         # The closest mark (function over class over module) wins, as with other markers.
         if names is None:
             names = list(mark.args)
@@ -130,12 +197,14 @@ def model_from_marks(marks: Iterable[pytest.Mark]) -> str | None:
     return None
 
 
-def bounds_from_marks(marks: Iterable[pytest.Mark], base: Bounds, profile: str | None = None
-                      ) -> Bounds:
+def bounds_from_marks(marks: Iterable[pytest.Mark], base: Bounds, profile: str | None = None,
+                      known: Iterable[str] | None = None) -> Bounds:
     """Apply omni_bounds marks onto ``base`` (farthest first, so the closest wins).
 
     A mark with ``profile="name"`` (or a tuple of names) applies only to those profiles;
-    with ``profile=None`` every mark is checked but only the unscoped ones apply.
+    with ``profile=None`` every mark is checked but only the unscoped ones apply. With
+    ``known``, a scope naming no known profile is an error (a typo would silently apply
+    the bound nowhere).
     """
     bounds = base
     for mark in reversed(list(marks)):
@@ -150,6 +219,9 @@ def bounds_from_marks(marks: Iterable[pytest.Mark], base: Bounds, profile: str |
             raise MarkerArgumentError(
                 f"@pytest.mark.omni_bounds(profile=...) takes a profile name or a tuple of "
                 f"names, got {scope!r}")
+        if names is not None and known is not None:
+            _unknown_profiles(names, known, "@pytest.mark.omni_bounds(profile=...)")
+        check_bound_values(values, "@pytest.mark.omni_bounds")
         try:
             scoped = parse_bounds(values, "@pytest.mark.omni_bounds", bounds)
         except ProfileError as exc:
@@ -162,3 +234,55 @@ def bounds_from_marks(marks: Iterable[pytest.Mark], base: Bounds, profile: str |
 def cards_marker(req: Requirements) -> str | None:
     """``cards_<n>`` for tests that need n GPUs (n >= 1)."""
     return f"cards_{req.gpus}" if req.gpus else None
+
+
+def _check_omni_model(mark: pytest.Mark, known: Mapping[str, object]) -> None:
+    model_from_marks([mark])
+
+
+def _check_omni_profiles(mark: pytest.Mark, known: Mapping[str, object]) -> None:
+    profiles_from_marks([mark], known)
+
+
+def _check_omni_bounds(mark: pytest.Mark, known: Mapping[str, object]) -> None:
+    bounds_from_marks([mark], Bounds(), known=known)
+
+
+_CHECKS: dict[str, Callable[[pytest.Mark, Mapping[str, object]], object]] = {
+    "requires_gpus": lambda mark, _: _gpus(mark),
+    "requires_sm": lambda mark, _: _sm(mark),
+    "requires_vram": lambda mark, _: _vram(mark),
+    "omni_model": _check_omni_model,
+    "omni_profiles": _check_omni_profiles,
+    "omni_bounds": _check_omni_bounds,
+}
+
+
+def marker_problems(marks: Iterable[pytest.Mark], known: Mapping[str, object]) -> list[str]:
+    """Every problem of every pytest-omni-perf mark of one test (not only the first)."""
+    problems = []
+    for mark in marks:
+        check = _CHECKS.get(mark.name)
+        if check is None:
+            continue
+        try:
+            check(mark, known)
+        except MarkerArgumentError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def collection_error(problems: Mapping[str, list[str]]) -> str:
+    """One message for every bad mark of the run, from ``{test: [problem, ...]}``.
+
+    Tests sharing a problem (a module's ``pytestmark``) share one line:
+    ``t.py::test_a, t.py::test_b: @pytest.mark.omni_bounds.min_speedup: ...``.
+    """
+    tests_of: dict[str, list[str]] = {}
+    for test, found in problems.items():
+        for problem in found:
+            tests_of.setdefault(problem, []).append(test)
+    lines = [f"pytest-omni-perf: {len(tests_of)} bad marker argument(s) in "
+             f"{len(problems)} test(s):"]
+    lines += [f"  {', '.join(tests)}: {problem}" for problem, tests in tests_of.items()]
+    return "\n".join(lines)

@@ -20,11 +20,12 @@ from pytest_omni_perf.profiles import Bounds, Profile
 from pytest_omni_perf.results import PerfResult
 
 
-def engine_outcome(exc: BaseException, test_name: str) -> NoReturn:
+def engine_outcome(exc: BaseException) -> NoReturn:
     """An engine failure as a pytest outcome: unsupported -> skip, anything else -> fail."""
     if isinstance(exc, ProfileUnsupported):
-        # Raised from the plugin, the skip's location is not the test: name it in the reason.
-        pytest.skip(f"{test_name}: {exc}")
+        # At the test's location, not this file's (as pytest does for its skip marks), so
+        # -rs points at the test and folds one test's identical skips into one line.
+        raise pytest.skip.Exception(str(exc), _use_item_location=True)
     pytest.fail(str(exc), pytrace=False)
 
 
@@ -36,9 +37,8 @@ class OmniPerf:
     test fails after its body when a gate failed (see the README's "Verdicts").
     """
 
-    def __init__(self, harness: Harness, test_name: str) -> None:
+    def __init__(self, harness: Harness) -> None:
         self._harness = harness
-        self._test_name = test_name
 
     @property
     def profile(self) -> Profile:
@@ -90,4 +90,4 @@ class OmniPerf:
         except (ProfileUnsupported, EngineError) as exc:
             error = exc
         # Outside the except block, so pytest shows the message once, not the chain.
-        engine_outcome(error, self._test_name)
+        engine_outcome(error)

@@ -138,7 +138,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash[state_key]
     backend, why = state.backend
     perf = state.perf
-    return [f"omni-perf: backend {backend} ({why}); model {perf.model}; "
+    return [f"omni-perf: backend {backend} ({why}); default model {perf.model} "
+            "(omni_model marks choose others); "
             f"{perf.warmup} warmup, then {perf.rounds} rounds and more up to "
             f"{perf.max_rounds} or {perf.max_seconds:g} s until each gate's "
             f"{perf.confidence:.0%} interval clears its bound (undecided: "
@@ -159,15 +160,11 @@ def _selected_profiles(state: SessionState, marked: tuple[str, ...] | None) -> t
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Check marker arguments; parametrize perf tests over the selected profiles."""
     state = metafunc.config.stash[state_key]
-    node = metafunc.definition
     try:
-        requirements = markers.requirements_from_marks(node.iter_markers())
-        markers.model_from_marks(node.iter_markers("omni_model"))
-        marked = markers.profiles_from_marks(node.iter_markers("omni_profiles"), state.profiles)
-        markers.bounds_from_marks(node.iter_markers("omni_bounds"), Profile("x", {}).bounds)
-    except markers.MarkerArgumentError as exc:
-        pytest.fail(f"{node.nodeid}: {exc}", pytrace=False)
-    del requirements  # checked here; evaluated against the hardware at setup
+        marked = markers.profiles_from_marks(metafunc.definition.iter_markers("omni_profiles"),
+                                             state.profiles)
+    except markers.MarkerArgumentError:
+        marked = None  # reported with every other bad mark of the run, after collection
     if not any(name in metafunc.fixturenames for name in _PERF_FIXTURES):
         return
     params = []
@@ -175,8 +172,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         profile = state.profiles[name]
         marks: list[pytest.MarkDecorator] = []
         if marked is not None and name not in marked:
+            # One text for every left-out profile, so pytest -rs folds a test's skips into
+            # one line (the count and the test's location say the rest).
             marks.append(pytest.mark.skip(reason=(
-                f"omni_profiles({', '.join(marked)}): profile {name!r} is not one of them")))
+                f"omni_profiles({', '.join(marked)}) leaves this profile out")))
         req = profile.requires
         if req.gpus:
             marks.append(pytest.mark.requires_gpus(req.gpus))
@@ -189,11 +188,40 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("omni_profile", params, indirect=True, scope="session")
 
 
+def _report_bad_marks(config: pytest.Config, items: list[pytest.Item]) -> set[str]:
+    """Check every test's marks; all problems of the run become one collection error.
+
+    Checked here rather than in pytest_generate_tests, where the first bad mark would fail
+    its whole module (and hide the bad marks of every later test). Returns the bad items.
+    """
+    state = config.stash[state_key]
+    problems: dict[str, list[str]] = {}
+    bad = set()
+    for item in items:
+        found = markers.marker_problems(item.iter_markers(), state.profiles)
+        if found:
+            bad.add(item.nodeid)
+            # Parametrized copies share their function's marks: report the function once.
+            problems.setdefault(item.nodeid.split("[")[0], found)
+    if problems:
+        # A failed collect report, as a module that fails to import gives: pytest shows it
+        # under ERRORS, counts it, and stops before running anything; xdist forwards it.
+        report = pytest.CollectReport(nodeid="", outcome="failed", result=[],
+                                      longrepr=markers.collection_error(problems))
+        config.hook.pytest_collectreport(report=report)
+    return bad
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests needing n GPUs ``cards_<n>`` (before ``-m`` deselects), and add a skip mark
-    to those whose requires_* markers or profile requirements this machine misses."""
+    """Check marker arguments; mark tests needing n GPUs ``cards_<n>`` (before ``-m``
+    deselects), and add a skip mark to those whose requires_* markers or profile
+    requirements this machine misses."""
     state = config.stash[state_key]
+    bad = _report_bad_marks(config, items)
+    # Without xdist the error stops the run before any test; xdist runs the rest (as for a
+    # module that fails to import), so tests with bad marks must not run there either.
+    items[:] = [item for item in items if item.nodeid not in bad]
     for item in items:
         req = markers.requirements_from_marks(item.iter_markers())
         if (name := markers.cards_marker(req)) is not None:
@@ -201,9 +229,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(name)
         if req.gpus or req.sm or req.vram_gib:
             # A skip *mark* (not pytest.skip at setup) lets pytest report the test's own
-            # location, and the test is skipped before any fixture starts an engine.
-            if (reason := markers.skip_reason(req, state.hardware, item.name)) is not None:
+            # location, and the test is skipped before any fixture starts an engine. The
+            # reason names no test, so pytest -rs folds the skips of one test function.
+            if (reason := markers.skip_reason(req, state.hardware)) is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _engine_use(state: SessionState, item: pytest.Item) -> tuple[str, str, str | None] | None:
+    callspec = getattr(item, "callspec", None)
+    name = callspec.params.get("omni_profile") if callspec is not None else None
+    if not isinstance(name, str) or name not in state.profiles:
+        return None
+    model = markers.model_from_marks(item.iter_markers("omni_model")) or state.perf.model
+    return model, name, state.profiles[name].baseline
+
+
+# trylast: after pytest's own reorder_items (by session-scoped parameter: the profile).
+# (Named pytest_* because pytest only reads hook implementations of that prefix.)
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+def pytest_collection_modifyitems_for_engine_reuse(config: pytest.Config,
+                                                   items: list[pytest.Item]) -> None:
+    """Run each model's tests together, so an engine starts once per profile and model."""
+    from pytest_omni_perf.ordering import by_model, expected_starts
+
+    state = config.stash[state_key]
+    before = [u for u in (_engine_use(state, i) for i in items) if u is not None]
+    items[:] = by_model(items, lambda i: _engine_use(state, i))
+    after = [u for u in (_engine_use(state, i) for i in items) if u is not None]
+    state.starts_saved_by_order = expected_starts(before) - expected_starts(after)
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -278,7 +331,7 @@ def omni_engine(request: pytest.FixtureRequest, omni_profile: Profile,
     # (and its own cause), and pytest prints each chained message again.
     from pytest_omni_perf.omni_perf import engine_outcome
 
-    engine_outcome(error, request.node.name)
+    engine_outcome(error)
 
 
 @pytest.fixture
@@ -318,7 +371,7 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
         baseline_cache=state.baseline_cache, cost=state.suite_cost,
     )
     request.node.stash.setdefault(harness_key, []).append(harness)
-    return OmniPerf(harness, request.node.name)
+    return OmniPerf(harness)
 
 
 @pytest.hookimpl(wrapper=True)

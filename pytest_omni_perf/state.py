@@ -34,6 +34,8 @@ class SessionState:
     baseline_cache: dict[RequestKey, Measurement] = dataclasses.field(default_factory=dict)
     reported: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     suite_cost: SuiteCost = dataclasses.field(default_factory=SuiteCost)
+    starts_saved_by_order: int = 0
+    """Engine starts the test order saved (ordering.expected_starts, before - after)."""
     """What this process's measurements cost (rounds run, baselines measured or reused)."""
     """Results from this process's and (on the xdist controller) the workers' reports."""
 
@@ -59,20 +61,10 @@ class SessionState:
             from pytest_omni_perf.engines.factory import make_engine
             from pytest_omni_perf.engines.pool import EnginePool
 
-            plugins = self.pytest_config.pluginmanager
-            reporter = plugins.get_plugin("terminalreporter")
-            capture = plugins.get_plugin("capturemanager")
+            from pytest_omni_perf.report.progress import ProgressWriter
 
-            def progress(message: str) -> None:
-                # Live, past output capture, so a user sees what a long start waits for.
-                if reporter is None or self.pytest_config.get_verbosity() < 0:
-                    return
-                if capture is None:
-                    reporter.write_line(f"omni-perf: {message}")
-                    return
-                with capture.global_and_fixture_disabled():
-                    reporter.write_line(f"omni-perf: {message}")
-
+            progress = ProgressWriter(self.pytest_config)
+            self.pytest_config.pluginmanager.register(progress, "omni-perf-progress")
             self._pool = EnginePool(
                 lambda spec: make_engine(self.pytest_config, spec, self.hardware), progress)
         return self._pool
@@ -98,7 +90,8 @@ class SessionState:
     def engine_facts(self) -> dict[str, Any]:
         """Engine starts, live engines and suite cost counters of this process."""
         pool = {"engine_starts": 0, "live": []} if self._pool is None else self._pool.snapshot()
-        return {**pool, **self.suite_cost.to_dict()}
+        return {**pool, **self.suite_cost.to_dict(),
+                "starts_saved_by_order": self.starts_saved_by_order}
 
     def close(self) -> None:
         if self._gpus is not None:

@@ -6,12 +6,14 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${1:-$root/.venv}"
 python="${PYTHON:-python3}"
+# shellcheck source=scripts/pip-quiet.sh
+source "$root/scripts/pip-quiet.sh"
 
 if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip
+  pip_quiet "$venv/bin/python" -m pip install -q --upgrade pip
 fi
-pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
+pip=(pip_quiet "$venv/bin/python" -m pip install -q --disable-pip-version-check)
 # torch first and pinned: unpinned, a dependency would pull a multi-GB CUDA build; 2.13.0 is
 # the CPU build this machine family carries, and the version vllm-omni 0.30 pairs with.
 if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then

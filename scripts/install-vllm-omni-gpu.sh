@@ -102,7 +102,7 @@ if src.sha.hexdigest() != sys.argv[2]:
 fi
 [[ -f $marker ]] || { log "not installed yet (run with the part folders first)"; exit 1; }
 
-# -- 3. checks (what FACTS.md "Real vLLM-Omni on the H100 machines" proved by hand) ---------
+# -- 3. checks (what docs/vllm-omni-gpu.md and results/h100/vllm-omni/install.log show by hand) ---------
 export PYTHONPATH="$site:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 "$PYTHON" - <<'PYEOF'
 from importlib import metadata

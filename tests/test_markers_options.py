@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pytest_omni_perf.hardware import GpuInfo, HardwareInfo, hardware_key
@@ -37,10 +39,14 @@ def test_cpu_skips_with_needed_and_found(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(MARKED)
     result = pytester.runpytest("-rs")
     result.assert_outcomes(passed=1, skipped=3)
+    # Located at each test (pytest's own location for skip marks), not at the plugin.
     result.stdout.fnmatch_lines_random([
-        "*test_two: requires 2 GPU(s), found none (fake)",
-        "*test_fp8: requires a GPU with SM >= 8.9, found no GPU (fake)",
-        "*test_big: requires 100 GiB of GPU memory, found no GPU (fake)",
+        "SKIPPED [[]1[]] test_cpu_skips_with_needed_and_found.py:3: requires 2 GPU(s), "
+        "found none (fake)",
+        "SKIPPED [[]1[]] test_cpu_skips_with_needed_and_found.py:6: requires a GPU with "
+        "SM >= 8.9, found no GPU (fake)",
+        "SKIPPED [[]1[]] test_cpu_skips_with_needed_and_found.py:9: requires 100 GiB of GPU "
+        "memory, found no GPU (fake)",
     ])
 
 
@@ -57,6 +63,48 @@ def test_real_probe_on_this_machine_says_no_gpu(pytester: pytest.Pytester) -> No
     result = pytester.runpytest("-rs")
     result.stdout.fnmatch_lines(["omni-perf: no GPU (*); hardware key 'cpu'"])
     result.stdout.fnmatch_lines(["*requires 2 GPU(s), found none*"])
+    if not any(Path("/dev").glob("nvidia[0-9]*")):
+        # No GPU device at all: installing nvidia-ml-py would not help, so no such hint.
+        result.stdout.fnmatch_lines(["*requires 2 GPU(s), found none (no NVIDIA GPU device in "
+                                     "/dev)"])
+        assert "nvidia-ml-py" not in result.stdout.str()
+
+
+def test_no_gpu_note_is_true_to_the_machine(tmp_path: Path) -> None:
+    from pytest_omni_perf.hardware import no_nvml_note
+
+    assert no_nvml_note("nvidia-ml-py not installed", tmp_path) == \
+        f"no NVIDIA GPU device in {tmp_path}"
+    (tmp_path / "nvidia0").touch()
+    assert no_nvml_note("nvidia-ml-py not installed", tmp_path) == "nvidia-ml-py not installed"
+
+
+def test_skips_fold_one_line_per_test_and_reason(pytester: pytest.Pytester) -> None:
+    # Two tests x 5 profiles: usp2 and usp2_ring2 need GPUs (none here), omni_profiles
+    # leaves three profiles out of test_b. pytest -rs folds identical (location, reason);
+    # skips added as marks at collection it folds per file (pytest's _folded_skips).
+    pytester.makeconftest(FAKE_H100.format(n=0))
+    pytester.makepyfile("""
+import pytest
+
+def test_a(omni_profile): pass
+
+@pytest.mark.omni_profiles("eager", "usp2")
+def test_b(omni_profile): pass
+""")
+    result = pytester.runpytest("-rs", "--omni-profile=eager,usp2,usp2_ring2,ring2,tp2")
+    result.assert_outcomes(passed=2, skipped=8)
+    skipped = [line for line in result.outlines if line.startswith("SKIPPED")]
+    assert sorted(skipped) == sorted([
+        "SKIPPED [3] test_skips_fold_one_line_per_test_and_reason.py: requires 2 GPU(s), "
+        "found none (fake)",
+        "SKIPPED [1] test_skips_fold_one_line_per_test_and_reason.py: requires 4 GPU(s), "
+        "found none (fake)",
+        "SKIPPED [3] test_skips_fold_one_line_per_test_and_reason.py:5: "
+        "omni_profiles(eager, usp2) leaves this profile out",
+        "SKIPPED [1] test_skips_fold_one_line_per_test_and_reason.py:5: requires 2 GPU(s), "
+        "found none (fake)",
+    ]), "\n".join(skipped)
 
 
 def test_cards_marker_selects_like_vllm_omni_ci(pytester: pytest.Pytester) -> None:
@@ -77,21 +125,35 @@ def test_profile_requirements_apply_as_markers(pytester: pytest.Pytester) -> Non
     result = pytester.runpytest("-rs", "--omni-profile=eager,fp8,usp2")
     result.assert_outcomes(passed=1, skipped=2)
     result.stdout.fnmatch_lines_random([
-        "SKIPPED ?1? test_profile_requirements_apply_as_markers.py: test_p?fp8?: requires a"
+        "SKIPPED ?1? test_profile_requirements_apply_as_markers.py: requires a"
         " GPU with SM >= 8.9, found no GPU (fake)",
-        "SKIPPED ?1? test_profile_requirements_apply_as_markers.py: test_p?usp2?: requires 2"
+        "SKIPPED ?1? test_profile_requirements_apply_as_markers.py: requires 2"
         " GPU(s), found none (fake)"])
 
 
 @pytest.mark.parametrize(("mark", "message"), [
-    ("requires_gpus('two')", "requires_gpus(n) needs a whole number n >= 1, got 'two'"),
-    ("requires_gpus(0)", "requires_gpus(n) needs a whole number n >= 1, got 0"),
+    ("requires_gpus('two')", "requires_gpus(n) needs a whole number n from 1 to 1024, got 'two'"),
+    ("requires_gpus(0)", "requires_gpus(n) needs a whole number n from 1 to 1024, got 0"),
+    ("requires_gpus(10**9)", "requires_gpus(n) needs a whole number n from 1 to 1024, got 1000000000"),
+    ("requires_sm(10**9)", "requires_sm: SM 100000000.0 is not a compute capability*"),
+    ("requires_vram(float('nan'))", "requires_vram(gib) needs a finite number of GiB > 0, got nan"),
+    ("requires_vram(float('inf'))", "requires_vram(gib) needs a finite number of GiB > 0, got inf"),
     ("requires_gpus(1, 2)", "requires_gpus takes exactly one positional argument"),
     ("requires_sm('hopper')", "requires_sm: SM must be like 89 or '8.9'*"),
-    ("requires_vram(-1)", "requires_vram(gib) needs a number of GiB > 0, got -1"),
+    ("requires_vram(-1)", "requires_vram(gib) needs a finite number of GiB > 0, got -1"),
     ("omni_profiles('nope')", "omni_profiles: unknown profile(s) nope (known: *"),
     ("omni_bounds(min_sped=1)", "*omni_bounds: unknown field(s) min_sped*"),
     ("omni_bounds(min_ssim='high')", "*omni_bounds.min_ssim: expected a number*"),
+    ("omni_bounds(min_speedup=float('nan'))",
+     "test_*::test_x: @pytest.mark.omni_bounds.min_speedup: expected a finite number > 0 (or"
+     " None to switch the gate off), got nan"),
+    ("omni_bounds(max_regression=float('inf'))",
+     "*omni_bounds.max_regression: expected a finite number >= 0 * got inf"),
+    ("omni_bounds(min_ssim=1.5)", "*omni_bounds.min_ssim: expected a finite number [[]0, 1[]]*"),
+    ("omni_bounds(max_vram_gib=0)", "*omni_bounds.max_vram_gib: expected a finite number > 0*"),
+    ("omni_bounds(profile='cach_dit', min_speedup=100)",
+     "*omni_bounds(profile=...): unknown profile(s) cach_dit (did you mean 'cache_dit'?)*"),
+    ("omni_profiles('cach_dit')", "*omni_profiles: unknown profile(s) cach_dit (did you mean*"),
     ("omni_model(3)", "omni_model(id_or_path) needs a non-empty string, got 3"),
 ])
 def test_bad_marker_arguments_fail_collection(pytester: pytest.Pytester, mark: str,
@@ -101,6 +163,52 @@ def test_bad_marker_arguments_fail_collection(pytester: pytest.Pytester, mark: s
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*ERROR collecting*", f"*{message}*"])
     assert "Traceback" not in result.stdout.str()
+    assert "During handling" not in result.stdout.str()
+
+
+def test_every_bad_marker_of_the_run_in_one_collection_error(pytester: pytest.Pytester) -> None:
+    # Two files; the first bad mark of a module must not hide the later ones, nor the
+    # other file's; a module-wide mark is one line naming every test it applies to.
+    pytester.makepyfile(test_one="""
+import pytest
+pytestmark = pytest.mark.omni_bounds(min_speedup=float("nan"))
+
+@pytest.mark.requires_gpus("two")
+def test_a(omni_profile): pass
+
+def test_b(): pass
+""", test_two="""
+import pytest
+
+@pytest.mark.omni_bounds(profile="cach_dit", min_speedup=100)
+def test_c(omni_profile): pass
+
+@pytest.mark.requires_vram(float("inf"))
+def test_d(): pass
+
+def test_fine(): pass
+""")
+    result = pytester.runpytest("--omni-profile=eager,cache_dit")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "*ERROR collecting*",
+        "pytest-omni-perf: 4 bad marker argument(s) in 4 test(s):",
+        "  test_one.py::test_a: @pytest.mark.requires_gpus(n) needs a whole number *, got 'two'",
+        "  test_one.py::test_a, test_one.py::test_b: @pytest.mark.omni_bounds.min_speedup: "
+        "expected a finite number > 0*got nan",
+        "  test_two.py::test_c: @pytest.mark.omni_bounds(profile=...): unknown profile(s) "
+        "cach_dit (did you mean 'cache_dit'?)*",
+        "  test_two.py::test_d: @pytest.mark.requires_vram(gib) needs a finite number*got inf",
+        "*Interrupted: 1 error during collection*",
+    ])
+    out = result.stdout.str()
+    assert "Traceback" not in out and "During handling" not in out
+    # Under xdist every worker finds the same problems; the user reads them once.
+    # xdist runs what collected (as it does beside a module that fails to import): the
+    # tests with bad marks do not run, and the workers' identical errors show once.
+    result = pytester.runpytest("-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    assert result.stdout.str().count("bad marker argument(s)") == 2  # section + short summary
 
 
 def test_omni_profiles_marker_limits_parametrization(pytester: pytest.Pytester) -> None:
@@ -114,8 +222,7 @@ def test_p(omni_profile): pass
     result.stdout.fnmatch_lines(["*test_p[[]cache_dit[]]", "*test_p[[]compile[]]"])
     result = pytester.runpytest("-rs", "--omni-profile=eager,compile")
     result.assert_outcomes(passed=1, skipped=1)
-    result.stdout.fnmatch_lines(["*omni_profiles(cache_dit, compile): profile 'eager' is not "
-                                 "one of them"])
+    result.stdout.fnmatch_lines(["*omni_profiles(cache_dit, compile) leaves this profile out"])
 
 
 def test_unknown_profile_is_a_usage_error(pytester: pytest.Pytester) -> None:
@@ -172,6 +279,10 @@ def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
         "omni_engine -- *", "*A started engine for (model, profile, backend)*",
         "omni_perf -- *", "*The measuring harness*",
     ])
+    # The full docstring (pytest --fixtures -v) says what measure() returns and label=.
+    result = pytester.runpytest("--fixtures", "-v")
+    result.stdout.fnmatch_lines(["*give each ``label=\"...\"``*",
+                                 "*Returns a ``PerfResult``: ``frames`` (HxWx3 uint8)*"])
 
 
 def test_skip_reason_pure() -> None:

@@ -205,6 +205,33 @@ def test_html_page_from_synthetic_results(tmp_path: Path) -> None:
     radii = [float(r) for r in re.findall(r'r="([\d.]+)" fill="#[0-9a-f]+" fill-opacity', chart)]
     assert len(radii) == 2 and radii[1] > radii[0]  # fp8 peaks higher: a bigger marker
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    # Counted as the terminal counts (test functions x profiles), singular where one.
+    assert "of 4 results: 3 tests x 3 profiles; 1 violation</p>" in page
+
+
+def test_html_card_says_why_a_regression_only_warns(tmp_path: Path) -> None:
+    reference = {**RESULTS[0], "regression": {"ratio": 1.3, "p_value": 0.001, "tolerance": 0.05,
+                                              "alpha": 0.05, "regressed": True},
+                 "notes": ["latency_regression (warning only: absolute latency of a reference "
+                           "profile varies between hosts): 1.30x the stored median ..."]}
+    page = html_report.render_html({"results": [reference], "totals": json_report.totals(
+        [reference])}, tmp_path)
+    assert "regressed" in page and "a warning only, the test does not fail: absolute " \
+        "latency of a reference profile varies between hosts" in page
+    assert "of 1 result: 1 test x 1 profile; 0 violations</p>" in page
+
+
+def test_html_alone_leaves_no_image_folder(standin_pytester: pytest.Pytester,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STANDIN_DELAY_CACHE_DIT", "0.01")  # a real speedup, so it passes
+    standin_pytester.makepyfile(test_perf=PERF_TESTS)
+    standin_pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--omni-rounds=2", "--omni-warmup=0", "-k", "test_image",
+        "--omni-profile=eager,cache_dit", "--omni-update-baselines",
+        "--omni-report-html=out/report.html").assert_outcomes(passed=2)
+    out = standin_pytester.path / "out"
+    assert embedded_pngs((out / "report.html").read_text())  # the images are in the page
+    assert sorted(p.name for p in out.iterdir()) == ["report.html"]
 
 
 def test_thumbnails_and_frame_choice() -> None:

@@ -100,7 +100,7 @@ def enable(pipe: Any, options: Mapping[str, Any], *, device: str) -> str:
         raise ProfileUnsupported(f"{name} declares no _cp_plan: diffusers cannot split its "
                                  "sequence for context parallelism")
     # Ring attention merges partial results by their log-sum-exp, which the plain SDPA
-    # backend does not return; cuDNN's SDPA does (measured on H100s, see FACTS.md).
+    # backend does not return; cuDNN's SDPA does (measured on two H100s, results/h100x2/).
     backend = "_native_cudnn" if ring > 1 and device.startswith("cuda") else "native"
     transformer.set_attention_backend(backend)
     transformer.enable_parallelism(

@@ -32,6 +32,7 @@ main{padding:8px 28px 40px;max-width:1400px}
 h2{margin:26px 0 10px;font-size:18px} h3{margin:0 0 10px;font-size:16px;word-break:break-all}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-weight:600;font-size:12px}
 .pass{background:#d6f5dd;color:#11632a} .fail{background:#fbd9d7;color:#a3120b}
+.inconclusive{background:#fdefc3;color:#7a5300}
 .neutral{background:#e3e6ec;color:#39404f}
 table{border-collapse:collapse;background:#fff} td,th{padding:4px 10px;text-align:left;
  border-bottom:1px solid #e3e6ec;vertical-align:top} th{background:#eceef2;font-weight:600}
@@ -171,7 +172,7 @@ def speed_quality_svg(results: Sequence[Result]) -> str:
                      f'<text x="{x(1.0) + radius(gib) + 3:.1f}" y="{y(1.0) - 4:.1f}">'
                      f'{escape(name)}</text>')
     for name, sx, sy, gib, verdict in points:
-        color = "#1e8e3e" if verdict == "pass" else "#d93025"
+        color = {"pass": "#1e8e3e", "inconclusive": "#b8860b"}.get(verdict, "#d93025")
         parts.append(f'<circle cx="{x(sx):.1f}" cy="{y(sy):.1f}" r="{radius(gib):.1f}" '
                      f'fill="{color}" fill-opacity="0.55" stroke="{color}"><title>'
                      f'{escape(name)}: {sx:.2f}x, SSIM {sy:.5f}, {gib:.3f} GiB, {verdict}'
@@ -293,7 +294,7 @@ def _facts(r: Result) -> str:
         ("latency vs stored", "-" if not reg else
          f'{_interval(reg, None)} the stored run\'s'
          + _bound("≤", None if b.get("max_regression") is None else 1 + b["max_regression"],
-                  "x"), ("latency_regression",)),
+                  "x") + _warning_only(r, "latency_regression"), ("latency_regression",)),
         ("peak memory", f'{_gib(r):.3f} GiB {memory_label}'
          + ("" if ratio is None else f', {ratio:.2f}x the baseline profile\'s')
          + _bound("≤", b.get("max_vram_gib"), " GiB")
@@ -308,6 +309,21 @@ def _facts(r: Result) -> str:
         f'<tr><td>{name}</td><td class="{"bad" if failed.intersection(metrics) else ""}">'
         f"{value}</td></tr>" for name, value, metrics in rows)
     return f'<table class="facts">{body}</table>'
+
+
+def _warning_only(r: Result, metric: str) -> str:
+    """Why a regression of ``metric`` only warns (the gate's own note says), or ''."""
+    prefix = f"{metric} (warning only"
+    for note in r.get("notes") or []:
+        if note.startswith(prefix):
+            why = note[len(prefix):].split(")", 1)[0].lstrip(": ") or "see the notes"
+            return f'<br><span class="neutral">a warning only, the test does not fail: ' \
+                   f"{escape(why)}</span>"
+    return ""
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _figure(uri: str | None, caption: str, small: bool) -> str:
@@ -363,6 +379,8 @@ def _article(i: int, r: Result, report_dir: Path) -> str:
     violations = "".join(f"<li><b>{escape(x['metric'])}</b>: {escape(x['message'])}</li>"
                          for x in r.get("violations") or [])
     notes = "".join(f"<li>{escape(n)}</li>" for n in r.get("notes") or [])
+    undecided = "".join(f"<li><b>inconclusive {escape(u['metric'])}</b>: "
+                        f"{escape(u['message'])}</li>" for u in r.get("undecided") or [])
     details = json.dumps({k: r.get(k) for k in ("bounds", "fingerprint")} | {
         "applied": r["measurement"].get("applied"),
         "engine_metrics": r["measurement"].get("engine_metrics"),
@@ -372,6 +390,7 @@ def _article(i: int, r: Result, report_dir: Path) -> str:
         f'<span class="badge {escape(v)}">{escape(v)}</span> <span class="badge neutral">'
         f'pytest: {escape(str(r.get("outcome", "?")))}</span></h4>'
         + (f'<ul class="viol">{violations}</ul>' if violations else "")
+        + (f'<ul class="undecided">{undecided}</ul>' if undecided else "")
         + f'<div class="cols"><div>{_facts(r)}'
         + (f'<ul class="notes">{notes}</ul>' if notes else "")
         + f'</div><div>{_images(r, report_dir)}{_curve(r)}{trend_html(r)}</div></div>'
@@ -407,10 +426,17 @@ def render_html(document: Mapping[str, Any], report_dir: Path) -> str:
             f'after {run.get("warmup", "?")} warmup · engine starts '
             f'{session.get("engine_starts", "?")} · '
             f'{escape(str(hardware.get("summary", "")))}</p>')
-    verdict = "fail" if totals.get("failed") else "pass"
+    verdict = "fail" if totals.get("failed") else \
+        "inconclusive" if totals.get("inconclusive") else "pass"
+    # Counted as the terminal's suite cost line counts: test functions x profiles.
+    functions = len({str(r["nodeid"]).split("[")[0] for r in results})
+    profiles = len({str(r["profile"]) for r in results})
     tally = (f'<p><span class="badge {verdict}">{totals.get("passed", 0)} passed, '
-             f'{totals.get("failed", 0)} failed</span> of {totals.get("results", 0)} results '
-             f'in {totals.get("tests", 0)} tests; {totals.get("violations", 0)} violations</p>')
+             f'{totals.get("failed", 0)} failed, {totals.get("inconclusive", 0)} '
+             f'inconclusive</span> of '
+             f'{_plural(int(totals.get("results", 0)), "result")}: '
+             f'{_plural(functions, "test")} x {_plural(profiles, "profile")}; '
+             f'{_plural(int(totals.get("violations", 0)), "violation")}</p>')
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -206,6 +206,14 @@ def write_reports(config: pytest.Config, state: SessionState,
         from pytest_omni_perf.report.html_report import write_html
 
         lines.append(_attempt("HTML report", html_path, lambda: write_html(html_path, document)))
+        if json_path is None:
+            # The page embeds the thumbnails; only a JSON report's "images" paths point at
+            # the folder, so without one it would be left over beside the page.
+            import shutil
+
+            from pytest_omni_perf.report.images import assets_dir
+
+            shutil.rmtree(assets_dir(html_path), ignore_errors=True)
     if benchmark_path is not None:
         from pytest_omni_perf.report import benchmark_export as bench
 

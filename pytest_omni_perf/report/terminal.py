@@ -1,19 +1,48 @@
-"""The terminal summary table: one row per test, profile and request."""
+"""The terminal summary table: one row per test, profile and request.
+
+Each column is a (header, cell) pair in ``COLUMNS``; ``summary_row`` builds a row from one
+serialized result, so a new column (a confidence interval, an outcome) is one entry here.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+Result = Mapping[str, Any]
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
-_VERDICT_WORDS = {"pass": "ok", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}
+def _on_gpus(results: Sequence[Result]) -> bool:
+    return any(r["measurement"].get("devices") for r in results)
 
 
-def _speedup(result: Mapping[str, Any]) -> str:
+def _devices(measurement: Mapping[str, Any]) -> str:
+    return ",".join(map(str, measurement.get("devices") or ())) or "-"
+
+
+def _profile(result: Result) -> str:
+    return str(result["profile"]) + (f"@{result['label']}" if result.get("label") else "")
+
+
+def _estimate(latency: Mapping[str, Any]) -> float | None:
+    """The robust estimate the gates compare (the median for results without one)."""
+    value = latency.get("estimate")
+    return latency.get("median") if value is None else value
+
+
+def _reference(result: Result) -> str:
+    """What the speedup is against: the baseline profile measured beside this one."""
+    base = result.get("baseline")
+    if not base:
+        return "-"
+    return f"{base['profile']} {_fmt(_estimate(base['latency']), '.3f', ' s')}"
+
+
+def _speedup(result: Result) -> str:
     """``1.42x [1.31-1.50]``: the estimate and its interval, where there is one."""
     interval = result.get("speedup_interval")
     if not interval or interval.get("rounds", 0) < 5 or interval["low"] == interval["high"]:
@@ -21,57 +50,92 @@ def _speedup(result: Mapping[str, Any]) -> str:
     return f'{interval["estimate"]:.2f}x [{interval["low"]:.2f}-{interval["high"]:.2f}]'
 
 
-def _on_gpus(results: Sequence[dict[str, Any]]) -> bool:
-    return any(r["measurement"].get("devices") for r in results)
+_VERDICT_WORDS = {"pass": "ok", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}
 
 
-def _devices(measurement: dict[str, Any]) -> str:
-    return ",".join(map(str, measurement.get("devices") or ())) or "-"
+def _verdict(result: Result) -> str:
+    return _VERDICT_WORDS.get(str(result.get("verdict")),
+                              "FAIL" if result["violations"] else "ok")
 
 
-def summary_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
-    """Rows of the table from serialized results (as reports carry them); a GPUs column
-    (the profile's physical GPU indices, then the baseline's) when any result ran on one."""
-    rows = []
-    gpus = _on_gpus(results)
-    for result in results:
-        measured = result["measurement"]
-        memory = measured["memory"]
-        unit = "GiB" if memory["kind"] == "nvml" else "GiB RSS"
-        quality = result.get("quality") or {}
-        profile = result["profile"] + (f"@{result['label']}" if result.get("label") else "")
-        rows.append([
-            result["nodeid"].split("[")[0], profile,
-            _fmt(measured["latency"]["median"], ".3f", " s"),
-            _fmt(measured.get("cold_start_s"), ".1f", " s"),
-            _speedup(result),
-            _fmt(memory["peak_bytes"] / 2**30, ".2f", f" {unit}"),
-            _fmt(quality.get("ssim_mean"), ".4f"),
-            _VERDICT_WORDS.get(str(result.get("verdict")),
-                               "FAIL" if result["violations"] else "ok"),
-        ])
-        if any(r.get("history") for r in results):
-            from pytest_omni_perf.history.trend import marker
+def _trend(result: Result) -> str:
+    from pytest_omni_perf.history.trend import marker
 
-            rows[-1].append(marker(result.get("history")))
-        if gpus:
-            where = _devices(measured)
-            if result.get("baseline") is not None:
-                where += f" (base {_devices(result['baseline'])})"
-            rows[-1].insert(2, where)
-    return rows
+    return marker(result.get("history"))
 
 
-def write_summary(terminalreporter: Any, results: Sequence[dict[str, Any]]) -> None:
-    """Write the table, then each violation and note in full."""
-    header = ["test", "profile", "median", "cold", "speedup", "peak mem", "SSIM", "verdict"]
+def _memory(result: Result) -> str:
+    memory = result["measurement"]["memory"]
+    unit = "GiB" if memory["kind"] == "nvml" else "GiB RSS"
+    return _fmt(memory["peak_bytes"] / 2**30, ".2f", f" {unit}")
+
+
+def _gpus(result: Result) -> str:
+    where = _devices(result["measurement"])
+    if result.get("baseline") is not None:
+        where += f" (base {_devices(result['baseline'])})"
+    return where
+
+
+Column = tuple[str, Callable[[Result], str]]
+COLUMNS: list[Column] = [
+    ("test", lambda r: str(r["nodeid"]).split("[")[0]),
+    ("profile", _profile),
+    ("estimate", lambda r: _fmt(_estimate(r["measurement"]["latency"]), ".3f", " s")),
+    ("median", lambda r: _fmt(r["measurement"]["latency"]["median"], ".3f", " s")),
+    ("speedup [95% CI]", _speedup),
+    ("vs (estimate)", _reference),
+    ("rounds", lambda r: str(r["measurement"]["latency"]["n"])),
+    ("cold", lambda r: _fmt(r["measurement"].get("cold_start_s"), ".1f", " s")),
+    ("peak mem", _memory),
+    ("SSIM", lambda r: _fmt((r.get("quality") or {}).get("ssim_mean"), ".4f")),
+    ("verdict", _verdict),
+]
+GPU_COLUMN: Column = ("GPUs", _gpus)
+"""Shown after ``profile`` when any result ran on a GPU: the profile's physical GPU
+indices, then the baseline's."""
+
+
+TREND_COLUMN: Column = ("trend (last 8 runs)", _trend)
+"""Shown last when the run history is kept: a sparkline of the recent estimates."""
+
+
+def columns(results: Sequence[Result]) -> list[Column]:
+    """The columns of this run's table."""
+    cols = [*COLUMNS[:2], GPU_COLUMN, *COLUMNS[2:]] if _on_gpus(results) else list(COLUMNS)
     if any(r.get("history") for r in results):
-        header.append("trend (last 8 runs)")
-    if _on_gpus(results):
-        header.insert(2, "GPUs")
-    rows = summary_rows(results)
+        cols.append(TREND_COLUMN)
+    return cols
+
+
+def summary_row(result: Result, cols: Sequence[Column]) -> list[str]:
+    """One row of the table from a serialized result (as reports carry it)."""
+    return [cell(result) for _, cell in cols]
+
+
+def summary_rows(results: Sequence[Result]) -> list[list[str]]:
+    """Rows of the table from serialized results."""
+    cols = columns(results)
+    return [summary_row(r, cols) for r in results]
+
+
+def models(results: Sequence[Result]) -> list[str]:
+    """Every model measured in the run, in first-seen order."""
+    return list(dict.fromkeys(str(r["measurement"].get("model", "?")) for r in results))
+
+
+def write_summary(terminalreporter: Any, results: Sequence[Result]) -> None:
+    """Write the table, then each violation and note in full."""
+    cols = columns(results)
+    header = [name for name, _ in cols]
+    rows = [summary_row(r, cols) for r in results]
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    names = models(results)
     terminalreporter.write_sep("=", "omni-perf summary")
+    terminalreporter.write_line(
+        f"model{'s' if len(names) > 1 else ''}: {', '.join(names)}; estimate = Harrell-Davis "
+        "20% quantile of the rounds (what gates compare); speedup = estimate of the profile "
+        "under 'vs' (measured beside it) / estimate, with its 95% bootstrap interval")
     for row in [header, *rows]:
         terminalreporter.write_line("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     for result in results:

@@ -12,7 +12,7 @@ import pytest
 @pytest.mark.requires_gpus(1)
 @pytest.mark.omni_model("medium-flux")
 def test_medium_image(omni_perf: object) -> None:
-    """1024x1024, 20 steps: the medium Flux of FACTS.md (0.9B parameters, bf16)."""
+    """1024x1024, 20 steps: the built-in medium-flux (0.9B parameters, bf16; builtin_models.py)."""
     result = omni_perf.measure(  # type: ignore[attr-defined]
         prompt="a red fox in a snowy forest, photograph", width=1024, height=1024,
         num_inference_steps=20, seed=0)
