@@ -1,4 +1,4 @@
-"""Texts of the stored-baseline violations, as pure functions (harness.py calls them).
+"""Texts of the stored-baseline violations, as pure functions (verdict.py calls them).
 
 A reader of "recorded for another request" wants the fields that changed, not two whole
 dicts in different key orders; a reader of "no stored baseline" wants the test id once.

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_omni_perf import judge, stored_metrics
+from pytest_omni_perf.baseline_messages import baseline_label, request_diff
 from pytest_omni_perf.baseline_view import apply_view, choose_view, comparable
 from pytest_omni_perf.baselines import (
     METRICS, BaselineError, BaselineStore, CorruptBaseline, StoredBaseline,
@@ -67,19 +68,10 @@ class References:
             others = self.store.other_hardware_keys(nodeid, name)
             elsewhere = f" (there are baselines for {', '.join(others)})" if others else ""
             return StoredLookup(name, problem=Violation("baseline", (
-                f"no stored baseline for {nodeid} [{name}] on hardware key "
+                f"no stored baseline for {baseline_label(nodeid, name)} on hardware key "
                 f"{self.store.hardware_key!r} at {self.store.folder(nodeid, name)}{elsewhere};"
                 f" create it with: {self.refresh_command}")))
         return StoredLookup(name, baseline=stored)
-
-
-def request_difference(stored: object, now: Mapping[str, Any]) -> str:
-    """The request fields that differ, e.g. ``num_inference_steps: stored 12, now 6``."""
-    if not isinstance(stored, Mapping):
-        return f"stored request {stored!r}"
-    keys = sorted(set(stored) | set(now))
-    return "; ".join(f"{k}: stored {stored.get(k)!r}, now {now.get(k)!r}"
-                     for k in keys if stored.get(k) != now.get(k))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +172,10 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     return result
 
 
+def _mapping(value: object) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None
+
+
 def _against_stored(result: PerfResult, stored: StoredBaseline, found: _Latency,
                     bounds: Bounds, references: References) -> judge.Judgement:
     from pytest_omni_perf.quality import ImageSizeMismatch, compare_frames
@@ -191,7 +187,7 @@ def _against_stored(result: PerfResult, stored: StoredBaseline, found: _Latency,
     if stored.metrics.get("request") != measured.request:
         judged.violations.append(Violation("baseline", (
             f"the stored baseline in {stored.path} was recorded for another request ("
-            f"{request_difference(stored.metrics.get('request'), measured.request)}); "
+            f"{request_diff(_mapping(stored.metrics.get('request')), measured.request)}); "
             f"refresh it with: {refresh}")))
         return judged
     view = stored.metrics.get("view") or {}
