@@ -51,7 +51,7 @@ class CanonicalOption:
             try:
                 self.range.check(value, "")
             except NumberError as exc:
-                return str(exc).removeprefix(": ")
+                return str(exc)
         return _non_finite(value)
 
 

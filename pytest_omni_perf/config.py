@@ -15,38 +15,29 @@ from typing import Any
 
 import pytest
 
+from pytest_omni_perf.numeric import Range
+
 BACKENDS = ("auto", "diffusers", "omni", "omni-server")
 DEFAULT_SERVER_COMMAND = "vllm serve {model} --omni --host 127.0.0.1 --port {port}"
 
 
-def _positive_int(name: str, minimum: int) -> Callable[[str], int]:
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}")
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {value}")
-        return value
-    return convert
-
-
-def _positive_float(name: str) -> Callable[[str], float]:
+def _number(rule: Range) -> Callable[[str], float]:
+    """An argparse ``type=``: the text as a number within ``rule`` (finite, so ``nan`` and
+    ``inf`` are refused), else ArgumentTypeError; argparse and ``_value`` add the name."""
     def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, got {text!r}")
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {value}")
-        return value
+        return rule.parse(text, "", argparse.ArgumentTypeError)
     return convert
+
+
+_ROUNDS = _number(Range(2, whole=True))
+_WARMUP = _number(Range(0, whole=True))
+_SECONDS = _number(Range(0, low_open=True))
 
 
 def _backend(text: str) -> str:
     if text not in BACKENDS:
         raise argparse.ArgumentTypeError(
-            f"--omni-backend must be one of {', '.join(BACKENDS)}, got {text!r}")
+            f"expected one of {', '.join(BACKENDS)}, got {text!r}")
     return text
 
 
@@ -83,9 +74,9 @@ _OPTIONS = (
     # 15: the fewest rounds that caught a 10% slowdown >= 95% of the time without false
     # alarms in benchmarks/detection_power.py (results/cpu/detection-power.txt).
     _Opt("--omni-rounds", "Measured requests per profile. Default: 15.",
-         _positive_int("--omni-rounds", 2), 15, metavar="N"),
+         _ROUNDS, 15, metavar="N"),
     _Opt("--omni-warmup", "Unmeasured requests before the rounds. Default: 1.",
-         _positive_int("--omni-warmup", 0), 1, metavar="N"),
+         _WARMUP, 1, metavar="N"),
     _Opt("--omni-baseline-dir", "Stored baselines. Default: baselines/ beside the rootdir's "
          "conftest.py (or the rootdir).", metavar="PATH"),
     _Opt("--omni-report-json", "Write the JSON report here.", metavar="PATH"),
@@ -95,15 +86,15 @@ _OPTIONS = (
     _Opt("--omni-cache-dir", "Built-in model folders and compile caches. Default: "
          "$OMNI_PERF_CACHE_DIR or ~/.cache/pytest-omni-perf.", metavar="PATH"),
     _Opt("--omni-start-timeout", "Seconds an engine may take to start. Default: 900.",
-         _positive_float("--omni-start-timeout"), 900.0, metavar="S"),
+         _SECONDS, 900.0, metavar="S"),
     _Opt("--omni-request-timeout", "Seconds one request may take before the engine is "
-         "killed. Default: 600.", _positive_float("--omni-request-timeout"), 600.0, metavar="S"),
+         "killed. Default: 600.", _SECONDS, 600.0, metavar="S"),
     _Opt("--omni-server-command", "Server command template for --omni-backend=omni-server; "
          "{model} and {port} are filled in, the profile's flags appended. "
          f"Default: '{DEFAULT_SERVER_COMMAND}'.", default=DEFAULT_SERVER_COMMAND, metavar="CMD"),
     _Opt("--omni-gpu-wait", "Seconds a test waits for the GPUs it needs while other tests "
          "or pytest sessions hold them, before it fails naming the holders. Default: 1800.",
-         _positive_float("--omni-gpu-wait"), 1800.0, metavar="S"),
+         _SECONDS, 1800.0, metavar="S"),
     _Opt("--omni-gpu-lock-dir", "Folder of the machine-wide GPU lock files that every pytest "
          "process sharing these GPUs must agree on. Default: <tempdir>/pytest-omni-perf-gpus.",
          metavar="PATH"),
@@ -171,12 +162,24 @@ def _value(config: pytest.Config, opt: _Opt) -> Any:
     try:
         return opt.convert(str(raw))
     except argparse.ArgumentTypeError as exc:
-        raise pytest.UsageError(f"ini {opt.dest}: {exc}") from None
+        raise pytest.UsageError(f"{_ini_name(config, opt.dest)}: {exc}") from None
+
+
+def _ini_name(config: pytest.Config, dest: str) -> str:
+    """``ini omni_rounds (pytest.ini)``: the key and the file a user would edit."""
+    where = f" ({config.inipath.name})" if config.inipath is not None else ""
+    return f"ini {dest}{where}"
 
 
 def _flag(config: pytest.Config, dest: str) -> bool:
     value = config.getoption(dest)
-    return bool(config.getini(dest)) if value is None else bool(value)
+    if value is not None:
+        return bool(value)
+    try:
+        return bool(config.getini(dest))
+    except (ValueError, pytest.UsageError) as exc:  # pytest's message names no key
+        raise pytest.UsageError(
+            f"{_ini_name(config, dest)}: expected true or false ({exc})") from None
 
 
 def default_baseline_dir(config: pytest.Config) -> Path:

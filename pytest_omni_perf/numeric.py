@@ -54,14 +54,14 @@ class Range:
         return self.high is None or not (
             value > self.high or (self.high_open and value == self.high))
 
-    def check(self, value: object, where: str, error: type[ValueError] = NumberError
+    def check(self, value: object, where: str, error: type[Exception] = NumberError
               ) -> float:
         """``value`` as a float (an int for whole ranges, as ``int``), or ``error`` naming
-        ``where``, the allowed range and what was given.
+        ``where`` (left out when empty), the allowed range and what was given.
 
         Accepts Python and numpy numbers (``numbers.Real``), never booleans or strings.
         """
-        wrong = f"{where}: expected {self.describe()}, got {_shown(value)}"
+        wrong = f"{_prefix(where)}expected {self.describe()}, got {_shown(value)}"
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise error(wrong)
         if self.whole:
@@ -79,7 +79,7 @@ class Range:
             raise error(wrong)
         return number
 
-    def parse(self, text: str, where: str, error: type[ValueError] = NumberError) -> float:
+    def parse(self, text: str, where: str, error: type[Exception] = NumberError) -> float:
         """A number typed as text (command line, ini file), checked as ``check`` does.
 
         ``nan``, ``inf`` and ``1e999`` are read by ``float`` but rejected here.
@@ -88,8 +88,12 @@ class Range:
         try:
             value: float = int(stripped) if self.whole else float(stripped)
         except ValueError:
-            raise error(f"{where}: expected {self.describe()}, got {text!r}") from None
+            raise error(f"{_prefix(where)}expected {self.describe()}, got {text!r}") from None
         return self.check(value, where, error)
+
+
+def _prefix(where: str) -> str:
+    return f"{where}: " if where else ""
 
 
 def _shown(value: object) -> str:

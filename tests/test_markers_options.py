@@ -127,10 +127,12 @@ def test_unknown_profile_is_a_usage_error(pytester: pytest.Pytester) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--omni-rounds=1"], "*--omni-rounds must be >= 2, got 1*"),
-    (["--omni-rounds=many"], "*--omni-rounds must be a whole number, got 'many'*"),
-    (["--omni-backend=trt"], "*--omni-backend must be one of auto, diffusers, omni, omni-server*"),
-    (["--omni-request-timeout=0"], "*--omni-request-timeout must be > 0*"),
+    (["--omni-rounds=1"], "*argument --omni-rounds: expected a whole number >= 2, got 1"),
+    (["--omni-rounds=many"], "*argument --omni-rounds: expected a whole number >= 2, got 'many'"),
+    (["--omni-backend=trt"], "*argument --omni-backend: expected one of auto, diffusers, omni, "
+                             "omni-server, got 'trt'"),
+    (["--omni-request-timeout=0"], "*argument --omni-request-timeout: expected a finite number "
+                                   "> 0, got 0.0"),
 ])
 def test_bad_option_values(pytester: pytest.Pytester, args: list[str], message: str) -> None:
     result = pytester.runpytest(*args)
@@ -143,7 +145,8 @@ def test_ini_keys_are_validated_too(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nomni_rounds = 0\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: ini omni_rounds: --omni-rounds must be >= 2, got 0"])
+    result.stderr.fnmatch_lines(["ERROR: ini omni_rounds (tox.ini): expected a whole number >= 2, "
+                                 "got 0"])
 
 
 def test_ini_sets_profiles_and_cli_wins(pytester: pytest.Pytester) -> None:

@@ -226,3 +226,78 @@ def test_nan_bound_in_a_marker_fails_collection(pytester: pytest.Pytester, value
     result.stdout.fnmatch_lines(["*test_a: @pytest.mark.omni_bounds.min_speedup: expected a "
                                  "finite number > 0, got *"])
     assert "must not run" not in result.stdout.str()
+
+
+# -- command-line options and ini keys -------------------------------------------------------
+# (option, allowed, whole numbers only); written independently of config.py.
+NUMERIC_OPTIONS: list[tuple[str, Allowed, bool]] = [
+    ("--omni-rounds", lambda v: v >= 2, True),
+    ("--omni-warmup", lambda v: v >= 0, True),
+    ("--omni-start-timeout", lambda v: v > 0, False),
+    ("--omni-request-timeout", lambda v: v > 0, False),
+    ("--omni-gpu-wait", lambda v: v > 0, False),
+]
+# What people type: numbers in every spelling Python reads (nan, inf, 1e999, 1_0, " 3 "),
+# numbers just beside each limit, and any text. No newlines: an ini value is one line.
+option_texts = st.one_of(
+    st.sampled_from(["nan", "NaN", "-nan", "inf", "+inf", "-Infinity", "1e999", "-1e999", "0",
+                     "-0", "1", "2", "0.0", "1e-320", "1_0", " 3 ", "2.0", "0x10", "", "15s"]),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-3, 10**20).map(str),
+    st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=6),
+)
+
+
+def option_accepts(text: str, allowed: Allowed, whole: bool) -> bool:
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and allowed(value) and (not whole or abs(value) < 2**63)
+
+
+def _check_run(result: pytest.RunResult, ok: bool, name: str, text: str) -> None:
+    output = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in output, output
+    if ok:
+        assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, output
+        return
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output
+    assert f"{name}: expected a " in output, output
+
+
+@RUN_SETTINGS
+@given(option=st.sampled_from(NUMERIC_OPTIONS), text=option_texts)
+@example(option=NUMERIC_OPTIONS[2], text="nan")
+@example(option=NUMERIC_OPTIONS[4], text="inf")
+def test_numeric_options_on_the_command_line(pytester: pytest.Pytester,
+                                             option: tuple[str, Allowed, bool], text: str
+                                             ) -> None:
+    flag, allowed, whole = option
+    # NUL cannot reach a real command line; everything else can.
+    result = pytester.runpytest(f"{flag}={text.replace(chr(0), '')}")
+    _check_run(result, option_accepts(text.replace(chr(0), ""), allowed, whole),
+               f"argument {flag}", text)
+
+
+@RUN_SETTINGS
+@given(option=st.sampled_from(NUMERIC_OPTIONS),
+       text=option_texts.filter(lambda t: t.strip() and not set(t) & set("#;\\[]\t\x0b\x0c")))
+@example(option=NUMERIC_OPTIONS[0], text="nan")
+def test_numeric_ini_keys(pytester: pytest.Pytester, option: tuple[str, Allowed, bool],
+                          text: str) -> None:
+    flag, allowed, whole = option
+    key = flag[2:].replace("-", "_")
+    pytester.makeini(f"[pytest]\n{key} = {text}\n")
+    result = pytester.runpytest()
+    # The ini reader drops the spaces around a value, as a user expects.
+    _check_run(result, option_accepts(text.strip(), allowed, whole), f"ini {key} (tox.ini)",
+               text)
+
+
+@pytest.mark.parametrize("key", ["omni_update_baselines", "omni_in_process"])
+def test_bool_ini_keys_name_the_key(pytester: pytest.Pytester, key: str) -> None:
+    pytester.makeini(f"[pytest]\n{key} = maybe\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: ini {key} (tox.ini): expected true or false*'maybe'*"])
