@@ -19,7 +19,7 @@ from typing import Any
 
 from pytest_omni_perf.engines.base import (
     EngineError, EngineInfo, EngineSpec, GenerationOutput, GenerationRequest, ProfileUnsupported,
-    cause_line, out_of_memory_line,
+    cause_line, checked_output, engine_name, out_of_memory_line,
 )
 from pytest_omni_perf.engines.process import ManagedProcess
 
@@ -85,8 +85,7 @@ class IsolatedEngine:
 
     def generate(self, request: GenerationRequest) -> GenerationOutput:
         result = self._call("generate", request.as_dict(), self.spec.request_timeout_s, "request")
-        assert isinstance(result, GenerationOutput)
-        return result
+        return checked_output(result, engine_name(self.spec))
 
     def stop(self) -> None:
         if self._process is None:
@@ -233,8 +232,7 @@ class InProcessEngine:
     def generate(self, request: GenerationRequest) -> GenerationOutput:
         if self._runner is None:
             raise EngineError(f"engine {self.spec.profile_name!r} is not running")
-        output: GenerationOutput = self._runner.generate(request)
-        return output
+        return checked_output(self._runner.generate(request), engine_name(self.spec))
 
     def stop(self) -> None:
         if self._runner is not None:
