@@ -22,6 +22,7 @@ from pytest_omni_perf.engines.base import (
     cause_line, checked_output, engine_name, out_of_memory_line,
 )
 from pytest_omni_perf.engines.process import ManagedProcess
+from pytest_omni_perf.report.escape import path_component
 
 _POLL_S = 0.2
 
@@ -38,7 +39,7 @@ class IsolatedEngine:
         self.device = device
         self._extra_env = dict(env or {})
         log_root = log_dir or Path(tempfile.gettempdir()) / "pytest-omni-perf-logs"
-        tag = f"{spec.profile_name}{log_tag}-{os.getpid()}-{secrets.token_hex(3)}"
+        tag = path_component(f"{spec.profile_name}{log_tag}-{os.getpid()}-{secrets.token_hex(3)}")
         self.log_path = log_root / f"engine-{tag}.log"
         self._process: ManagedProcess | None = None
         self._conn: Connection | None = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pytest_omni_perf.report.escape import terminal_text
+
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
@@ -30,7 +32,7 @@ def summary_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
         quality = result.get("quality") or {}
         profile = result["profile"] + (f"@{result['label']}" if result.get("label") else "")
         rows.append([
-            result["nodeid"].split("[")[0], profile,
+            terminal_text(result["nodeid"].split("[")[0]), terminal_text(profile),
             _fmt(measured["latency"]["median"], ".3f", " s"),
             _fmt(measured.get("cold_start_s"), ".1f", " s"),
             _fmt(result.get("speedup"), ".2f", "x"),
@@ -58,7 +60,8 @@ def write_summary(terminalreporter: Any, results: Sequence[dict[str, Any]]) -> N
         terminalreporter.write_line("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     for result in results:
         for note in result.get("notes", []):
-            terminalreporter.write_line(f"note [{result['profile']}] {result['nodeid']}: {note}")
+            terminalreporter.write_line(terminal_text(
+                f"note [{result['profile']}] {result['nodeid']}: {note}"))
 
 
 def write_suite_cost(terminalreporter: Any, results: Sequence[Mapping[str, Any]],
