@@ -8,6 +8,7 @@ the person reading it is usually editing that file.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -204,9 +205,19 @@ def _parse_requires(raw: Mapping[str, Any], where: str) -> Requirements:
     return Requirements(gpus=gpus, sm=sm, vram_gib=vram)
 
 
+# Profile names are typed on command lines (--omni-profile=a,b), end up in test ids
+# (test_x[name]) and are joined to labels with "@": keep them to what survives all three.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+
+
 def parse_profile(name: str, raw: Mapping[str, Any], defaults: Bounds, source: str) -> Profile:
     """Build one ``Profile`` from its TOML table, or raise ProfileError naming the bad field."""
     where = f"{source}: profile {name!r}"
+    if not _NAME.fullmatch(name) or name == "all":
+        raise ProfileError(
+            f"{where}: a profile name is 1-64 letters, digits and _ . + - starting with a "
+            "letter or digit (it is typed in --omni-profile=a,b and shown in test ids), and "
+            "not 'all'")
     _unknown(raw, _PROFILE_FIELDS, where)
     options = dict(_table(raw.get("options", {}), f"{where}.options"))
     problems = canonical.validate_options(options)

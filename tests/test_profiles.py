@@ -106,6 +106,12 @@ def test_parse_sm_rejects(value: object) -> None:
     ('[profiles.x]\noptions = { cache_backend = "tea_cache", '
      'cache_config = { rel_l1_thresh = inf } }',
      r"options\.cache_config: rel_l1_thresh: expected a finite number, got inf$"),
+    ('[profiles."a,b"]', r"profile 'a,b': a profile name is 1-64 letters"),
+    ('[profiles."fp8@long"]', r"profile 'fp8@long': a profile name is"),
+    ('[profiles."../x"]', r"profile '\.\./x': a profile name is"),
+    ('[profiles."x\\u001b[2J"]', r"profile 'x\\x1b\[2J': a profile name is"),
+    ('[profiles.""]', r"profile '': a profile name is"),
+    ('[profiles.all]', r"profile 'all': .*and not 'all'"),
     ('[profiles.x]\nrequest = { steps_scale = nan }', r"request\.steps_scale: .*\(0, 1\]"),
     ('[profiles.x]\nbounds = { min_speed = 2 }', r"bounds: unknown field\(s\) min_speed"),
     ('[profiles.x]\nrequires = { sm = "new" }', r"requires\.sm: SM must be like"),
