@@ -301,3 +301,53 @@ def test_bool_ini_keys_name_the_key(pytester: pytest.Pytester, key: str) -> None
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: ini {key} (tox.ini): expected true or false*'maybe'*"])
+
+
+# -- requests: omni_perf.measure(...), the shipped server and the worker build them ---------
+REQUEST_ALLOWED: dict[str, tuple[Allowed, bool, bool]] = {  # allowed, whole, None allowed
+    "width": (lambda v: v >= 1, True, False),
+    "height": (lambda v: v >= 1, True, False),
+    "num_inference_steps": (lambda v: v >= 1, True, False),
+    "num_frames": (lambda v: v >= 1, True, True),
+    "seed": (lambda v: True, True, False),
+    "guidance_scale": (lambda v: True, False, True),
+}
+
+
+@SETTINGS
+@given(name=st.sampled_from(sorted(REQUEST_ALLOWED)), value=st.one_of(python_values, st.none()))
+def test_request_fields(name: str, value: object) -> None:
+    from pytest_omni_perf.engines.base import GenerationRequest, RequestError
+
+    allowed, whole, optional = REQUEST_ALLOWED[name]
+    if value is None:
+        ok = optional
+    else:
+        ok = isinstance(value, (int, float, np.integer, np.floating, Fraction)) and not isinstance(
+            value, (bool, np.bool_)) and accepted(
+                int(value) if isinstance(value, np.integer) else
+                float(value) if isinstance(value, (np.floating, Fraction)) else value,
+                allowed, whole)
+    if ok:
+        assert getattr(GenerationRequest(**{name: value}), name) == value  # type: ignore[arg-type]
+    else:
+        with pytest.raises(RequestError, match=f"^request field {name}: expected "):
+            GenerationRequest(**{name: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    ("width=0", "request field width: expected a whole number >= 1, got 0"),
+    ('num_inference_steps=float("nan")', "request field num_inference_steps: expected a whole "
+                                         "number >= 1, got nan"),
+    ('guidance_scale=float("inf")', "request field guidance_scale: expected a finite number, "
+                                    "got inf"),
+])
+def test_measure_rejects_bad_numbers(standin_pytester: pytest.Pytester, call: str,
+                                     message: str) -> None:
+    standin_pytester.makepyfile(f"""
+        def test_a(omni_perf):
+            omni_perf.measure(**{{"width": 16, "height": 16, **dict({call})}})
+        """)
+    result = standin_pytester.runpytest("--omni-profile=eager", "--omni-rounds=2")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"E * {message}"])

@@ -12,7 +12,7 @@ import numbers
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pytest_omni_perf.numeric import NON_NEGATIVE
+from pytest_omni_perf.numeric import NON_NEGATIVE, Range
 
 if TYPE_CHECKING:
     import numpy as np
@@ -87,6 +87,20 @@ class EngineSpec:
     locked while an engine lives, even one orphaned by a killed pytest worker."""
 
 
+class RequestError(ValueError):
+    """A request field is of the wrong type, not finite or out of range; names the field."""
+
+
+_REQUEST_RANGES = {
+    "width": Range(1, whole=True),
+    "height": Range(1, whole=True),
+    "num_inference_steps": Range(1, whole=True),
+    "num_frames": Range(1, whole=True),
+    "seed": Range(whole=True),
+    "guidance_scale": Range(),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class GenerationRequest:
     """One generation call; the same request is sent to a profile and to its baseline."""
@@ -100,6 +114,19 @@ class GenerationRequest:
     seed: int = 0
     guidance_scale: float | None = None
     negative_prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        # The one place every request is built (omni_perf.measure, the shipped server, the
+        # worker): NaN or 0 here would reach a torch kernel or a gate as a silent default.
+        for name, rule in _REQUEST_RANGES.items():
+            value = getattr(self, name)
+            if value is not None or name in ("width", "height", "num_inference_steps", "seed"):
+                rule.check(value, f"request field {name}", RequestError)
+        for name in ("prompt", "negative_prompt"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and (value is not None or name == "prompt"):
+                raise RequestError(f"request field {name}: expected a string, got "
+                                   f"{type(value).__name__} {value!r}"[:200])
 
     @property
     def is_video(self) -> bool:
