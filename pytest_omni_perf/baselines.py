@@ -18,19 +18,19 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
-import hashlib
 import io
 import json
 import math
 import os
 import re
 import shutil
-import unicodedata
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pytest_omni_perf.report.escape import path_component
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,11 +43,6 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk with its CRC
 _READ_ATTEMPTS = 50  # a save swapping the set mid-read restarts it; only a save loop hits 50
 
-_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
-_DOT_RUN = re.compile(r"\.{2,}")
-_LOOKS_HASHED = re.compile(r"-[0-9a-f]{12}$")
-_SLUG_MAX = 100
-_HASH_LEN = 12  # 48 bits: ids sharing a truncated prefix stay apart with room to spare
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
@@ -83,27 +78,9 @@ class StoredBaseline:
 
 
 def test_slug(nodeid: str) -> str:
-    """A safe, readable, deterministic folder name for a pytest node id or a profile name.
-
-    Keeps ``[A-Za-z0-9._-]``, folds accents to ASCII, maps every other run of characters
-    to ``_``, and never yields ``..``, a leading ``.`` or ``-``, a path separator or an
-    empty name. Whenever that mapping lost anything (or the name could clash on a
-    case-insensitive file system), it appends ``-`` and 12 hex digits of the id's sha256,
-    so distinct ids get distinct names; ids over 100 characters are cut before the suffix.
-    """
-    folded = "".join(c for c in unicodedata.normalize("NFKD", nodeid)
-                     if not unicodedata.combining(c))
-    readable = _DOT_RUN.sub("_", _UNSAFE_RUN.sub("_", folded)).strip("._-")
-    readable = readable[:_SLUG_MAX] or "_"
-    lossy = (readable != nodeid
-             # Uppercase ids get the suffix so that "A" and "a" stay apart on macOS.
-             or readable != readable.lower()
-             # A safe id that already looks suffixed could equal another id's slug.
-             or _LOOKS_HASHED.search(readable) is not None)
-    if not lossy:
-        return readable
-    digest = hashlib.sha256(nodeid.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{readable}-{digest[:_HASH_LEN]}"
+    """A safe, readable, deterministic folder name for a pytest node id or a profile name
+    (see ``report.escape.path_component``: every writer names paths through it)."""
+    return path_component(nodeid)
 
 
 # Its name starts with "test": without this, pytest collects it wherever it is imported.

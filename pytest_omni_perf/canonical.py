@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
+
+from pytest_omni_perf.numeric import NumberError, Range
 
 FlagStyle = Literal["switch", "value", "json"]
 Group = Literal["config", "parallel"]
@@ -28,6 +31,8 @@ class CanonicalOption:
     group: Group = "config"
     choices: tuple[Any, ...] = ()
     help: str = ""
+    range: Range | None = None
+    """For numbers: what they may be (always finite)."""
 
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is not acceptable for this option, or None."""
@@ -42,7 +47,24 @@ class CanonicalOption:
             return f"expected one of {', '.join(map(repr, self.choices))}, got {value!r}"
         if self.kind is int and isinstance(value, int) and value < 1:
             return f"expected a degree >= 1, got {value}"
-        return None
+        if self.range is not None:
+            try:
+                self.range.check(value, "")
+            except NumberError as exc:
+                return str(exc)
+        return _non_finite(value)
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """Why a nested table holds a NaN or infinity (TOML allows both), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path + ': ' if path else ''}expected a finite number, got {value!r}"
+    items = value.items() if isinstance(value, Mapping) else (
+        enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        if (why := _non_finite(item, f"{path}.{key}" if path else str(key))) is not None:
+            return why
+    return None
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
@@ -74,8 +96,11 @@ CANONICAL_OPTIONS: Mapping[str, CanonicalOption] = {
         CanonicalOption("enable_layerwise_offload", bool, "--enable-layerwise-offload", "switch"),
         CanonicalOption("vae_use_slicing", bool, "--vae-use-slicing", "switch"),
         CanonicalOption("vae_use_tiling", bool, "--vae-use-tiling", "switch"),
-        CanonicalOption("flow_shift", _NUMBER, "--flow-shift", "value"),
-        CanonicalOption("boundary_ratio", _NUMBER, "--boundary-ratio", "value"),
+        CanonicalOption("flow_shift", _NUMBER, "--flow-shift", "value",
+                        range=Range(0, low_open=True)),
+        # Wan 2.2's switch from the high-noise to the low-noise expert, a fraction of steps.
+        CanonicalOption("boundary_ratio", _NUMBER, "--boundary-ratio", "value",
+                        range=Range(0, 1)),
         CanonicalOption("dtype", str, "--dtype", "value",
                         choices=("auto", "float32", "bfloat16", "float16")),
         CanonicalOption("ulysses_degree", int, "--usp", "value", group="parallel"),

@@ -15,32 +15,18 @@ from typing import Any
 
 import pytest
 
+from pytest_omni_perf.numeric import Range
+
 BACKENDS = ("auto", "diffusers", "omni", "omni-server")
 INCONCLUSIVE_POLICIES = ("warn", "fail", "retry")
 DEFAULT_SERVER_COMMAND = "vllm serve {model} --omni --host 127.0.0.1 --port {port}"
 
 
-def _positive_int(name: str, minimum: int) -> Callable[[str], int]:
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}")
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {value}")
-        return value
-    return convert
-
-
-def _positive_float(name: str) -> Callable[[str], float]:
+def _number(rule: Range) -> Callable[[str], float]:
+    """An argparse ``type=``: the text as a number within ``rule`` (finite, so ``nan`` and
+    ``inf`` are refused), else ArgumentTypeError; argparse and ``_value`` add the name."""
     def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, got {text!r}")
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {value}")
-        return value
+        return rule.parse(text, "", argparse.ArgumentTypeError)
     return convert
 
 
@@ -48,27 +34,21 @@ def _choice(name: str, allowed: tuple[str, ...]) -> Callable[[str], str]:
     def convert(text: str) -> str:
         if text not in allowed:
             raise argparse.ArgumentTypeError(
-                f"{name} must be one of {', '.join(allowed)}, got {text!r}")
+                f"expected one of {', '.join(allowed)}, got {text!r}")
         return text
     return convert
 
 
-def _fraction(name: str) -> Callable[[str], float]:
-    def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}")
-        if not 0.5 <= value < 1.0:  # also rejects nan
-            raise argparse.ArgumentTypeError(f"{name} must lie in [0.5, 1), got {text!r}")
-        return value
-    return convert
+_ROUNDS = _number(Range(2, whole=True))
+_WARMUP = _number(Range(0, whole=True))
+_SECONDS = _number(Range(0, low_open=True))
+_CONFIDENCE = _number(Range(0.5, 1, high_open=True))
 
 
 def _backend(text: str) -> str:
     if text not in BACKENDS:
         raise argparse.ArgumentTypeError(
-            f"--omni-backend must be one of {', '.join(BACKENDS)}, got {text!r}")
+            f"expected one of {', '.join(BACKENDS)}, got {text!r}")
     return text
 
 
@@ -107,21 +87,21 @@ _OPTIONS = (
     _Opt("--omni-rounds", "Measured requests per profile before the first look at the "
          "gates' intervals; more follow (5 at a time, then by half) until every gate is "
          "decided or --omni-max-rounds / --omni-max-seconds is spent. Default: 5.",
-         _positive_int("--omni-rounds", 2), 5, metavar="N"),
+         _ROUNDS, 5, metavar="N"),
     _Opt("--omni-max-rounds", "Most measured requests per profile and measurement "
          "(set it equal to --omni-rounds for a fixed count). Default: 30.",
-         _positive_int("--omni-max-rounds", 2), 30, metavar="N"),
+         _ROUNDS, 30, metavar="N"),
     _Opt("--omni-max-seconds", "Most seconds of measured requests per measurement (both "
          "engines' rounds together) before a gate left undecided is reported inconclusive. "
-         "Default: 120.", _positive_float("--omni-max-seconds"), 120.0, metavar="S"),
+         "Default: 120.", _SECONDS, 120.0, metavar="S"),
     _Opt("--omni-inconclusive", "What a gate whose interval still straddles its bound at the "
          "budget does to the test: warn (passes, reported INCONCLUSIVE), fail, or retry "
          "(measure once more with twice the budget, then fail). Default: warn.",
          _choice("--omni-inconclusive", INCONCLUSIVE_POLICIES), "warn", metavar="POLICY"),
     _Opt("--omni-confidence", "Two-sided confidence level of the intervals. Default: 0.95.",
-         _fraction("--omni-confidence"), 0.95, metavar="LEVEL"),
+         _CONFIDENCE, 0.95, metavar="LEVEL"),
     _Opt("--omni-warmup", "Unmeasured requests before the rounds. Default: 1.",
-         _positive_int("--omni-warmup", 0), 1, metavar="N"),
+         _WARMUP, 1, metavar="N"),
     _Opt("--omni-baseline-dir", "Stored baselines. Default: baselines/ beside the rootdir's "
          "conftest.py (or the rootdir).", metavar="PATH"),
     _Opt("--omni-report-json", "Write the JSON report here.", metavar="PATH"),
@@ -131,15 +111,15 @@ _OPTIONS = (
     _Opt("--omni-cache-dir", "Built-in model folders and compile caches. Default: "
          "$OMNI_PERF_CACHE_DIR or ~/.cache/pytest-omni-perf.", metavar="PATH"),
     _Opt("--omni-start-timeout", "Seconds an engine may take to start. Default: 900.",
-         _positive_float("--omni-start-timeout"), 900.0, metavar="S"),
+         _SECONDS, 900.0, metavar="S"),
     _Opt("--omni-request-timeout", "Seconds one request may take before the engine is "
-         "killed. Default: 600.", _positive_float("--omni-request-timeout"), 600.0, metavar="S"),
+         "killed. Default: 600.", _SECONDS, 600.0, metavar="S"),
     _Opt("--omni-server-command", "Server command template for --omni-backend=omni-server; "
          "{model} and {port} are filled in, the profile's flags appended. "
          f"Default: '{DEFAULT_SERVER_COMMAND}'.", default=DEFAULT_SERVER_COMMAND, metavar="CMD"),
     _Opt("--omni-gpu-wait", "Seconds a test waits for the GPUs it needs while other tests "
          "or pytest sessions hold them, before it fails naming the holders. Default: 1800.",
-         _positive_float("--omni-gpu-wait"), 1800.0, metavar="S"),
+         _SECONDS, 1800.0, metavar="S"),
     _Opt("--omni-gpu-lock-dir", "Folder of the machine-wide GPU lock files that every pytest "
          "process sharing these GPUs must agree on. Default: <tempdir>/pytest-omni-perf-gpus.",
          metavar="PATH"),
@@ -217,12 +197,24 @@ def _value(config: pytest.Config, opt: _Opt) -> Any:
     try:
         return opt.convert(str(raw))
     except argparse.ArgumentTypeError as exc:
-        raise pytest.UsageError(f"ini {opt.dest}: {exc}") from None
+        raise pytest.UsageError(f"{_ini_name(config, opt.dest)}: {exc}") from None
+
+
+def _ini_name(config: pytest.Config, dest: str) -> str:
+    """``ini omni_rounds (pytest.ini)``: the key and the file a user would edit."""
+    where = f" ({config.inipath.name})" if config.inipath is not None else ""
+    return f"ini {dest}{where}"
 
 
 def _flag(config: pytest.Config, dest: str) -> bool:
     value = config.getoption(dest)
-    return bool(config.getini(dest)) if value is None else bool(value)
+    if value is not None:
+        return bool(value)
+    try:
+        return bool(config.getini(dest))
+    except (ValueError, pytest.UsageError) as exc:  # pytest's message names no key
+        raise pytest.UsageError(
+            f"{_ini_name(config, dest)}: expected true or false ({exc})") from None
 
 
 def default_baseline_dir(config: pytest.Config) -> Path:

@@ -39,20 +39,6 @@ class MarkerArgumentError(ValueError):
 
 _MAX_GPUS = 1024  # more than any one host has: a larger n is a typo, not a requirement
 
-# Allowed range of each omni_bounds number: (low, low allowed, high). None switches a gate
-# off; NaN would switch it off silently (every comparison with NaN is false) and inf would
-# reach the statistics, so both are refused. When profiles.Bounds validates itself, this
-# table gives way to its check.
-_BOUND_RANGES: dict[str, tuple[float, bool, float]] = {
-    "min_speedup": (0.0, False, math.inf),
-    "min_ssim": (0.0, True, 1.0),
-    "max_vram_ratio": (0.0, False, math.inf),
-    "max_vram_gib": (0.0, False, math.inf),
-    "max_regression": (0.0, True, math.inf),
-    "max_vram_regression": (0.0, True, math.inf),
-}
-
-
 def _suggest(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -66,24 +52,6 @@ def _unknown_profiles(names: Iterable[str], known: Iterable[str], where: str) ->
         raise MarkerArgumentError(
             f"{where}: unknown profile(s) {', '.join(unknown)}{hints} "
             f"(known: {', '.join(known)})")
-
-
-def check_bound_values(values: Mapping[str, object], where: str) -> None:
-    """Each known bound is None or a finite number in its range; MarkerArgumentError if not."""
-    for key, value in values.items():
-        if key not in _BOUND_RANGES or value is None:
-            continue  # unknown keys: parse_bounds names them with the allowed ones
-        low, closed, high = _BOUND_RANGES[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise MarkerArgumentError(
-                f"{where}.{key}: expected a number or None, got {value!r}")
-        above = value >= low if closed else value > low
-        if not (math.isfinite(value) and above and value <= high):
-            span = (f"[{low:g}, {high:g}]" if math.isfinite(high)
-                    else f"{'>=' if closed else '>'} {low:g}")
-            raise MarkerArgumentError(
-                f"{where}.{key}: expected a finite number {span} (or None to switch the gate "
-                f"off), got {value!r}")
 
 
 def _single_arg(mark: pytest.Mark) -> object:
@@ -221,8 +189,7 @@ def bounds_from_marks(marks: Iterable[pytest.Mark], base: Bounds, profile: str |
                 f"names, got {scope!r}")
         if names is not None and known is not None:
             _unknown_profiles(names, known, "@pytest.mark.omni_bounds(profile=...)")
-        check_bound_values(values, "@pytest.mark.omni_bounds")
-        try:
+        try:  # Bounds checks every number (profiles.BOUND_RANGES), as for profile files
             scoped = parse_bounds(values, "@pytest.mark.omni_bounds", bounds)
         except ProfileError as exc:
             raise MarkerArgumentError(str(exc)) from None

@@ -8,6 +8,7 @@ the person reading it is usually editing that file.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_omni_perf import canonical
+from pytest_omni_perf.numeric import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Range
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,7 +61,13 @@ class Requirements:
 
 @dataclasses.dataclass(frozen=True)
 class Bounds:
-    """What a profile must achieve. None means the gate is off."""
+    """What a profile must achieve. None means the gate is off.
+
+    Every way of making one validates it: the constructor (``__post_init__``), ``merged``
+    and ``from_mapping``, which profile files and ``omni_bounds`` markers go through. A
+    bound that is NaN, infinite, of the wrong type or out of range (``BOUND_RANGES``) is a
+    ProfileError naming where it came from; ints become floats.
+    """
 
     min_speedup: float | None = None
     min_ssim: float | None = None
@@ -67,16 +75,51 @@ class Bounds:
     """Peak memory relative to the baseline profile's peak."""
     max_vram_gib: float | None = None
     max_regression: float | None = 0.05
-    """Allowed growth of the warm median over the stored baseline (0.05 = 5%)."""
+    """Allowed growth of the robust latency estimate over the stored run's, each relative to
+    its baseline profile measured alongside (0.05 = 5%; judged on its interval)."""
     max_vram_regression: float | None = 0.10
 
+    def __post_init__(self) -> None:
+        for name, rule in BOUND_RANGES.items():
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, float(rule.check(value, f"Bounds.{name}",
+                                                                ProfileError)))
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, object], where: str,
+                     base: Bounds | None = None) -> Bounds:
+        """``base`` (default: ``Bounds()``) with the bounds in ``raw`` applied.
+
+        ``where`` names the source for messages (``"mine.toml: profile 'x'.bounds"``,
+        ``"test_a.py::test_b: @pytest.mark.omni_bounds"``); each field is reported as
+        ``{where}.{field}``. None in ``raw`` turns a gate off. Raises ProfileError for an
+        unknown field or a value outside ``BOUND_RANGES``.
+        """
+        _unknown(raw, BOUND_FIELDS, where)
+        values = {key: None if value is None
+                  else float(BOUND_RANGES[key].check(value, f"{where}.{key}", ProfileError))
+                  for key, value in raw.items()}
+        return dataclasses.replace(base if base is not None else cls(), **values)
+
     def merged(self, overrides: Mapping[str, Any]) -> Bounds:
-        """A copy with ``overrides`` (already validated) applied."""
-        return dataclasses.replace(self, **dict(overrides))
+        """A copy with ``overrides`` applied (checked as ``from_mapping`` checks them)."""
+        return Bounds.from_mapping(overrides, "bounds", self)
 
 
+# What each bound may be. A speedup or memory bound of 0 would never fire, so they must be
+# > 0; SSIM lies in [0, 1] for the images compared here; regressions are fractions >= 0.
+BOUND_RANGES: Mapping[str, Range] = {
+    "min_speedup": POSITIVE,
+    "min_ssim": UNIT_INTERVAL,
+    "max_vram_ratio": POSITIVE,
+    "max_vram_gib": POSITIVE,
+    "max_regression": NON_NEGATIVE,
+    "max_vram_regression": NON_NEGATIVE,
+}
 BOUND_FIELDS = tuple(f.name for f in dataclasses.fields(Bounds))
 _REQUEST_FIELDS = ("steps_scale",)
+_STEPS_SCALE = Range(0, 1, low_open=True)  # a fraction of the request's steps
 _PROFILE_FIELDS = ("description", "method", "lossy", "baseline", "options", "request",
                    "requires", "bounds")
 
@@ -127,10 +170,8 @@ class Profile:
         }
 
 
-def _number(value: object, where: str, *, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ProfileError(f"{where}: expected a number >= {minimum}, got {value!r}")
-    return float(value)
+def _number(value: object, where: str, rule: Range = NON_NEGATIVE) -> float:
+    return rule.check(value, where, ProfileError)
 
 
 def _table(value: object, where: str) -> Mapping[str, Any]:
@@ -149,33 +190,35 @@ def _unknown(keys: Iterable[str], allowed: Iterable[str], where: str) -> None:
 
 def parse_bounds(raw: Mapping[str, Any], where: str, base: Bounds = Bounds()) -> Bounds:
     """Validate a bounds table (profile file or ``omni_bounds`` marker) onto ``base``."""
-    _unknown(raw, BOUND_FIELDS, where)
-    values: dict[str, float | None] = {}
-    for key, value in raw.items():
-        values[key] = None if value is None else _number(value, f"{where}.{key}")
-        if key == "min_ssim" and value is not None and not 0.0 <= float(value) <= 1.0:
-            raise ProfileError(f"{where}.min_ssim: expected a value in [0, 1], got {value!r}")
-    return base.merged(values)
+    return Bounds.from_mapping(raw, where, base)
 
 
 def _parse_requires(raw: Mapping[str, Any], where: str) -> Requirements:
     _unknown(raw, ("gpus", "sm", "vram_gib"), where)
-    gpus = raw.get("gpus", 0)
-    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
-        raise ProfileError(f"{where}.gpus: expected a whole number >= 0, got {gpus!r}")
+    gpus = int(_number(raw.get("gpus", 0), f"{where}.gpus", Range(0, whole=True)))
     sm = None
     if "sm" in raw:
         try:
             sm = parse_sm(raw["sm"])
         except ValueError as exc:
             raise ProfileError(f"{where}.sm: {exc}") from None
-    vram = _number(raw["vram_gib"], f"{where}.vram_gib") if "vram_gib" in raw else None
+    vram = _number(raw["vram_gib"], f"{where}.vram_gib", POSITIVE) if "vram_gib" in raw else None
     return Requirements(gpus=gpus, sm=sm, vram_gib=vram)
+
+
+# Profile names are typed on command lines (--omni-profile=a,b), end up in test ids
+# (test_x[name]) and are joined to labels with "@": keep them to what survives all three.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 
 def parse_profile(name: str, raw: Mapping[str, Any], defaults: Bounds, source: str) -> Profile:
     """Build one ``Profile`` from its TOML table, or raise ProfileError naming the bad field."""
     where = f"{source}: profile {name!r}"
+    if not _NAME.fullmatch(name) or name == "all":
+        raise ProfileError(
+            f"{where}: a profile name is 1-64 letters, digits and _ . + - starting with a "
+            "letter or digit (it is typed in --omni-profile=a,b and shown in test ids), and "
+            "not 'all'")
     _unknown(raw, _PROFILE_FIELDS, where)
     options = dict(_table(raw.get("options", {}), f"{where}.options"))
     problems = canonical.validate_options(options)
@@ -184,9 +227,7 @@ def parse_profile(name: str, raw: Mapping[str, Any], defaults: Bounds, source: s
     request = dict(_table(raw.get("request", {}), f"{where}.request"))
     _unknown(request, _REQUEST_FIELDS, f"{where}.request")
     if "steps_scale" in request:
-        scale = _number(request["steps_scale"], f"{where}.request.steps_scale")
-        if not 0.0 < scale <= 1.0:
-            raise ProfileError(f"{where}.request.steps_scale: expected (0, 1], got {scale}")
+        _number(request["steps_scale"], f"{where}.request.steps_scale", _STEPS_SCALE)
     requires = _parse_requires(_table(raw.get("requires", {}), f"{where}.requires"),
                                f"{where}.requires")
     # A profile spanning several GPUs needs them, whether or not its author wrote so.

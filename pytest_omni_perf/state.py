@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shlex
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from pytest_omni_perf.config import PerfConfig
 from pytest_omni_perf.hardware import HardwareInfo, probe
 from pytest_omni_perf.profiles import Profile
+from pytest_omni_perf.report.escape import shell_line
 from pytest_omni_perf.suite_cost import SuiteCost
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class SessionState:
             argv.append(f"--omni-model={model}")
         if self.perf.backend != "auto":
             argv.append(f"--omni-backend={self.perf.backend}")
-        return shlex.join(argv)
+        return shell_line(argv)
 
 
 state_key = pytest.StashKey[SessionState]()

@@ -7,8 +7,12 @@ names them for type checkers, so the plugin loads on a machine without numpy or 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from pytest_omni_perf.numeric import NON_NEGATIVE, Range
 
 if TYPE_CHECKING:
     import numpy as np
@@ -83,6 +87,20 @@ class EngineSpec:
     locked while an engine lives, even one orphaned by a killed pytest worker."""
 
 
+class RequestError(ValueError):
+    """A request field is of the wrong type, not finite or out of range; names the field."""
+
+
+_REQUEST_RANGES = {
+    "width": Range(1, whole=True),
+    "height": Range(1, whole=True),
+    "num_inference_steps": Range(1, whole=True),
+    "num_frames": Range(1, whole=True),
+    "seed": Range(whole=True),
+    "guidance_scale": Range(),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class GenerationRequest:
     """One generation call; the same request is sent to a profile and to its baseline."""
@@ -96,6 +114,19 @@ class GenerationRequest:
     seed: int = 0
     guidance_scale: float | None = None
     negative_prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        # The one place every request is built (omni_perf.measure, the shipped server, the
+        # worker): NaN or 0 here would reach a torch kernel or a gate as a silent default.
+        for name, rule in _REQUEST_RANGES.items():
+            value = getattr(self, name)
+            if value is not None or name in ("width", "height", "num_inference_steps", "seed"):
+                rule.check(value, f"request field {name}", RequestError)
+        for name in ("prompt", "negative_prompt"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and (value is not None or name == "prompt"):
+                raise RequestError(f"request field {name}: expected a string, got "
+                                   f"{type(value).__name__} {value!r}"[:200])
 
     @property
     def is_video(self) -> bool:
@@ -115,6 +146,72 @@ class GenerationOutput:
     """Time spent inside the engine's generate call, measured where the engine runs."""
     engine_metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Engine-reported extras: peak_memory_mb, stage_durations, cache statistics ..."""
+
+
+def engine_name(spec: EngineSpec) -> str:
+    """``engine 'fp8' (diffusers)``: how messages name an engine."""
+    return f"engine {spec.profile_name!r} ({spec.backend})"
+
+
+# A number under a key with one of these units is an amount of time or memory: never < 0.
+_UNIT_SUFFIXES = ("_s", "_ms", "_bytes", "_mb", "_gib")
+
+
+def checked_output(output: object, engine: str) -> GenerationOutput:
+    """``output`` when it is a reply the measurements can use, else EngineError.
+
+    Engine replies are inputs like any other: a worker, a server or a plugin's engine may
+    answer NaN, infinity, a negative time or a string where a number belongs, and NaN
+    would pass every gate it reaches. Checked: ``engine_latency_s`` is a finite number
+    >= 0; ``engine_metrics`` is a dict whose numbers, nested ones included, are finite, and
+    those under a time or memory key (``*_s``, ``*_ms``, ``*_bytes``, ``*_mb``, ``*_gib``)
+    are >= 0; ``frames`` is a list. ``engine`` names the engine in the message, and the
+    field is named as a path (``engine_metrics.stage_durations.stage_0_gen_ms``); a server's
+    ``engine_latency_source`` is named too, since that is the field it sent.
+    """
+    if not isinstance(output, GenerationOutput):
+        raise EngineError(f"{engine} answered a request with {type(output).__name__}, "
+                          "not a GenerationOutput")
+    source = output.engine_metrics.get("engine_latency_source") \
+        if isinstance(output.engine_metrics, dict) else None
+    field = "engine_latency_s" + (f" (from the reply's {source})"
+                                  if isinstance(source, str) and source else "")
+    output.engine_latency_s = NON_NEGATIVE.check(
+        output.engine_latency_s, f"{engine} replied {field}", EngineError)
+    if not isinstance(output.engine_metrics, dict):
+        raise EngineError(f"{engine} replied engine_metrics of type "
+                          f"{type(output.engine_metrics).__name__}, not a dict")
+    if (why := _bad_number(output.engine_metrics, "engine_metrics", False)) is not None:
+        raise EngineError(f"{engine} replied {why}")
+    if not isinstance(output.frames, list):
+        raise EngineError(f"{engine} replied frames of type {type(output.frames).__name__}, "
+                          "not a list of arrays")
+    return output
+
+
+def _bad_number(value: object, path: str, amount: bool) -> str | None:
+    """``path=value: why`` for the first number that is not finite (or negative where
+    ``amount``), looking inside dicts, lists and tuples; None when all are fine."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number) or (amount and number < 0):
+            return (f"{path}={value!r}: expected a finite number"
+                    f"{' >= 0 (a time or an amount of memory)' if amount else ''}")
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            name = str(key)
+            why = _bad_number(item, f"{path}.{name}", amount or name.endswith(_UNIT_SUFFIXES))
+            if why is not None:
+                return why
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            if (why := _bad_number(item, f"{path}[{index}]", amount)) is not None:
+                return why
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

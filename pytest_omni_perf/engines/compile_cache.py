@@ -15,24 +15,12 @@ explicit choice.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from pytest_omni_perf.engines.base import EngineSpec
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _slug(text: str) -> str:
-    """A short file-name-safe name; a long or unusual one (a model path) keeps a hash."""
-    safe = _UNSAFE.sub("_", text).strip("._") or "_"
-    if safe == text and len(text) <= 60:
-        return safe
-    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
-    return f"{safe[-48:].lstrip('._-') or '_'}-{digest}"
+from pytest_omni_perf.report.escape import path_component
 
 
 def compile_cache_dir(spec: EngineSpec) -> Path:
@@ -40,7 +28,8 @@ def compile_cache_dir(spec: EngineSpec) -> Path:
     from pytest_omni_perf.builtin_models import default_cache_dir
 
     root = Path(spec.cache_dir) if spec.cache_dir else default_cache_dir()
-    return root / "compile" / _slug(spec.model) / _slug(spec.profile_name)
+    # A model path or id may hold any character (a lone surrogate too): one path rule for all.
+    return root / "compile" / path_component(spec.model) / path_component(spec.profile_name)
 
 
 def compile_cache_env(spec: EngineSpec, environ: Mapping[str, str] | None = None

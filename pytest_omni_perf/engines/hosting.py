@@ -19,9 +19,10 @@ from typing import Any
 
 from pytest_omni_perf.engines.base import (
     EngineError, EngineInfo, EngineSpec, GenerationOutput, GenerationRequest, ProfileUnsupported,
-    cause_line, out_of_memory_line,
+    cause_line, checked_output, engine_name, out_of_memory_line,
 )
 from pytest_omni_perf.engines.process import ManagedProcess
+from pytest_omni_perf.report.escape import path_component
 
 _POLL_S = 0.2
 
@@ -38,7 +39,7 @@ class IsolatedEngine:
         self.device = device
         self._extra_env = dict(env or {})
         log_root = log_dir or Path(tempfile.gettempdir()) / "pytest-omni-perf-logs"
-        tag = f"{spec.profile_name}{log_tag}-{os.getpid()}-{secrets.token_hex(3)}"
+        tag = path_component(f"{spec.profile_name}{log_tag}-{os.getpid()}-{secrets.token_hex(3)}")
         self.log_path = log_root / f"engine-{tag}.log"
         self._process: ManagedProcess | None = None
         self._conn: Connection | None = None
@@ -85,8 +86,7 @@ class IsolatedEngine:
 
     def generate(self, request: GenerationRequest) -> GenerationOutput:
         result = self._call("generate", request.as_dict(), self.spec.request_timeout_s, "request")
-        assert isinstance(result, GenerationOutput)
-        return result
+        return checked_output(result, engine_name(self.spec))
 
     def stop(self) -> None:
         if self._process is None:
@@ -233,8 +233,7 @@ class InProcessEngine:
     def generate(self, request: GenerationRequest) -> GenerationOutput:
         if self._runner is None:
             raise EngineError(f"engine {self.spec.profile_name!r} is not running")
-        output: GenerationOutput = self._runner.generate(request)
-        return output
+        return checked_output(self._runner.generate(request), engine_name(self.spec))
 
     def stop(self) -> None:
         if self._runner is not None:

@@ -31,7 +31,7 @@ from pytest_omni_perf.canonical import serve_args
 from pytest_omni_perf.engines.compile_cache import compile_cache_env
 from pytest_omni_perf.engines.base import (
     EngineError, EngineInfo, EngineSpec, GenerationOutput, GenerationRequest, ProfileUnsupported,
-    out_of_memory_line,
+    checked_output, out_of_memory_line,
 )
 from pytest_omni_perf.engines.process import ManagedProcess
 from pytest_omni_perf.hardware import HardwareInfo
@@ -269,8 +269,9 @@ class OmniServerEngine:
         except ValueError as exc:  # a body that is not the JSON the API promises
             raise EngineError(f"server's answer could not be read: {exc}") from None
         latency, engine_metrics = server_metrics(metrics, time.perf_counter() - began)
-        return GenerationOutput(frames=frames, engine_latency_s=latency,
-                                engine_metrics=engine_metrics)
+        return checked_output(GenerationOutput(frames=frames, engine_latency_s=latency,
+                                               engine_metrics=engine_metrics),
+                              f"server for {self.spec.profile_name!r}")
 
     def _request_failure(self, exc: BaseException) -> EngineError:
         assert self._process is not None

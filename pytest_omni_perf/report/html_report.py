@@ -10,14 +10,14 @@ a strip of frames per row and its per-frame SSIM curve.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
-from html import escape
 from pathlib import Path
 from typing import Any
 
 from pytest_omni_perf.history.trend import trend_html
+from pytest_omni_perf.report.escape import html_text as escape
+from pytest_omni_perf.report.escape import json_document
 from pytest_omni_perf.report.images import read_data_uris
 from pytest_omni_perf.report.json_report import write_atomic
 
@@ -381,10 +381,10 @@ def _article(i: int, r: Result, report_dir: Path) -> str:
     notes = "".join(f"<li>{escape(n)}</li>" for n in r.get("notes") or [])
     undecided = "".join(f"<li><b>inconclusive {escape(u['metric'])}</b>: "
                         f"{escape(u['message'])}</li>" for u in r.get("undecided") or [])
-    details = json.dumps({k: r.get(k) for k in ("bounds", "fingerprint")} | {
+    details = json_document({k: r.get(k) for k in ("bounds", "fingerprint")} | {
         "applied": r["measurement"].get("applied"),
         "engine_metrics": r["measurement"].get("engine_metrics"),
-        "stored_path": r.get("stored_path")}, indent=1, default=str)
+        "stored_path": r.get("stored_path")}, indent=1)
     return (
         f'<article id="r{i}" class="v-{escape(v)}"><h4>{escape(_name(r))} '
         f'<span class="badge {escape(v)}">{escape(v)}</span> <span class="badge neutral">'

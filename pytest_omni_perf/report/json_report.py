@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import math
 import os
 import tempfile
@@ -60,6 +59,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pytest_omni_perf.report.escape import json_document, xml_text
 
 if TYPE_CHECKING:
     import pytest
@@ -148,16 +149,9 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _plain(value: Any) -> Any:
-    # Engines may report numpy scalars or other objects in engine_metrics/applied.
-    if hasattr(value, "tolist"):
-        return _finite(value.tolist())
-    return str(value)
-
-
 def write_json(path: Path, document: Mapping[str, Any]) -> None:
     """Write the document as strict JSON, atomically (unknown objects as their text)."""
-    write_atomic(path, json.dumps(document, indent=2, allow_nan=False, default=_plain) + "\n")
+    write_atomic(path, json_document(document) + "\n")
 
 
 def junit_properties(result: Mapping[str, Any]) -> list[tuple[str, object]]:
@@ -182,7 +176,10 @@ def junit_properties(result: Mapping[str, Any]) -> list[tuple[str, object]]:
         "memory_kind": measured["memory"]["kind"],
         "verdict": result.get("verdict", "fail" if result.get("violations") else "pass"),
     }
-    return [(f"omni_perf.{name}.{key}", round(v, 6) if isinstance(v, float) else v)
+    # pytest escapes property values but writes names as given: a label or profile name
+    # with a control character would make the whole JUnit file unreadable.
+    return [(xml_text(f"omni_perf.{name}.{key}"),
+             round(v, 6) if isinstance(v, float) else xml_text(v) if isinstance(v, str) else v)
             for key, v in values.items() if v is not None]
 
 

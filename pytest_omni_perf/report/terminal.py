@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from pytest_omni_perf.report.escape import terminal_text
+
 Result = Mapping[str, Any]
 
 
@@ -25,7 +27,8 @@ def _devices(measurement: Mapping[str, Any]) -> str:
 
 
 def _profile(result: Result) -> str:
-    return str(result["profile"]) + (f"@{result['label']}" if result.get("label") else "")
+    return terminal_text(str(result["profile"])
+                         + (f"@{result['label']}" if result.get("label") else ""))
 
 
 def _estimate(latency: Mapping[str, Any]) -> float | None:
@@ -79,7 +82,7 @@ def _gpus(result: Result) -> str:
 
 Column = tuple[str, Callable[[Result], str]]
 COLUMNS: list[Column] = [
-    ("test", lambda r: str(r["nodeid"]).split("[")[0]),
+    ("test", lambda r: terminal_text(str(r["nodeid"]).split("[")[0])),
     ("profile", _profile),
     ("estimate", lambda r: _fmt(_estimate(r["measurement"]["latency"]), ".3f", " s")),
     ("median", lambda r: _fmt(r["measurement"]["latency"]["median"], ".3f", " s")),
@@ -140,7 +143,8 @@ def write_summary(terminalreporter: Any, results: Sequence[Result]) -> None:
         terminalreporter.write_line("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     for result in results:
         for note in result.get("notes", []):
-            terminalreporter.write_line(f"note [{result['profile']}] {result['nodeid']}: {note}")
+            terminalreporter.write_line(terminal_text(
+                f"note [{result['profile']}] {result['nodeid']}: {note}"))
 
 
 def write_suite_cost(terminalreporter: Any, results: Sequence[Mapping[str, Any]],
