@@ -241,6 +241,12 @@ class OmniPerf:
         if base is not None:
             result.speedup = speedup(base.latency, measured.latency)
             result.quality = compare_frames(measured.frames, base.frames)
+            against = f"the output of baseline profile {base.profile!r}"
+            if (why := result.quality.explain(against)) is not None:
+                if result.quality.comparable:
+                    result.notes.append(why)
+                else:  # an optimization that changes the output's shape broke something
+                    result.violations.append(Violation("ssim", why))
             if base.memory.peak_bytes and base.memory.kind == measured.memory.kind:
                 # Per GPU: a 2-GPU profile "saves memory" when each GPU holds less.
                 result.memory_ratio = measured.memory.per_gpu_bytes / base.memory.per_gpu_bytes
@@ -300,6 +306,10 @@ class OmniPerf:
                 raise ImageSizeMismatch(why)
             result.stored_quality = compare_frames(apply_view(measured.frames, view),
                                                    stored.frames)
+            if not result.stored_quality.comparable:
+                raise ImageSizeMismatch(result.stored_quality.not_applicable)
+            if (why := result.stored_quality.explain("the stored baseline image")) is not None:
+                result.notes.append(why)
         except ImageSizeMismatch as exc:
             result.violations.append(Violation("stored_ssim", (
                 f"cannot compare with the stored baseline in {stored.path}: {exc}; refresh it "

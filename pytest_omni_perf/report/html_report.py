@@ -237,6 +237,10 @@ def _bound(op: str, value: Any, suffix: str = "") -> str:
 def _quality_text(q: Mapping[str, Any]) -> str:
     if not q:
         return "-"
+    if q.get("not_applicable"):
+        psnr = "" if not q.get("comparable", True) else ", PSNR " + (
+            _fmt(q["psnr_mean"], ".2f", " dB") if q.get("psnr_mean") is not None else "inf")
+        return f'not applicable: {escape(str(q["not_applicable"]))}{psnr}'
     frames = len(q.get("per_frame_ssim") or [])
     worst = f', worst {_fmt(q.get("ssim_min"), ".5f")} (frame {q.get("worst_frame")})' \
         if frames > 1 else ""

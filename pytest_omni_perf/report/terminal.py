@@ -35,7 +35,7 @@ def summary_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
             _fmt(measured.get("cold_start_s"), ".1f", " s"),
             _fmt(result.get("speedup"), ".2f", "x"),
             _fmt(memory["peak_bytes"] / 2**30, ".2f", f" {unit}"),
-            _fmt(quality.get("ssim_mean"), ".4f"),
+            "n/a" if quality.get("not_applicable") else _fmt(quality.get("ssim_mean"), ".4f"),
             "FAIL" if result["violations"] else "ok",
         ])
         if gpus:
