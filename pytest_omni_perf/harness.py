@@ -17,7 +17,7 @@ from pytest_omni_perf.baselines import METRICS, BaselineError, BaselineStore, Co
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationRequest
 from pytest_omni_perf.engines.pool import EnginePool, LiveEngine
 from pytest_omni_perf.hardware import CPU_KEY, HardwareInfo, fingerprint
-from pytest_omni_perf.measure.memory import MemorySampler, sampler_for
+from pytest_omni_perf.measure.memory import MemorySampler, sampler_for, with_engine_peak
 from pytest_omni_perf.profiles import Bounds, Profile
 from pytest_omni_perf.results import Measurement, PerfResult, Violation
 from pytest_omni_perf.suite_cost import SuiteCost
@@ -216,7 +216,8 @@ class OmniPerf:
             profile=run.profile.name, model=self.model, backend=self.backend,
             request=run.generation.as_dict(), samples=run.samples,
             latency=LatencyStats.from_samples(run.samples),
-            engine_latency=LatencyStats.from_samples(run.engine_samples), memory=peak,
+            engine_latency=LatencyStats.from_samples(run.engine_samples),
+            memory=with_engine_peak(peak, run.last.engine_metrics),
             start_s=run.live.start_s, first_request_s=run.live.first_request_s,
             engine_reused=run.reused, applied=dict(info.applied),
             engine_metrics={**run.last.engine_metrics,
@@ -237,7 +238,7 @@ class OmniPerf:
             bounds=dataclasses.asdict(self.bounds), measurement=measured, baseline=base,
             fingerprint=fingerprint(self.hardware, self.spec_for(self.profile).devices),
         )
-        is_vram = measured.memory.kind == "nvml"
+        is_vram = measured.memory.is_vram
         if base is not None:
             result.speedup = speedup(base.latency, measured.latency)
             result.quality = compare_frames(measured.frames, base.frames)
@@ -254,7 +255,7 @@ class OmniPerf:
             profile=self.profile.name, baseline=self.profile.baseline, speedup=result.speedup,
             ssim=result.ssim, ssim_worst=None if result.quality is None else result.quality.ssim_min,
             memory_gib=measured.memory.peak_gib, memory_ratio=result.memory_ratio,
-            memory_is_vram=is_vram))
+            memory_is_vram=is_vram, memory_unmeasured=measured.memory.unmeasured))
         result.violations += violations
         result.notes += notes
         self._against_store(result, request, label)

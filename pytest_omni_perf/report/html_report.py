@@ -252,7 +252,8 @@ def _facts(r: Result) -> str:
     m, b = r["measurement"], r.get("bounds") or {}
     lat = m["latency"]
     memory = m["memory"]
-    memory_label = "VRAM (NVML)" if memory["kind"] == "nvml" else "peak RSS (CPU run, no VRAM)"
+    memory_label = escape(memory.get("label") or (
+        "VRAM (NVML)" if memory["kind"] == "nvml" else "peak RSS (CPU run, no VRAM)"))
     base = r.get("baseline")
     reg = r.get("regression")
     req = m.get("request") or {}

@@ -26,7 +26,8 @@ def summary_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
     for result in results:
         measured = result["measurement"]
         memory = measured["memory"]
-        unit = "GiB" if memory["kind"] == "nvml" else "GiB RSS"
+        unit = {"nvml": "GiB", "engine": "GiB alloc", "none": "GiB (not measured)"}.get(
+            memory["kind"], "GiB RSS")
         quality = result.get("quality") or {}
         profile = result["profile"] + (f"@{result['label']}" if result.get("label") else "")
         rows.append([
