@@ -25,7 +25,7 @@ H100 = {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-5a1c3c1e-0000-1111-2222-33
 
 @pytest.fixture
 def nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """The NVML double as ``pynvml``; tests set ``nvml.STATE``."""
+    """The NVML double as ``pynvml``; tests set its ``STATE``."""
     sys.path.insert(0, str(DOUBLE))
     try:
         sys.modules.pop("pynvml", None)
@@ -37,7 +37,7 @@ def nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
 
 
 def _state(nvml: ModuleType, *processes: dict[str, Any], **gpu: Any) -> None:
-    nvml.STATE = {"gpus": [{**H100, **gpu, "processes": list(processes)}]}
+    vars(nvml)["STATE"] = {"gpus": [{**H100, **gpu, "processes": list(processes)}]}
 
 
 def _measure() -> MemoryPeak:
@@ -125,7 +125,7 @@ A100_MIG = {**H100, "name": "NVIDIA A100-SXM4-80GB", "sm": [8, 0],
 @pytest.mark.parametrize("visible", [MIG_UUID, MIG_UUID[:12], f"MIG-{H100['uuid']}/9/0"])
 def test_a_mig_slice_stops_with_what_it_is(nvml: ModuleType, monkeypatch: pytest.MonkeyPatch,
                                            visible: str) -> None:
-    nvml.STATE = {"gpus": [A100_MIG]}
+    vars(nvml)["STATE"] = {"gpus": [A100_MIG]}
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     with pytest.raises(pytest.UsageError) as error:
         hardware.probe()
@@ -141,14 +141,14 @@ def test_an_unknown_mig_slice_or_a_gpu_without_mig_stops_too(
         nvml: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-ffffffff")
     for gpu in (A100_MIG, H100):
-        nvml.STATE = {"gpus": [gpu]}
+        vars(nvml)["STATE"] = {"gpus": [gpu]}
         with pytest.raises(pytest.UsageError, match=r"\(no MIG slice of that name here\)"):
             hardware.probe()
 
 
 def test_whole_gpus_are_found_and_a_bad_entry_is_named(nvml: ModuleType,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    nvml.STATE = {"gpus": [A100_MIG, H100]}
+    vars(nvml)["STATE"] = {"gpus": [A100_MIG, H100]}
     for visible, key in (("1", "nvidia-h100-80gb-hbm3"), ("GPU-5a1c", "nvidia-a100-sxm4-80gb")):
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
         assert hardware.probe().key == key
@@ -190,3 +190,37 @@ def test_vram_bound_in_a_pid_namespace_is_checked_or_refused(
         "--omni-update-baselines", f"--omni-gpu-lock-dir={standin_pytester.path / 'locks'}")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*hardware key 'nvidia-h100-80gb-hbm3'*", *expected])
+
+
+def test_an_engine_without_local_processes_is_not_a_zero(nvml: ModuleType) -> None:
+    """A remote server: no PID of ours to match, on a GPU or on CPU."""
+    _state(nvml, {"pid": 1, "used": GIB})
+    sampler = sampler_for(lambda: [], [0], interval_s=0.01)
+    sampler.start()
+    peak = sampler.stop()
+    assert peak.kind == "none" and "none of them the engine's (it has no local process): other " \
+        "processes share the GPU" in peak.label
+    sampler = sampler_for(lambda: [], [], interval_s=0.01)
+    sampler.start()
+    cpu = sampler.stop()
+    assert cpu.kind == "rss" and cpu.label == (
+        "peak RSS (CPU run, no VRAM): the engine has no local process to measure")
+    sampler = sampler_for(lambda: [os.getpid()], [], interval_s=0.01)
+    sampler.start()
+    assert sampler.stop().label == "peak RSS (CPU run, no VRAM)"
+
+
+def test_a_mig_slice_is_a_usage_error_of_the_run(standin_pytester: pytest.Pytester,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.setenv("NVML_DOUBLE", json.dumps({"gpus": [A100_MIG]}))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(DOUBLE), *sys.path]))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", MIG_UUID)
+    standin_pytester.makepyfile(BOUNDED_TEST)
+    result = standin_pytester.runpytest_subprocess("-p", "no:cacheprovider",
+                                                   "--omni-profile=eager")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        f"ERROR: CUDA_VISIBLE_DEVICES='{MIG_UUID}' names a MIG slice (NVIDIA A100-SXM4-80GB "
+        "MIG 1g.10gb, 9.8 GiB, on GPU 0)*"])

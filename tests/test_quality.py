@@ -269,7 +269,7 @@ def test_auto_uses_skimage_without_torch(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_auto_picks_torch_for_large_images_or_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     torch = pytest.importorskip("torch")
     used: list[tuple[int, ...]] = []
-    real = quality._torch_ssim_frames
+    real = ssim_torch.torch_ssim_frames
 
     def spy(out: Array, ref: Array, data_range: int) -> tuple[list[float], list[int]]:
         used.append(out.shape)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,8 @@ class Runner:
     def generate(self, request):
         began = time.perf_counter()
         time.sleep(float(self._env("DELAY", "0.03")))
-        shape = tuple(int(d) for d in self._env("SHAPE", f"{request.height}x{request.width}x3").split("x"))
+        default = f"{request.height}x{request.width}x3"
+        shape = tuple(int(d) for d in self._env("SHAPE", default).split("x"))
         count = int(self._env("FRAMES", str(request.num_frames or 1)))
         rng = np.random.default_rng(request.seed)
         frames = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(count)]
@@ -65,7 +67,7 @@ def unfit(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.
     return pytester
 
 
-def _run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, list[dict[str, object]]]:
+def _run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, list[dict[str, Any]]]:
     report = pytester.path / "report.json"
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--omni-rounds=3",
                                            "--omni-warmup=1", f"--omni-report-json={report}", *args)

@@ -169,8 +169,9 @@ class NvmlReader:
             hidden = [pid for pid in pids if not _in_this_namespace(pid)]
             why = ("they are PIDs of another PID namespace (a container without --pid=host)"
                    if hidden else "other processes share the GPU")
+            ours = f"({_pid_list(self._ours)})" if self._ours else "(it has no local process)"
             reason = (f"NVML lists processes {_pid_list(pids)} on GPU {gpus}, none of them the "
-                      f"engine's ({_pid_list(self._ours)}): {why}")
+                      f"engine's {ours}: {why}")
         else:
             gpus = ", ".join(str(i) for i, _ in self._devices)
             reason = f"NVML listed no compute process on GPU {gpus} while the engine ran"
@@ -289,4 +290,17 @@ def sampler_for(pids: Callable[[], Sequence[int]], device_indices: Sequence[int]
         else:
             return MemorySampler("nvml", reader.used_bytes, pids, interval_s, reader.close,
                                  device_peak=lambda: reader.device_peak, finish=reader.finish)
-    return MemorySampler("rss", rss_bytes, pids, interval_s)
+    seen = False
+
+    def read(known: Sequence[int]) -> int:
+        nonlocal seen
+        seen = seen or bool(known)
+        return rss_bytes(known)
+
+    def finish(peak: MemoryPeak) -> MemoryPeak:
+        # An engine without a local process (a remote server) has no RSS to show: 0 is not
+        # a measurement, so say so.
+        return peak if seen else dataclasses.replace(
+            peak, note="the engine has no local process to measure")
+
+    return MemorySampler("rss", read, pids, interval_s, finish=finish)

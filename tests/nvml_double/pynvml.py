@@ -155,7 +155,8 @@ def nvmlDeviceGetMaxMigDeviceCount(handle: Any) -> int:  # noqa: N802
     return 7 if "mig" in _gpu(handle) else 0
 
 
-def nvmlDeviceGetMigDeviceHandleByIndex(handle: Any, index: int) -> tuple[str, int, int]:  # noqa: N802
+def nvmlDeviceGetMigDeviceHandleByIndex(  # noqa: N802
+        handle: Any, index: int) -> tuple[str, int, int]:
     gpu = _gpu(handle)
     if index >= len(gpu.get("mig", [])):
         raise NVMLError_NotFound()  # an empty slot, as NVML answers for unused indices
