@@ -26,11 +26,19 @@ VIDEO_MAX_FRAMES = 9
 
 
 def choose_view(frames: Frames) -> dict[str, Any]:
-    """The reduction for these frames: ``{"scale": k, "frames": [indices]}``."""
+    """The reduction for these frames: ``{"scale": k, "frames": [indices]}``.
+
+    The scale never exceeds the shorter side, so a long thin output (4000x8) keeps at
+    least one row: every view chosen here passes stored_metrics.view_problem and reduces
+    to frames of at least 1x1 pixels.
+    """
     count = len(frames)
+    if count == 0:
+        # Nothing to reduce; the store refuses to save no frames, with its own message.
+        return {"scale": 1, "frames": [], "source_frames": 0, "source_shape": [0, 0]}
     height, width = frames[0].shape[:2]
     max_side = IMAGE_MAX_SIDE if count == 1 else VIDEO_MAX_SIDE
-    scale = max(1, math.ceil(max(height, width) / max_side))
+    scale = max(1, min(math.ceil(max(height, width) / max_side), height, width))
     if count <= VIDEO_MAX_FRAMES:
         indices = list(range(count))
     else:
@@ -40,14 +48,33 @@ def choose_view(frames: Frames) -> dict[str, Any]:
             "source_shape": [height, width]}
 
 
+def _rgb(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """HxWx3: a single channel (HxW or HxWx1) repeated, RGBA without its alpha.
+
+    Stored baselines are RGB PNGs. Repeating a grey channel leaves its SSIM and PSNR
+    unchanged (both average over channels); alpha is not part of what is compared.
+    """
+    import numpy as np
+
+    if frame.ndim == 2:
+        frame = frame[:, :, None]
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        return np.repeat(frame, 3, axis=2)
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        return np.ascontiguousarray(frame[:, :, :3])
+    return frame
+
+
 def apply_view(frames: Frames, view: Mapping[str, Any]) -> list[npt.NDArray[np.uint8]]:
-    """Select the view's frames and block-average them by its scale."""
+    """Select the view's frames as RGB (see :func:`_rgb`) and block-average them by its
+    scale."""
     import numpy as np
 
     scale = int(view.get("scale", 1))
-    chosen = [frames[i] for i in view.get("frames", range(len(frames))) if i < len(frames)]
+    chosen = [_rgb(frames[i]) for i in view.get("frames", range(len(frames)))
+              if i < len(frames)]
     if scale == 1:
-        return list(chosen)
+        return chosen
     reduced = []
     for frame in chosen:
         h, w = (frame.shape[0] // scale) * scale, (frame.shape[1] // scale) * scale
@@ -58,6 +85,8 @@ def apply_view(frames: Frames, view: Mapping[str, Any]) -> list[npt.NDArray[np.u
 
 def comparable(frames: Frames, view: Mapping[str, Any]) -> str | None:
     """Why ``frames`` cannot be reduced by ``view`` (another size or length), or None."""
+    if not frames:
+        return "the output has no frames"
     shape = list(frames[0].shape[:2])
     if view.get("source_shape", shape) != shape:
         h, w = view["source_shape"]

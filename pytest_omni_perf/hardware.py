@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 CPU_KEY = "cpu"
 
 _VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "cache-dit", "torchao", "vllm",
@@ -78,12 +80,13 @@ def hardware_key(gpu_name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or CPU_KEY
 
 
-def _visible_filter(count: int, uuids: Sequence[str]) -> list[int]:
-    """Physical indices allowed by CUDA_VISIBLE_DEVICES (NVML itself ignores that variable)."""
+def _visible_filter(count: int, uuids: Sequence[str]) -> tuple[list[int], str | None]:
+    """Physical indices allowed by CUDA_VISIBLE_DEVICES (NVML itself ignores that variable),
+    and the first entry that names no GPU here (CUDA stops there), if any."""
     raw = os.environ.get("CUDA_VISIBLE_DEVICES")
     if raw is None:
-        return list(range(count))
-    chosen = []
+        return list(range(count)), None
+    chosen: list[int] = []
     for token in (t.strip() for t in raw.split(",")):
         if not token:
             continue
@@ -92,12 +95,65 @@ def _visible_filter(count: int, uuids: Sequence[str]) -> list[int]:
         else:
             matches = [i for i, u in enumerate(uuids) if u.startswith(token)]
             if not matches:
-                break  # CUDA stops at the first entry it cannot resolve
+                return chosen, token  # CUDA stops at the first entry it cannot resolve
             index = matches[0]
         if not 0 <= index < count:
-            break
+            return chosen, token
         chosen.append(index)
-    return chosen
+    return chosen, None
+
+
+def _mig_slices(pynvml: Any, handles: Sequence[Any], uuids: Sequence[str]
+                ) -> list[tuple[tuple[str, ...], str]]:
+    """Every MIG slice NVML knows: (the names CUDA_VISIBLE_DEVICES may give it, a
+    description). A slice is named ``MIG-<uuid>`` (driver >= 470) or
+    ``MIG-<parent GPU uuid>/<GPU instance>/<compute instance>`` (older drivers)."""
+    slices: list[tuple[tuple[str, ...], str]] = []
+    for index, handle in enumerate(handles):
+        try:
+            current, _pending = pynvml.nvmlDeviceGetMigMode(handle)
+        except pynvml.NVMLError:
+            continue  # NotSupported: a GPU without MIG
+        if current != pynvml.NVML_DEVICE_MIG_ENABLE:
+            continue
+        for slot in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+            try:
+                mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            except pynvml.NVMLError:
+                continue  # NotFound: an unused slot
+            legacy = (f"MIG-{uuids[index]}/{pynvml.nvmlDeviceGetGpuInstanceId(mig)}/"
+                      f"{pynvml.nvmlDeviceGetComputeInstanceId(mig)}")
+            gib = pynvml.nvmlDeviceGetMemoryInfo(mig).total / 2**30
+            name = _decode(pynvml.nvmlDeviceGetName(mig))
+            slices.append(((_decode(pynvml.nvmlDeviceGetUUID(mig)), legacy),
+                           f"{name}, {gib:.1f} GiB, on GPU {index}"))
+    return slices
+
+
+def _refuse_mig(pynvml: Any, handles: Sequence[Any], uuids: Sequence[str]) -> None:
+    """A usage error when CUDA_VISIBLE_DEVICES names a MIG slice.
+
+    Engines get whole GPUs: the plugin leases GPUs by physical index and starts each engine
+    with ``CUDA_VISIBLE_DEVICES=<index>``, which on a GPU in MIG mode is not the slice the
+    user chose. Taking the slice for "no GPU" moved the whole run to the ``cpu`` key
+    silently; stopping says what is wrong.
+    """
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    tokens = [t.strip() for t in raw.split(",") if t.strip().startswith("MIG-")]
+    if not tokens:
+        return
+    try:
+        slices = _mig_slices(pynvml, handles, uuids)
+        found = [what for names, what in slices
+                 if any(n == t or n.startswith(t) for n in names for t in tokens)]
+        seen = "; ".join(found) if found else "no MIG slice of that name here"
+    except (AttributeError, pynvml.NVMLError) as exc:  # an NVML without MIG support
+        seen = f"NVML here cannot list MIG slices ({type(exc).__name__}: {exc})"
+    raise pytest.UsageError(
+        f"CUDA_VISIBLE_DEVICES={raw!r} names a MIG slice ({seen}). pytest-omni-perf places "
+        "each engine on whole GPUs (it starts engines with CUDA_VISIBLE_DEVICES=<GPU index>), "
+        "so it cannot measure on a MIG slice: set CUDA_VISIBLE_DEVICES to a whole GPU "
+        "(an index or GPU-<uuid>), or to an empty value for a CPU run.")
 
 
 @contextmanager
@@ -128,8 +184,10 @@ def probe() -> HardwareInfo:
             count = pynvml.nvmlDeviceGetCount()
             handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
             uuids = [_decode(pynvml.nvmlDeviceGetUUID(h)) for h in handles]
+            _refuse_mig(pynvml, handles, uuids)
+            visible, stopped_at = _visible_filter(count, uuids)
             gpus = []
-            for index in _visible_filter(count, uuids):
+            for index in visible:
                 handle = handles[index]
                 memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
                 gpus.append(GpuInfo(
@@ -144,10 +202,12 @@ def probe() -> HardwareInfo:
                 gpus=tuple(gpus),
                 driver=_decode(pynvml.nvmlSystemGetDriverVersion()),
                 cuda_driver=f"{cuda // 1000}.{cuda % 1000 // 10}",
-                note="nvml" if gpus else "NVML found no visible GPU",
+                note="nvml" if gpus else _why_none(count, stopped_at),
             )
     except ImportError:
         return HardwareInfo(note=no_nvml_note("nvidia-ml-py not installed"))
+    except pytest.UsageError:
+        raise
     except Exception as exc:  # NVMLError has many subclasses; any of them means no GPU here
         return HardwareInfo(note=no_nvml_note(f"NVML unavailable: {exc}"))
 
@@ -159,6 +219,13 @@ def no_nvml_note(why: str, dev: Path = Path("/dev")) -> str:
     if any(dev.glob("nvidia[0-9]*")) or (dev / "dxg").exists():
         return why
     return f"no NVIDIA GPU device in {dev}"
+
+
+def _why_none(count: int, stopped_at: str | None) -> str:
+    if stopped_at is not None:
+        return (f"CUDA_VISIBLE_DEVICES entry {stopped_at!r} names none of the {count} GPU(s) "
+                "NVML sees, and CUDA ignores everything from it on")
+    return "NVML found no visible GPU"
 
 
 def package_versions() -> dict[str, str]:

@@ -19,7 +19,7 @@ from pytest_omni_perf import verdict
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationRequest
 from pytest_omni_perf.engines.pool import EnginePool, LiveEngine
 from pytest_omni_perf.hardware import HardwareInfo
-from pytest_omni_perf.measure.memory import MemorySampler, sampler_for
+from pytest_omni_perf.measure.memory import MemorySampler, sampler_for, with_engine_peak
 from pytest_omni_perf.profiles import Bounds, Profile
 from pytest_omni_perf.results import Measurement, PerfResult
 from pytest_omni_perf.suite_cost import SuiteCost
@@ -291,7 +291,8 @@ class Harness:
             profile=run.profile.name, model=self.model, backend=self.backend,
             request=run.generation.as_dict(), samples=run.samples,
             latency=LatencyStats.from_samples(run.samples),
-            engine_latency=LatencyStats.from_samples(run.engine_samples), memory=peak,
+            engine_latency=LatencyStats.from_samples(run.engine_samples),
+            memory=with_engine_peak(peak, run.last.engine_metrics),
             start_s=run.live.start_s, first_request_s=run.live.first_request_s,
             engine_reused=run.reused, applied=dict(info.applied),
             engine_metrics={**run.last.engine_metrics,

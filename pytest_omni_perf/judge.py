@@ -87,6 +87,8 @@ class SessionFacts:
     memory_gib: float
     memory_ratio: float | None
     memory_is_vram: bool
+    memory_unmeasured: str | None = None
+    """Why GPU memory was not measured on a GPU run (VRAM bounds then refuse), or None."""
 
 
 def speedup_judgement(bounds: Bounds, facts: SessionFacts) -> Judgement:
@@ -117,6 +119,15 @@ def session_judgement(bounds: Bounds, facts: SessionFacts) -> Judgement:
             f"output SSIM {facts.ssim:.4f}{worst} against the output of {against}, below the "
             f"bound min_ssim={bounds.min_ssim:g}: quality broke"))
     vram_bounds = bounds.max_vram_gib is not None or bounds.max_vram_ratio is not None
+    if facts.memory_unmeasured is not None:
+        if not vram_bounds:
+            judged.notes.append(f"peak VRAM not measured: {facts.memory_unmeasured}")
+            return judged
+        # A 0 that measured nothing must not pass a bound: refuse, saying why.
+        judged.add("fail", "vram", (
+            f"VRAM bounds cannot be checked: {facts.memory_unmeasured}; run the container "
+            "with --pid=host, or have the engine report torch_peak_bytes in engine_metrics"))
+        return judged
     if vram_bounds and not facts.memory_is_vram:
         judged.notes.append("VRAM bounds not applied: CPU run (peak RSS is reported instead)")
         return judged

@@ -8,9 +8,17 @@ implementations: scikit-image's ``structural_similarity`` with ``gaussian_weight
 in :data:`SSIM_PARAMETERS`.
 
 ``method="torch"`` computes the same quantity in float64 with separable Gaussian passes in
-torch (CUDA when available), batching the frames of a video; it matches scikit-image to
-about 1e-15. scikit-image, numpy and torch are imported only inside the functions that need
-them, so the plugin loads without them.
+torch (CUDA when available; pytest_omni_perf.ssim_torch), batching the frames of a video; it
+matches scikit-image to about 1e-15. scikit-image, numpy and torch are imported only inside
+the functions that need them, so the plugin loads without them.
+
+What the metrics cannot take is reported, not raised, by :func:`compare_frames`: an output
+smaller than the 11x11 window has no SSIM under these parameters (scikit-image refuses it,
+and a smaller window would give numbers not comparable with every other result), so its
+SSIM is "not applicable" with the reason while PSNR, which has no window, is still computed;
+outputs that differ from the reference in frame count, size, channels or dtype cannot be
+compared at all (``comparable`` False). Single-channel (HxW or HxWx1), odd-sized and
+constant images, and one-frame videos, are measured like any other.
 """
 
 from __future__ import annotations
@@ -20,6 +28,12 @@ import math
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from pytest_omni_perf.ssim_torch import K1 as _K1
+from pytest_omni_perf.ssim_torch import K2 as _K2
+from pytest_omni_perf.ssim_torch import SIGMA as _SIGMA
+from pytest_omni_perf.ssim_torch import WINDOW
+from pytest_omni_perf.ssim_torch import torch_ssim_frames as _torch_ssim_frames
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,17 +54,9 @@ SSIM_PARAMETERS: dict[str, Any] = {
 }
 """The fixed SSIM parameters (``data_range`` shown for uint8: it is the dtype's range)."""
 
-_SIGMA = 1.5
-_RADIUS = 5  # int(3.5 * 1.5 + 0.5): skimage's truncate=3.5 gives the 11-tap window
-_K1 = 0.01
-_K2 = 0.03
 _METHODS = ("auto", "skimage", "torch")
 AUTO_TORCH_MIN_PIXELS = 512 * 512
 """``method="auto"`` uses torch on CPU from this many pixels (all frames together) up."""
-# Elements (planes x rows x columns) one torch pass works on. Small on CPU so the eleven
-# in-place passes stay in cache; large on GPU where kernel launches are the cost.
-_CPU_CHUNK = 1 << 18
-_GPU_CHUNK = 1 << 25
 
 
 class ImageSizeMismatch(ValueError):
@@ -63,51 +69,87 @@ class QualityResult:
 
     ``psnr_mean`` is the PSNR of the mean squared error over all frames, so one identical
     frame does not make a video's PSNR infinite; it is ``inf`` only when all are identical.
+    When ``not_applicable`` gives a reason, the SSIM fields are None (and ``per_frame_ssim``
+    empty); when ``comparable`` is False as well, ``psnr_mean`` is None too.
     """
 
-    ssim_mean: float
-    ssim_min: float
-    psnr_mean: float
+    ssim_mean: float | None
+    ssim_min: float | None
+    psnr_mean: float | None
     per_frame_ssim: tuple[float, ...]
-    worst_frame: int
+    worst_frame: int | None
+    not_applicable: str | None = None
+    """Why SSIM (or, when not ``comparable``, every metric) was not computed."""
+    comparable: bool = True
+    """False when output and reference differ in frame count, size, channels or dtype."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``psnr_mean`` may be ``inf``, which ``json`` writes as Infinity)."""
         return dataclasses.asdict(self)
+
+    def explain(self, against: str) -> str | None:
+        """A sentence for the report when a metric was not computed, naming ``against``
+        (what the output was compared with); None when everything was computed."""
+        if self.not_applicable is None:
+            return None
+        if not self.comparable:
+            return f"cannot compare the output with {against}: {self.not_applicable}"
+        psnr = "inf" if self.psnr_mean in (None, math.inf) else f"{self.psnr_mean:.2f} dB"
+        return (f"SSIM against {against} is not applicable ({self.not_applicable}): PSNR "
+                f"{psnr} only, and a min_ssim bound cannot be checked on this output")
+
+
+def _not_comparable(reason: str) -> QualityResult:
+    return QualityResult(None, None, None, (), None, not_applicable=reason, comparable=False)
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def _check_pair(a: Frame, b: Frame, where: str = "", *, window: bool = True) -> int:
-    """Validate one output/reference pair; return the data range of their dtype.
-
-    ``window``: also require the image to hold one SSIM window.
-    """
+def _pair_problem(a: Frame, b: Frame, where: str = "") -> tuple[type[Exception], str] | None:
+    """Why output ``a`` and reference ``b`` cannot be compared at all: (error class, text)."""
     import numpy as np
 
     if a.shape != b.shape:
-        raise ImageSizeMismatch(
-            f"{where}output is {_shape_text(a.shape)} but the reference is "
-            f"{_shape_text(b.shape)}"
-        )
-    if a.ndim not in (2, 3):
-        raise ValueError(f"{where}expected an HxW or HxWxC image, got shape {a.shape}")
+        return ImageSizeMismatch, (f"{where}output is {_shape_text(a.shape)} but the reference "
+                                   f"is {_shape_text(b.shape)}")
+    if a.ndim not in (2, 3) or 0 in a.shape:
+        return ValueError, f"{where}expected an HxW or HxWxC image, got shape {a.shape}"
     if a.dtype != b.dtype:
-        raise TypeError(f"{where}output is {a.dtype} but the reference is {b.dtype}")
+        return TypeError, f"{where}output is {a.dtype} but the reference is {b.dtype}"
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
-        raise TypeError(
-            f"{where}expected integer images (uint8), got {a.dtype}: the data range of a "
-            "float image is ambiguous"
-        )
-    if window and min(a.shape[:2]) < 2 * _RADIUS + 1:
-        raise ValueError(
-            f"{where}SSIM needs images of at least {2 * _RADIUS + 1}x{2 * _RADIUS + 1} "
-            f"pixels (its Gaussian window), got {_shape_text(a.shape)}"
-        )
+        return TypeError, (f"{where}expected integer images (uint8), got {a.dtype}: the data "
+                           "range of a float image is ambiguous")
+    return None
+
+
+def _window_problem(shape: tuple[int, ...], where: str = "") -> str | None:
+    """Why SSIM's window does not fit an image of ``shape``, or None."""
+    if min(shape[:2]) >= WINDOW:
+        return None
+    return f"{where}output is {_shape_text(shape)}, smaller than SSIM's {WINDOW}x{WINDOW} window"
+
+
+def _data_range(a: Frame) -> int:
+    import numpy as np
+
     info = np.iinfo(a.dtype)
     return int(info.max) - int(info.min)
+
+
+def _check_pair(a: Frame, b: Frame, where: str = "", *, window: bool = True) -> int:
+    """Validate one output/reference pair or raise; return the data range of their dtype.
+
+    ``window``: also require the image to hold one SSIM window (ValueError otherwise).
+    """
+    if (problem := _pair_problem(a, b, where)) is not None:
+        error, text = problem
+        raise error(text)
+    if window and _window_problem(a.shape) is not None:
+        raise ValueError(f"{where}SSIM needs images of at least {WINDOW}x{WINDOW} pixels (its "
+                         f"Gaussian window), got {_shape_text(a.shape)}")
+    return _data_range(a)
 
 
 def _torch_or_none() -> Any:
@@ -152,108 +194,6 @@ def _skimage_ssim(a: Frame, b: Frame, data_range: int, *, full: bool = False) ->
         channel_axis=-1 if a.ndim == 3 else None,
         full=full,
     )
-
-
-def _gaussian_weights() -> list[float]:
-    # Same kernel as scipy.ndimage.gaussian_filter1d (which skimage uses).
-    w = [math.exp(-0.5 * (k / _SIGMA) ** 2) for k in range(-_RADIUS, _RADIUS + 1)]
-    total = sum(w)
-    return [x / total for x in w]
-
-
-def _torch_ssim_frames(
-    out: Frame, ref: Frame, data_range: int, device_name: str | None = None
-) -> tuple[list[float], list[int]]:
-    """Per-frame SSIM and sum of squared errors of two NxHxWxC integer stacks, with torch.
-
-    SSIM in float64; the squared errors (for PSNR) in int64, on the same device, because
-    on a GPU the CPU's pass over the pixels would cost more than the SSIM itself.
-
-    skimage filters the padded image and then crops the window radius from every edge,
-    so the cropped values never see the padding: 'valid' filtering gives the same mean
-    without padding at all. Planes (frame x channel) are processed together in chunks.
-    """
-    import torch
-
-    # ``device_name`` lets benchmarks/ssim_speed.py time the CPU path on a GPU machine.
-    device = torch.device(device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
-    # from_numpy warns on read-only arrays (np.asarray of a PIL image is one).
-    out = out if out.flags.writeable else out.copy()
-    ref = ref if ref.flags.writeable else ref.copy()
-    # One CPU thread: the passes are memory-bound and small, and OpenMP's barriers made
-    # them 5x slower on a loaded 2-core machine (and engines need those cores anyway).
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        return _torch_ssim_planes(torch, out, ref, device, data_range)
-    finally:
-        if device.type == "cpu":
-            torch.set_num_threads(threads)
-
-
-def _torch_ssim_planes(
-    torch: Any, out: Frame, ref: Frame, device: Any, data_range: int
-) -> tuple[list[float], list[int]]:
-    """The work of :func:`_torch_ssim_frames`, on ``device`` with the threads it set."""
-    n, h, w, c = out.shape
-    weights = _gaussian_weights()
-    c1 = (_K1 * data_range) ** 2
-    c2 = (_K2 * data_range) ** 2
-    taps = 2 * _RADIUS
-    with torch.inference_mode():
-        x_all = torch.from_numpy(out).to(device).permute(0, 3, 1, 2).reshape(n * c, h, w)
-        y_all = torch.from_numpy(ref).to(device).permute(0, 3, 1, 2).reshape(n * c, h, w)
-        sums = torch.zeros(n * c, dtype=torch.float64, device=device)
-        sse = torch.zeros(n * c, dtype=torch.int64, device=device)
-        budget = _GPU_CHUNK if device.type == "cuda" else _CPU_CHUNK
-        planes = max(1, budget // (h * w))
-        # A single plane larger than the budget is cut into row bands with a halo.
-        band = h - taps if planes > 1 else max(1, min(h - taps, budget // w - taps))
-
-        kernel = torch.tensor(weights, dtype=torch.float64, device=device).view(1, 1, -1)
-
-        def filt(t: Any) -> Any:
-            """'Valid' separable Gaussian filtering of (planes, rows, cols)."""
-            p, rows, cols = t.shape[0], t.shape[1] - taps, t.shape[2] - taps
-            if device.type == "cuda":
-                # cuDNN's conv1d reads each pixel once: 4.6x faster than 11 shifted
-                # adds on an H100 (1.2 vs 5.6 ms for 36 planes of 720p).
-                conv = torch.nn.functional.conv1d
-                o = conv(t.reshape(-1, 1, t.shape[2]), kernel).view(p, -1, cols)
-                o = conv(o.transpose(1, 2).reshape(-1, 1, t.shape[1]), kernel)
-                return o.view(p, cols, rows).transpose(1, 2)
-            # On CPU, float64 convolutions are slow; in-place shifted adds stay in cache.
-            o = t[..., :, 0:cols] * weights[0]
-            for k in range(1, taps + 1):
-                o.add_(t[..., :, k : k + cols], alpha=weights[k])
-            r = o[..., 0:rows, :] * weights[0]
-            for k in range(1, taps + 1):
-                r.add_(o[..., k : k + rows, :], alpha=weights[k])
-            return r
-
-        for p0 in range(0, n * c, planes):
-            for r0 in range(0, h, band + taps):
-                d = x_all[p0 : p0 + planes, r0 : r0 + band + taps].to(torch.int64)
-                d.sub_(y_all[p0 : p0 + planes, r0 : r0 + band + taps].to(torch.int64))
-                sse[p0 : p0 + planes] += d.mul_(d).sum(dim=(-2, -1))
-            for r0 in range(0, h - taps, band):
-                rows = slice(r0, min(h, r0 + band + taps))
-                x = x_all[p0 : p0 + planes, rows].to(torch.float64)
-                y = y_all[p0 : p0 + planes, rows].to(torch.float64)
-                ux, uy = filt(x), filt(y)
-                uxx, uyy, uxy = filt(x * x), filt(y * y), filt(x * y)
-                uxuy = ux * uy
-                ux.mul_(ux)
-                uy.mul_(uy)
-                num = (2 * uxuy + c1).mul_(uxy.sub_(uxuy).mul_(2).add_(c2))
-                mu2 = ux.add_(uy)
-                den = (mu2 + c1).mul_(uxx.add_(uyy).sub_(mu2).add_(c2))
-                sums[p0 : p0 + planes] += num.div_(den).sum(dim=(-2, -1))
-        per_plane = sums / ((h - taps) * (w - taps))
-        scores = per_plane.reshape(n, c).mean(dim=1).cpu().tolist()
-        errors = sse.reshape(n, c).sum(dim=1).cpu().tolist()
-        return [float(v) for v in scores], [int(v) for v in errors]
 
 
 def _as_hwc(frame: Frame) -> Frame:
@@ -317,22 +257,31 @@ def compare_frames(
     """Compare an output with its reference frame by frame (an image is one frame).
 
     Frames are HxWxC (or HxW) integer arrays; a NxHxWxC array also works as a sequence.
-    A different frame count or frame size raises :class:`ImageSizeMismatch`. The torch
-    path computes all frames of one size in batched passes.
+    Never raises for what the frames are: a pair the metrics cannot take comes back with
+    ``not_applicable`` saying why (see the module docstring). The torch path computes all
+    frames of one size in batched passes. ValueError only for an unknown ``method``.
     """
     import numpy as np
 
     outs = [np.asarray(f) for f in output]
     refs = [np.asarray(f) for f in reference]
     if len(outs) != len(refs):
-        raise ImageSizeMismatch(f"output has {len(outs)} frames, reference {len(refs)}")
+        return _not_comparable(f"output has {len(outs)} frames, reference {len(refs)}")
     if not outs:
-        raise ValueError("nothing to compare: output and reference have no frames")
+        return _not_comparable("output and reference have no frames")
     many = len(outs) > 1
-    ranges = [
-        _check_pair(o, r, f"frame {i}: " if many else "")
-        for i, (o, r) in enumerate(zip(outs, refs))
-    ]
+    for i, (o, r) in enumerate(zip(outs, refs)):
+        if (problem := _pair_problem(o, r, f"frame {i}: " if many else "")) is not None:
+            return _not_comparable(problem[1])
+    ranges = [_data_range(o) for o in outs]
+    # One data range for the clip's PSNR: frames of a video share a dtype.
+    size = sum(o.size for o in outs)
+    small = [(i, why) for i, o in enumerate(outs)
+             if (why := _window_problem(o.shape, f"frame {i}: " if many else "")) is not None]
+    if small:
+        mse = math.fsum(_sse(o, r) for o, r in zip(outs, refs)) / size
+        return QualityResult(None, None, _psnr_from_mse(mse, max(ranges)), (), None,
+                             not_applicable=small[0][1])
     pixels = sum(o.shape[0] * o.shape[1] for o in outs)
     scores: list[float] = [0.0] * len(outs)
     errors: list[int] = [0] * len(outs)
@@ -349,8 +298,6 @@ def compare_frames(
             )
             for i, score, err in zip(idx, got, sse):
                 scores[i], errors[i] = score, err
-    size = sum(o.size for o in outs)
-    # One data range for the clip's PSNR: frames of a video share a dtype.
     psnr_value = _psnr_from_mse(sum(errors) / size, max(ranges))
     worst = min(range(len(scores)), key=scores.__getitem__)
     return QualityResult(
@@ -397,7 +344,7 @@ def diff_heatmap(a: Frame, b: Frame, *, scale: float | None = None) -> Frame:
     a, b = np.asarray(a), np.asarray(b)
     data_range = _check_pair(a, b, window=False)
     dissimilarity: Frame | None = None
-    if min(a.shape[:2]) >= 2 * _RADIUS + 1:
+    if _window_problem(a.shape) is None:
         try:
             smap = _skimage_ssim(a, b, data_range, full=True)[1]
             dissimilarity = 1.0 - np.asarray(smap, dtype=np.float64)

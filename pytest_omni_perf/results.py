@@ -139,10 +139,7 @@ class PerfResult:
 
     def to_dict(self) -> dict[str, Any]:
         def quality(q: QualityResult | None) -> dict[str, Any] | None:
-            if q is None:
-                return None
-            return {"ssim_mean": q.ssim_mean, "ssim_min": q.ssim_min, "psnr_mean": q.psnr_mean,
-                    "per_frame_ssim": list(q.per_frame_ssim), "worst_frame": q.worst_frame}
+            return None if q is None else q.to_dict()
 
         def interval(i: RatioInterval | None) -> dict[str, Any] | None:
             return None if i is None else i.to_dict()

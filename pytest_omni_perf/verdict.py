@@ -147,6 +147,12 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
         result.speedup_interval = found.speedup
         result.speedup = None if found.speedup is None else found.speedup.estimate
         result.quality = compare_frames(measured.frames, base.frames)
+        against = f"the output of baseline profile {base.profile!r}"
+        if (why := result.quality.explain(against)) is not None:
+            if result.quality.comparable:
+                result.notes.append(why)
+            else:  # an optimization that changes the output's shape broke something
+                result.violations.append(Violation("ssim", why))
         if base.memory.peak_bytes and base.memory.kind == measured.memory.kind:
             # Per GPU: a 2-GPU profile "saves memory" when each GPU holds less.
             result.memory_ratio = measured.memory.per_gpu_bytes / base.memory.per_gpu_bytes
@@ -154,7 +160,7 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
         profile=profile.name, baseline=profile.baseline, speedup=found.speedup,
         ssim=result.ssim, ssim_worst=None if result.quality is None else result.quality.ssim_min,
         memory_gib=measured.memory.peak_gib, memory_ratio=result.memory_ratio,
-        memory_is_vram=measured.memory.kind == "nvml"))
+        memory_is_vram=measured.memory.is_vram, memory_unmeasured=measured.memory.unmeasured))
     if references.update:
         view = choose_view(measured.frames)
         path = references.store.save(nodeid, stored.name,
@@ -196,6 +202,10 @@ def _against_stored(result: PerfResult, stored: StoredBaseline, found: _Latency,
             raise ImageSizeMismatch(why)
         result.stored_quality = compare_frames(apply_view(measured.frames, view),
                                                stored.frames)
+        if not result.stored_quality.comparable:
+            raise ImageSizeMismatch(result.stored_quality.not_applicable)
+        if (why := result.stored_quality.explain("the stored baseline image")) is not None:
+            result.notes.append(why)
     except ImageSizeMismatch as exc:
         judged.violations.append(Violation("stored_ssim", (
             f"cannot compare with the stored baseline in {stored.path}: {exc}; refresh it "

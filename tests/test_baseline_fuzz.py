@@ -134,3 +134,26 @@ def test_arbitrary_bytes_raise_only_baseline_error(store: BaselineStore, data: b
     finally:
         assert _snapshot(store.root) == before
         path.write_bytes(original)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(long=st.integers(1, 1500), short=st.integers(1, 24), wide=st.booleans(),
+       channels=st.sampled_from([None, 1, 3, 4]), count=st.integers(1, 11))
+def test_any_recorded_output_is_readable_by_the_compare_run(
+        tmp_path_factory: pytest.TempPathFactory, long: int, short: int, wide: bool,
+        channels: int | None, count: int) -> None:
+    """Whatever output a record run stores (thin, tiny, grey, RGBA, a video), the compare run
+    reads it as a valid baseline and compares the same output with it."""
+    h, w = (short, long) if wide else (long, short)
+    dims = (h, w) if channels is None else (h, w, channels)
+    rng = np.random.default_rng(h * 7 + w)
+    frames = [rng.integers(0, 256, dims, dtype=np.uint8) for _ in range(count)]
+    store = BaselineStore(tmp_path_factory.mktemp("bl"), "cpu")
+    view = choose_view(frames)
+    store.save(NODE, "eager", {**_valid_metrics(), "view": view}, apply_view(frames, view))
+    stored = store.load(NODE, "eager")
+    assert stored is not None and stored_metrics.problem(stored.metrics) is None
+    assert comparable(frames, stored.metrics["view"]) is None
+    result = compare_frames(apply_view(frames, stored.metrics["view"]), stored.frames)
+    assert result.comparable and result.psnr_mean == float("inf")
+    assert result.ssim_mean == pytest.approx(1.0) or result.not_applicable is not None

@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("numpy")
 pytest.importorskip("skimage")
 
 import numpy as np  # noqa: E402
 
-from pytest_omni_perf import quality  # noqa: E402
+from pytest_omni_perf import quality, ssim_torch  # noqa: E402
 from pytest_omni_perf.quality import (  # noqa: E402
     SSIM_PARAMETERS,
     ImageSizeMismatch,
@@ -117,7 +119,7 @@ def test_torch_cpu_path_restores_the_thread_count() -> None:
 
 def test_torch_matches_skimage_in_row_bands(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("torch")
-    monkeypatch.setattr(quality, "_CPU_CHUNK", 2048)  # forces bands of a few rows
+    monkeypatch.setattr(ssim_torch, "_CPU_CHUNK", 2048)  # forces bands of a few rows
     a = _random((150, 101, 3), seed=5)
     b = _noisy(a, 50)
     assert ssim(a, b, method="torch") == pytest.approx(_reference_ssim(a, b), abs=1e-6)
@@ -138,7 +140,7 @@ def test_batched_frames_match_per_frame_skimage(
     monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
     pytest.importorskip("torch")
-    monkeypatch.setattr(quality, "_CPU_CHUNK", chunk)
+    monkeypatch.setattr(ssim_torch, "_CPU_CHUNK", chunk)
     outs = [_random((48, 64, 3), seed=i) for i in range(7)]
     refs = [_noisy(o, 10 + 15 * i, seed=i) for i, o in enumerate(outs)]
     got = compare_frames(outs, refs, method="torch")
@@ -183,11 +185,31 @@ def test_size_mismatch_messages() -> None:
         message = "output is 64x64x3 but the reference is 128x128x3"
         with pytest.raises(ImageSizeMismatch, match=message):
             call(small, big)
-    with pytest.raises(ImageSizeMismatch, match="output has 9 frames, reference 5"):
-        compare_frames([small] * 9, [small] * 5)
-    with pytest.raises(ImageSizeMismatch, match="frame 1: output is 64x64 but the reference"):
-        compare_frames([small, small[..., 0]], [small, small])
     assert issubclass(ImageSizeMismatch, ValueError)
+
+
+@pytest.mark.parametrize(("output", "reference", "reason"), [
+    ([np.zeros((64, 64, 3), np.uint8)] * 9, [np.zeros((64, 64, 3), np.uint8)] * 5,
+     "output has 9 frames, reference 5"),
+    ([np.zeros((64, 64, 3), np.uint8)] * 2, [np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64),
+                                                                                    np.uint8)],
+     "frame 1: output is 64x64x3 but the reference is 64x64"),
+    ([np.zeros((64, 64, 3), np.uint8)], [np.zeros((128, 128, 3), np.uint8)],
+     "output is 64x64x3 but the reference is 128x128x3"),
+    ([np.zeros((16, 16), np.uint8)], [np.zeros((16, 16), np.uint16)],
+     "output is uint8 but the reference is uint16"),
+    ([np.zeros((16, 16), np.float32)], [np.zeros((16, 16), np.float32)], "integer images"),
+    ([np.zeros((0, 16, 3), np.uint8)], [np.zeros((0, 16, 3), np.uint8)], "got shape (0, 16, 3)"),
+    ([], [], "output and reference have no frames"),
+])
+def test_pairs_that_cannot_be_compared_say_why(output: list[Array], reference: list[Array],
+                                               reason: str) -> None:
+    result = compare_frames(output, reference)
+    assert not result.comparable and result.not_applicable is not None
+    assert reason in result.not_applicable
+    assert (result.ssim_mean, result.psnr_mean, result.per_frame_ssim) == (None, None, ())
+    assert result.explain("the stored image") == (
+        f"cannot compare the output with the stored image: {result.not_applicable}")
 
 
 def test_bad_inputs() -> None:
@@ -200,8 +222,6 @@ def test_bad_inputs() -> None:
         ssim(img[:10], img[:10])
     with pytest.raises(ValueError, match="method must be one of"):
         ssim(img, img, method="fast")
-    with pytest.raises(ValueError, match="no frames"):
-        compare_frames([], [])
 
 
 @pytest.mark.parametrize("shape", [(50, 40, 3), (50, 40), (6, 7, 3)])
@@ -249,7 +269,7 @@ def test_auto_uses_skimage_without_torch(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_auto_picks_torch_for_large_images_or_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     torch = pytest.importorskip("torch")
     used: list[tuple[int, ...]] = []
-    real = quality._torch_ssim_frames
+    real = ssim_torch.torch_ssim_frames
 
     def spy(out: Array, ref: Array, data_range: int) -> tuple[list[float], list[int]]:
         used.append(out.shape)
@@ -275,3 +295,61 @@ def test_import_pulls_no_heavy_modules() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def _frames(dims: tuple[int, ...], count: int, constant: bool, seed: int) -> list[Array]:
+    rng = np.random.default_rng(seed)
+    if constant:
+        return [np.full(dims, rng.integers(0, 256), np.uint8) for _ in range(count)]
+    return [rng.integers(0, 256, dims, dtype=np.uint8) for _ in range(count)]
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(h=st.integers(1, 30), w=st.integers(1, 30), channels=st.sampled_from([None, 1, 3, 4]),
+       count=st.integers(1, 3), constant=st.booleans(), seed=st.integers(0, 2**16))
+def test_any_output_is_measured_or_says_why(h: int, w: int, channels: int | None, count: int,
+                                            constant: bool, seed: int) -> None:
+    """Odd sizes, one channel or four, constant images, one frame or a few: SSIM where its
+    11x11 window fits (both implementations agree), else "not applicable" and PSNR alone."""
+    dims = (h, w) if channels is None else (h, w, channels)
+    out, ref = _frames(dims, count, constant, seed), _frames(dims, count, constant, seed + 1)
+    result = compare_frames(out, ref, method="skimage")
+    diff = np.stack(out).astype(np.int64) - np.stack(ref).astype(np.int64)
+    mse = float((diff * diff).mean())
+    assert result.comparable
+    assert result.psnr_mean == (math.inf if mse == 0 else pytest.approx(
+        10 * math.log10(255**2 / mse), rel=1e-12))
+    if min(h, w) < 11:
+        shape = "x".join(map(str, dims))
+        assert result.not_applicable is not None
+        assert f"output is {shape}, smaller than SSIM's 11x11 window" in result.not_applicable
+        assert (result.ssim_mean, result.ssim_min, result.worst_frame) == (None, None, None)
+        assert "min_ssim bound cannot be checked" in (result.explain("x") or "")
+        return
+    assert result.not_applicable is None and result.explain("x") is None
+    assert result.ssim_mean is not None and -1.0 <= result.ssim_mean <= 1.0
+    assert len(result.per_frame_ssim) == count and result.worst_frame in range(count)
+    by_torch = compare_frames(out, ref, method="torch")
+    assert by_torch.per_frame_ssim == pytest.approx(result.per_frame_ssim, abs=1e-9)
+
+
+def test_one_channel_in_any_layout_has_the_ssim_of_its_grey_picture() -> None:
+    grey = _smooth()[..., 1]
+    noisy = _noisy(grey, 20)
+    flat = compare_frames([grey], [noisy])
+    assert flat.ssim_mean == pytest.approx(_reference_ssim(grey, noisy), abs=1e-12)
+    for layout in (lambda a: a[..., None], lambda a: np.repeat(a[..., None], 3, axis=2)):
+        other = compare_frames([layout(grey)], [layout(noisy)])
+        assert other.ssim_mean == pytest.approx(flat.ssim_mean, abs=1e-12)
+        assert other.psnr_mean == pytest.approx(flat.psnr_mean, rel=1e-12)
+
+
+def test_constant_images_and_one_frame_videos() -> None:
+    black, grey = np.zeros((32, 24, 3), np.uint8), np.full((32, 24, 3), 128, np.uint8)
+    same = compare_frames([black], [black.copy()])
+    assert same.ssim_mean == pytest.approx(1.0) and same.psnr_mean == math.inf
+    apart = compare_frames([black], [grey])
+    assert apart.ssim_mean is not None and 0.0 <= apart.ssim_mean < 0.01
+    assert apart.psnr_mean == pytest.approx(10 * math.log10(255**2 / 128**2))
+    video = compare_frames(np.stack([black]), np.stack([grey]))
+    assert video == apart

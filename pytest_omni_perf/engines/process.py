@@ -1,5 +1,8 @@
 """A child process we own with its whole tree: started in its own session, logged to a file,
 and killed with every descendant, so no engine outlives the test that started it.
+
+Process trees and liveness come from psutil (imported where used), not from /proc read by
+hand.
 """
 
 from __future__ import annotations
@@ -13,30 +16,17 @@ from pathlib import Path
 
 
 def descendants(root: int) -> list[int]:
-    """PIDs of every living descendant of ``root`` (Linux /proc; empty elsewhere)."""
-    children: dict[int, list[int]] = {}
+    """PIDs of every descendant of ``root`` (psutil; empty when ``root`` is gone).
+
+    Exited children not yet reaped (zombies) are included, as the kernel still lists them
+    under their parent.
+    """
+    import psutil
+
     try:
-        entries = os.listdir("/proc")
-    except OSError:
+        return [child.pid for child in psutil.Process(root).children(recursive=True)]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                stat = handle.read().decode(errors="replace")
-        except OSError:
-            continue  # exited while we looked
-        # The command name may hold spaces and parentheses: fields start after the last ')'.
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 1:
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, stack = [], [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
 
 
 def _signal_all(pids: Sequence[int], sig: int) -> None:
@@ -131,9 +121,11 @@ class ManagedProcess:
 
 def running(pid: int) -> bool:
     """Whether ``pid`` is a live process (an exited zombie awaiting its reaper is not)."""
+    import psutil
+
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            # A zombie ('Z') has exited; only its exit status is left to reap.
-            return handle.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
+    except psutil.AccessDenied:
+        return True  # it exists; only its state is hidden from us

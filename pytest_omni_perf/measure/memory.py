@@ -4,6 +4,14 @@ On GPUs: NVML per-process ``usedGpuMemory`` summed over the engine's processes (
 engines hold memory in several), which includes the CUDA context, as a user's ``nvidia-smi``
 would show. Without a GPU: resident set size (RSS) of the same processes, labelled as such,
 because CPU runs have no VRAM and must not pretend to.
+
+A measurement that saw nothing says so. Inside a container with its own PID namespace NVML
+lists the engine's processes under their host PIDs, which never match ours. When a GPU then
+holds exactly one process and its PID is not a process of this namespace, that process is
+counted as the engine's (the label says so); otherwise the peak is of kind ``none`` with the
+reason, and :func:`with_engine_peak` falls back to the allocator peak the engine reports
+(``torch_peak_bytes`` of the diffusers runner, ``peak_memory_mb`` of vLLM-Omni), kind
+``engine``. VRAM bounds refuse a ``none`` peak instead of passing on a 0.
 """
 
 from __future__ import annotations
@@ -12,11 +20,16 @@ import dataclasses
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-MemoryKind = Literal["nvml", "rss"]
-_PAGE_KIB = 1024
+MemoryKind = Literal["nvml", "rss", "engine", "none"]
+_LABELS: dict[str, str] = {
+    "nvml": "VRAM (NVML)",
+    "rss": "peak RSS (CPU run, no VRAM)",
+    "engine": "VRAM (allocator peak reported by the engine)",
+    "none": "VRAM not measured",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,12 +37,16 @@ class MemoryPeak:
     """The highest total seen, and what it measured."""
 
     kind: MemoryKind
+    """``nvml`` (per-process VRAM), ``engine`` (the engine's own allocator peak, without
+    the CUDA context), ``rss`` (CPU run) or ``none`` (nothing measured: ``note`` says why)."""
     peak_bytes: int
     """Highest total over the engine's processes (and GPUs)."""
     samples: int
     device_peak_bytes: int | None = None
     """NVML only: the highest amount on any one GPU. For a multi-GPU profile this, not the
     total, says whether a model fits, so ratios against a one-GPU baseline use it."""
+    note: str = ""
+    """How the processes were attributed, what reported the number, or why there is none."""
 
     @property
     def peak_gib(self) -> float:
@@ -41,56 +58,164 @@ class MemoryPeak:
         return self.peak_bytes if self.device_peak_bytes is None else self.device_peak_bytes
 
     @property
+    def is_vram(self) -> bool:
+        """Whether ``peak_bytes`` is GPU memory (VRAM bounds apply to it)."""
+        return self.kind in ("nvml", "engine")
+
+    @property
+    def unmeasured(self) -> str | None:
+        """Why GPU memory was not measured (kind ``none``), else None."""
+        return (self.note or "no reading") if self.kind == "none" else None
+
+    @property
     def label(self) -> str:
-        return "VRAM (NVML)" if self.kind == "nvml" else "peak RSS (CPU run, no VRAM)"
+        return _LABELS[self.kind] + (f": {self.note}" if self.note else "")
 
     def to_dict(self) -> dict[str, Any]:
-        found = {"kind": self.kind, "peak_bytes": self.peak_bytes, "samples": self.samples}
+        found: dict[str, Any] = {"kind": self.kind, "peak_bytes": self.peak_bytes,
+                                 "samples": self.samples, "label": self.label}
         if self.device_peak_bytes is not None:
             found["device_peak_bytes"] = self.device_peak_bytes
         return found
 
 
 def rss_bytes(pids: Sequence[int]) -> int:
-    """Sum of VmRSS of ``pids`` (Linux /proc; 0 for processes that are gone)."""
+    """Sum of the resident set sizes of ``pids`` (psutil; 0 for processes that are gone)."""
+    import psutil
+
     total = 0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/status", "rb") as handle:
-                for line in handle:
-                    if line.startswith(b"VmRSS:"):
-                        total += int(line.split()[1]) * _PAGE_KIB
-                        break
-        except OSError:
+            total += int(psutil.Process(pid).memory_info().rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return total
 
 
+def _in_this_namespace(pid: int) -> bool:
+    import psutil
+
+    return bool(psutil.pid_exists(pid))
+
+
+def _pid_list(pids: Sequence[int] | set[int], most: int = 6) -> str:
+    shown = sorted(pids)
+    more = f" and {len(shown) - most} more" if len(shown) > most else ""
+    return ", ".join(map(str, shown[:most])) + more
+
+
 class NvmlReader:
-    """Per-process GPU memory of a set of pids over given physical GPUs."""
+    """Per-process GPU memory of a set of pids over given physical GPUs.
+
+    Keeps what it saw besides the sum, so :meth:`finish` can say when the sum means nothing:
+    no listed process was the engine's (a PID namespace of its own), or NVML withheld the
+    per-process numbers (``usedGpuMemory`` None: NVML_VALUE_NOT_AVAILABLE).
+    """
 
     def __init__(self, device_indices: Sequence[int]) -> None:
         import pynvml
 
         self._nvml = pynvml
         pynvml.nvmlInit()
-        self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in device_indices]
+        self._devices = [(i, pynvml.nvmlDeviceGetHandleByIndex(i)) for i in device_indices]
         self.device_peak = 0
         """Highest per-GPU amount seen by ``used_bytes`` so far."""
+        self._matched = False
+        self._withheld = False
+        self._ours: set[int] = set()
+        self._others: dict[int, set[int]] = {}
+        self._sole: dict[int, int] = {}
 
     def used_bytes(self, pids: Sequence[int]) -> int:
         wanted = set(pids)
+        self._ours |= wanted
         total = 0
-        for handle in self._handles:
-            on_device = sum(int(proc.usedGpuMemory)
-                            for proc in self._nvml.nvmlDeviceGetComputeRunningProcesses(handle)
-                            if proc.pid in wanted and proc.usedGpuMemory)
+        for index, handle in self._devices:
+            listed = list(self._nvml.nvmlDeviceGetComputeRunningProcesses(handle))
+            mine = [p for p in listed if p.pid in wanted]
+            if mine:
+                self._matched = True
+                known = [int(p.usedGpuMemory) for p in mine if p.usedGpuMemory is not None]
+                self._withheld |= len(known) < len(mine)
+                on_device = sum(known)
+            elif len(listed) == 1 and listed[0].usedGpuMemory \
+                    and not _in_this_namespace(listed[0].pid):
+                # NVML's PIDs are another namespace's: the only process on a GPU leased to
+                # this engine is the engine's own.
+                self._sole[index] = listed[0].pid
+                on_device = int(listed[0].usedGpuMemory)
+            else:
+                self._others.setdefault(index, set()).update(p.pid for p in listed)
+                on_device = 0
             self.device_peak = max(self.device_peak, on_device)
             total += on_device
         return total
 
+    def finish(self, peak: MemoryPeak) -> MemoryPeak:
+        """``peak`` with the kind and note that say how it was measured, or why it was not."""
+        if self._sole:
+            where = ", ".join(f"GPU {i} (PID {pid})" for i, pid in sorted(self._sole.items()))
+            note = (f"counted the only process on {where}: NVML's PIDs are not visible from "
+                    "this PID namespace (a container without --pid=host)")
+            return dataclasses.replace(peak, note=note)
+        if self._matched and not self._withheld:
+            return peak
+        if self._matched:
+            reason = ("NVML does not report per-process memory here (usedGpuMemory not "
+                      "available)")
+        elif any(self._others.values()):
+            pids = set().union(*self._others.values())
+            gpus = ", ".join(str(i) for i in sorted(self._others) if self._others[i])
+            hidden = [pid for pid in pids if not _in_this_namespace(pid)]
+            why = ("they are PIDs of another PID namespace (a container without --pid=host)"
+                   if hidden else "other processes share the GPU")
+            ours = f"({_pid_list(self._ours)})" if self._ours else "(it has no local process)"
+            reason = (f"NVML lists processes {_pid_list(pids)} on GPU {gpus}, none of them the "
+                      f"engine's {ours}: {why}")
+        else:
+            gpus = ", ".join(str(i) for i, _ in self._devices)
+            reason = f"NVML listed no compute process on GPU {gpus} while the engine ran"
+        return MemoryPeak(kind="none", peak_bytes=0, samples=peak.samples, note=reason)
+
     def close(self) -> None:
         self._nvml.nvmlShutdown()
+
+
+def with_engine_peak(peak: MemoryPeak, engine_metrics: Mapping[str, Any]) -> MemoryPeak:
+    """``peak``, or when it measured nothing, the allocator peak the engine reported.
+
+    ``torch_peak_bytes`` (``torch.cuda.max_memory_allocated`` of the request, the largest
+    rank's for a multi-GPU engine; ``rank_torch_peak_bytes`` per rank) or vLLM-Omni's
+    ``peak_memory_mb`` (``max_memory_reserved`` on rank 0). Both leave out the CUDA context
+    (about 0.5 GiB), so they are a lower bound of what NVML would show.
+    """
+    if peak.kind != "none":
+        return peak
+    torch_peak = _positive(engine_metrics.get("torch_peak_bytes"))
+    ranks = engine_metrics.get("rank_torch_peak_bytes")
+    reserved_mb = _positive(engine_metrics.get("peak_memory_mb"))
+    if torch_peak is not None:
+        per_rank = [_positive(r) for r in ranks] if isinstance(ranks, list) else []
+        source = "torch.cuda.max_memory_allocated"
+        device = int(torch_peak)
+        total = sum(int(r) for r in per_rank if r is not None) \
+            if per_rank and None not in per_rank else device
+    elif reserved_mb is not None:
+        source = "vLLM-Omni's peak_memory_mb"
+        total = device = int(reserved_mb * 2**20)
+    else:
+        return peak
+    return MemoryPeak(kind="engine", peak_bytes=total, samples=1,
+                      device_peak_bytes=device if total != device else None,
+                      note=f"{source}, without the CUDA context, because {peak.note}")
+
+
+def _positive(value: object) -> float | None:
+    """``value`` when it is a finite number > 0 (engines report what they like), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value) and value > 0:
+        return float(value)
+    return None
 
 
 class MemorySampler:
@@ -107,8 +232,10 @@ class MemorySampler:
                  pids: Callable[[], Sequence[int]], interval_s: float = 0.02,
                  close: Callable[[], None] | None = None,
                  device_peak: Callable[[], int] | None = None,
-                 pids_every_s: float = 0.5) -> None:
+                 pids_every_s: float = 0.5,
+                 finish: Callable[[MemoryPeak], MemoryPeak] | None = None) -> None:
         self.kind = kind
+        self._finish = finish
         self._device_peak = device_peak
         self._read = read
         self._pids = pids
@@ -147,8 +274,9 @@ class MemorySampler:
         if self._close is not None:
             self._close()
         device_peak = self._device_peak() if self._device_peak is not None else None
-        return MemoryPeak(kind=self.kind, peak_bytes=self._peak, samples=self._samples,
+        peak = MemoryPeak(kind=self.kind, peak_bytes=self._peak, samples=self._samples,
                           device_peak_bytes=device_peak)
+        return peak if self._finish is None else self._finish(peak)
 
 
 def sampler_for(pids: Callable[[], Sequence[int]], device_indices: Sequence[int],
@@ -161,5 +289,18 @@ def sampler_for(pids: Callable[[], Sequence[int]], device_indices: Sequence[int]
             pass
         else:
             return MemorySampler("nvml", reader.used_bytes, pids, interval_s, reader.close,
-                                 device_peak=lambda: reader.device_peak)
-    return MemorySampler("rss", rss_bytes, pids, interval_s)
+                                 device_peak=lambda: reader.device_peak, finish=reader.finish)
+    seen = False
+
+    def read(known: Sequence[int]) -> int:
+        nonlocal seen
+        seen = seen or bool(known)
+        return rss_bytes(known)
+
+    def finish(peak: MemoryPeak) -> MemoryPeak:
+        # An engine without a local process (a remote server) has no RSS to show: 0 is not
+        # a measurement, so say so.
+        return peak if seen else dataclasses.replace(
+            peak, note="the engine has no local process to measure")
+
+    return MemorySampler("rss", read, pids, interval_s, finish=finish)

@@ -239,6 +239,10 @@ def _bound(op: str, value: Any, suffix: str = "") -> str:
 def _quality_text(q: Mapping[str, Any]) -> str:
     if not q:
         return "-"
+    if q.get("not_applicable"):
+        psnr = "" if not q.get("comparable", True) else ", PSNR " + (
+            _fmt(q["psnr_mean"], ".2f", " dB") if q.get("psnr_mean") is not None else "inf")
+        return f'not applicable: {escape(str(q["not_applicable"]))}{psnr}'
     frames = len(q.get("per_frame_ssim") or [])
     worst = f', worst {_fmt(q.get("ssim_min"), ".5f")} (frame {q.get("worst_frame")})' \
         if frames > 1 else ""
@@ -261,7 +265,8 @@ def _facts(r: Result) -> str:
     m, b = r["measurement"], r.get("bounds") or {}
     lat = m["latency"]
     memory = m["memory"]
-    memory_label = "VRAM (NVML)" if memory["kind"] == "nvml" else "peak RSS (CPU run, no VRAM)"
+    memory_label = escape(memory.get("label") or (
+        "VRAM (NVML)" if memory["kind"] == "nvml" else "peak RSS (CPU run, no VRAM)"))
     base = r.get("baseline")
     reg = r.get("latency_ratio")
     req = m.get("request") or {}

@@ -61,6 +61,8 @@ def thumbnail(frame: Frame, max_px: int = THUMBNAIL_PX) -> Frame:
     from PIL import Image
 
     array = np.asarray(frame)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]  # PIL has no one-channel-of-three mode: treat it as grey
     if array.ndim == 2:
         array = np.stack([array] * 3, axis=-1)
     height, width = array.shape[:2]

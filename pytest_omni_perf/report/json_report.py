@@ -27,15 +27,18 @@ of two identical images, are written as ``null``. Schema, version 1::
         num_inference_steps, num_frames, seed, ...}, samples_s [warm latencies, s],
         latency {n, median, p90, mean, stdev, min, max, samples} (s, around each request),
         engine_latency (same keys, timed inside the engine), memory {kind: "nvml" (VRAM of
-        the engine's processes) | "rss" (CPU run), peak_bytes, samples}, start_s (engine
+        the engine's processes) | "engine" (allocator peak the engine reported) | "rss" (CPU
+        run) | "none" (not measured), peak_bytes, samples, label (how, or why not)}, start_s (engine
         start), first_request_s, cold_start_s (start + first request; null if unknown),
         engine_reused, applied {what the engine really applied}, engine_metrics,
         interleaved_with, devices [physical GPU indices the engine ran on; [] on CPU],
         rounds (measured, adaptive), stopped_by (decided|max_rounds|max_seconds),
         output_shape [H, W, C], output_frames},
       baseline (the baseline profile's measurement, same keys; null for reference profiles),
-      speedup (robust baseline latency / this profile's: lower quartiles), quality {ssim_mean, ssim_min, psnr_mean,
-        per_frame_ssim [...], worst_frame} against the baseline profile's output (or null),
+      speedup (robust baseline latency / this profile's: Harrell-Davis 20% quantiles),
+        quality {ssim_mean, ssim_min, psnr_mean, per_frame_ssim [...], worst_frame,
+        not_applicable (why a metric is null), comparable} against the baseline profile's
+        output (or null),
       stored_quality (same keys, against the stored baseline image; or null),
       speedup_interval and latency_ratio (against the stored run) {estimate, low, high,
       confidence, rounds}: percentile-bootstrap intervals of ratios of robust estimates,

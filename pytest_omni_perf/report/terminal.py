@@ -61,6 +61,11 @@ def _verdict(result: Result) -> str:
                               "FAIL" if result["violations"] else "ok")
 
 
+def _ssim(result: Result) -> str:
+    quality = result.get("quality") or {}
+    return "n/a" if quality.get("not_applicable") else _fmt(quality.get("ssim_mean"), ".4f")
+
+
 def _trend(result: Result) -> str:
     from pytest_omni_perf.history.trend import marker
 
@@ -69,7 +74,8 @@ def _trend(result: Result) -> str:
 
 def _memory(result: Result) -> str:
     memory = result["measurement"]["memory"]
-    unit = "GiB" if memory["kind"] == "nvml" else "GiB RSS"
+    unit = {"nvml": "GiB", "engine": "GiB alloc", "none": "GiB (not measured)"}.get(
+        memory["kind"], "GiB RSS")
     return _fmt(memory["peak_bytes"] / 2**30, ".2f", f" {unit}")
 
 
@@ -91,7 +97,7 @@ COLUMNS: list[Column] = [
     ("rounds", lambda r: str(r["measurement"]["latency"]["n"])),
     ("cold", lambda r: _fmt(r["measurement"].get("cold_start_s"), ".1f", " s")),
     ("peak mem", _memory),
-    ("SSIM", lambda r: _fmt((r.get("quality") or {}).get("ssim_mean"), ".4f")),
+    ("SSIM", _ssim),
     ("verdict", _verdict),
 ]
 GPU_COLUMN: Column = ("GPUs", _gpus)
