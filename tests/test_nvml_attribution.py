@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pytest_omni_perf import gates, hardware
+from pytest_omni_perf import hardware, judge
 from pytest_omni_perf.measure.memory import MemoryPeak, sampler_for, with_engine_peak
 from pytest_omni_perf.profiles import Bounds
 
@@ -60,13 +60,13 @@ def test_the_only_process_on_the_gpu_under_a_host_pid_is_counted(nvml: ModuleTyp
     assert peak.label == (
         f"VRAM (NVML): counted the only process on GPU 0 (PID {os.getpid() + 100000}): NVML's "
         "PIDs are not visible from this PID namespace (a container without --pid=host)")
-    violations, _ = gates.session_gates(Bounds(max_vram_gib=4.0), _facts(peak))
+    violations = judge.session_judgement(Bounds(max_vram_gib=4.0), _facts(peak)).violations
     assert [v.message for v in violations] == [
         "peak VRAM 6.00 GiB is above the bound max_vram_gib=4"]
 
 
-def _facts(peak: MemoryPeak) -> gates.SessionFacts:
-    return gates.SessionFacts(profile="layerwise_offload", baseline="eager", speedup=1.0,
+def _facts(peak: MemoryPeak) -> judge.SessionFacts:
+    return judge.SessionFacts(profile="layerwise_offload", baseline="eager", speedup=None,
                               ssim=1.0, ssim_worst=1.0, memory_gib=peak.peak_gib,
                               memory_ratio=None, memory_is_vram=peak.is_vram,
                               memory_unmeasured=peak.unmeasured)
@@ -87,10 +87,12 @@ def test_nothing_attributable_is_not_a_zero(nvml: ModuleType, processes: list[di
     assert peak.kind == "none" and peak.peak_bytes == 0 and not peak.is_vram
     assert reason.format(me=os.getpid()) in (peak.unmeasured or "")
     assert peak.label.startswith("VRAM not measured: ")
-    violations, notes = gates.session_gates(Bounds(max_vram_ratio=0.85), _facts(peak))
+    judged = judge.session_judgement(Bounds(max_vram_ratio=0.85), _facts(peak))
+    violations, notes = judged.violations, judged.notes
     assert [v.metric for v in violations] == ["vram"] and notes == []
     assert violations[0].message.startswith(f"VRAM bounds cannot be checked: {peak.unmeasured}")
-    violations, notes = gates.session_gates(Bounds(), _facts(peak))
+    judged = judge.session_judgement(Bounds(), _facts(peak))
+    violations, notes = judged.violations, judged.notes
     assert violations == [] and notes == [f"peak VRAM not measured: {peak.unmeasured}"]
 
 
