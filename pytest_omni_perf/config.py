@@ -102,7 +102,8 @@ _OPTIONS = (
          _CONFIDENCE, 0.95, metavar="LEVEL"),
     _Opt("--omni-warmup", "Unmeasured requests before the rounds. Default: 1.",
          _WARMUP, 1, metavar="N"),
-    _Opt("--omni-baseline-dir", "Stored baselines. Default: baselines/ beside the rootdir's "
+    _Opt("--omni-baseline-dir", "Stored baselines. Default: baselines/ beside the ini file "
+         "(pytest.ini, pyproject.toml, ...) that configures the run, else in the rootdir's "
          "conftest.py (or the rootdir).", metavar="PATH"),
     _Opt("--omni-report-json", "Write the JSON report here.", metavar="PATH"),
     _Opt("--omni-report-html", "Write the self-contained HTML report here.", metavar="PATH"),
@@ -217,9 +218,29 @@ def _flag(config: pytest.Config, dest: str) -> bool:
             f"{_ini_name(config, dest)}: expected true or false ({exc})") from None
 
 
+def anchor_dir(config: pytest.Config) -> Path:
+    """The folder of the ini file that configures the run (pytest.ini, pyproject.toml,
+    tox.ini, setup.cfg), else the rootdir: the ini file stays put wherever pytest is
+    launched from, while the rootdir can follow the command line's arguments."""
+    return config.inipath.parent if config.inipath is not None else config.rootpath
+
+
 def default_baseline_dir(config: pytest.Config) -> Path:
-    """``baselines/`` beside the rootdir's conftest.py; the rootdir itself has that place."""
-    return config.rootpath / "baselines"
+    """``baselines/`` in :func:`anchor_dir`."""
+    return anchor_dir(config) / "baselines"
+
+
+def baseline_nodeid(item: pytest.Item) -> str:
+    """The test's id as baselines key it: its node id with the file part relative to
+    :func:`anchor_dir` (the node id itself when the rootdir is that folder, as usual), so a
+    run launched from another folder finds the same baselines."""
+    anchor = anchor_dir(item.config)
+    try:
+        relative = item.path.relative_to(anchor).as_posix()
+    except ValueError:
+        return item.nodeid  # a test outside the anchor's tree keeps pytest's own id
+    _, sep, rest = item.nodeid.partition("::")
+    return relative + sep + rest
 
 
 def read_config(config: pytest.Config) -> PerfConfig:

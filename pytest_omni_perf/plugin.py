@@ -353,7 +353,7 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
     state = request.config.stash[state_key]
     perf = state.perf
     model = _model_of(request, state)
-    nodeid = request.node.nodeid
+    nodeid = config_mod.baseline_nodeid(request.node)
     harness = Harness(
         nodeid=nodeid, profile=omni_profile, profiles=state.profiles,
         bounds=bounds_from_marks(request.node.iter_markers("omni_bounds"), omni_profile.bounds,
