@@ -17,6 +17,7 @@ from pytest_omni_perf.baselines import METRICS, BaselineError, BaselineStore, Co
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationRequest
 from pytest_omni_perf.engines.pool import EnginePool, LiveEngine
 from pytest_omni_perf.hardware import CPU_KEY, HardwareInfo, fingerprint
+from pytest_omni_perf.measure.interference import InterferenceMonitor, monitor_for
 from pytest_omni_perf.measure.memory import MemorySampler, sampler_for
 from pytest_omni_perf.profiles import Bounds, Profile
 from pytest_omni_perf.results import Measurement, PerfResult, Violation
@@ -44,6 +45,8 @@ class _Rounds:
     live: LiveEngine
     reused: bool
     sampler: MemorySampler
+    monitor: InterferenceMonitor = dataclasses.field(  # interference diagnostics (issue 16)
+        default_factory=lambda: InterferenceMonitor([], []))
     samples: list[float] = dataclasses.field(default_factory=list)
     engine_samples: list[float] = dataclasses.field(default_factory=list)
     gpu_samples: list[float] = dataclasses.field(default_factory=list)
@@ -63,7 +66,9 @@ class _Rounds:
 
     def one(self) -> None:
         """One measured round."""
+        self.monitor.begin_round()  # interference diagnostics (issue 16)
         output, elapsed, _ = self.send()
+        self.monitor.end_round()  # interference diagnostics (issue 16)
         self.samples.append(elapsed)
         self.engine_samples.append(output.engine_latency_s)
         if "cuda_event_s" in output.engine_metrics:
@@ -181,6 +186,7 @@ class OmniPerf:
                     self._warm(run)
             for run in runs:
                 run.sampler.start()
+                run.monitor.start()  # interference diagnostics (issue 16)
             for _ in range(self.rounds):
                 for run in runs:
                     run.one()
@@ -190,6 +196,8 @@ class OmniPerf:
             raise
         finally:
             peaks = [run.sampler.stop() for run in runs]
+            for run in runs:
+                run.monitor.stop()  # interference diagnostics (issue 16): never raises
         interleaved = profiles[0].name if len(profiles) > 1 else None
         return [self._to_measurement(run, peak, interleaved if run.profile is not profiles[0]
                                      else None) for run, peak in zip(runs, peaks)]
@@ -198,8 +206,11 @@ class OmniPerf:
         spec = self.spec_for(profile)
         live = self.pool.get(spec, capacity)
         reused = live.requests > 0
-        sampler = sampler_for(live.pids, spec.devices or [g.index for g in self.hardware.gpus])
-        return _Rounds(profile, spec, profile_request(request, profile), live, reused, sampler)
+        devices = spec.devices or [g.index for g in self.hardware.gpus]
+        sampler = sampler_for(live.pids, devices)
+        monitor = monitor_for(live.pids(), devices)  # interference diagnostics (issue 16)
+        return _Rounds(profile, spec, profile_request(request, profile), live, reused, sampler,
+                       monitor=monitor)
 
     def _warm(self, run: _Rounds) -> None:
         _, elapsed, first = run.send()
@@ -224,6 +235,7 @@ class OmniPerf:
                                else {})},
             frames=list(run.last.frames),
             interleaved_with=interleaved, devices=list(run.spec.devices),
+            interference=run.monitor.stop(),  # issue 16: stop() is idempotent, returns the rounds
         )
 
     # -- judging ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from pytest_omni_perf.measure.interference import InterferenceReport
     from pytest_omni_perf.measure.memory import MemoryPeak
     from pytest_omni_perf.measure.stats import LatencyStats, RegressionVerdict
     from pytest_omni_perf.quality import QualityResult
@@ -39,6 +40,8 @@ class Measurement:
     """Baseline profile whose rounds alternated with these, if any."""
     devices: list[int] = dataclasses.field(default_factory=list)
     """Physical GPU indices the engine ran on ([] on CPU)."""
+    interference: InterferenceReport | None = None
+    """What the host did during each measured round (GPU busy, clocks, other load)."""
 
     @property
     def cold_start_s(self) -> float | None:
@@ -54,6 +57,7 @@ class Measurement:
             "engine_reused": self.engine_reused, "applied": self.applied,
             "engine_metrics": self.engine_metrics, "interleaved_with": self.interleaved_with,
             "devices": self.devices,
+            "interference": None if self.interference is None else self.interference.to_dict(),
             "output_shape": list(self.frames[0].shape) if self.frames else None,
             "output_frames": len(self.frames),
         }
