@@ -185,7 +185,8 @@ class InterferenceReport:
         return cls(tuple(_round_from(r, f"{where}.rounds[{i}]") for i, r in enumerate(rounds)))
 
 
-_NUMBERS = {f.name for f in dataclasses.fields(RoundConditions)} - {"clock_event_reasons"}
+_NUMBERS = tuple(f.name for f in dataclasses.fields(RoundConditions)
+                 if f.name != "clock_event_reasons")
 
 
 def _round_from(data: object, where: str) -> RoundConditions:
