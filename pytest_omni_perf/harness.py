@@ -178,6 +178,12 @@ class OmniPerf:
     def _run(self, profiles: list[Profile], request: GenerationRequest,
              capacity: int = 1) -> list[Measurement]:
         runs = [self._prepare(p, request, capacity) for p in profiles]
+        # Interference diagnostics (issue 16): interleaved engines wait while the other one
+        # runs, so neither counts as the other's interference.
+        ours = [pid for run in runs for pid in run.live.pids()]
+        for run in runs:
+            run.monitor = monitor_for(
+                ours, run.spec.devices or [g.index for g in self.hardware.gpus])
         self.cost.rounds_run += len(runs)
         self.cost.baseline_measured += sum(p is not self.profile for p in profiles)
         try:
@@ -206,11 +212,8 @@ class OmniPerf:
         spec = self.spec_for(profile)
         live = self.pool.get(spec, capacity)
         reused = live.requests > 0
-        devices = spec.devices or [g.index for g in self.hardware.gpus]
-        sampler = sampler_for(live.pids, devices)
-        monitor = monitor_for(live.pids(), devices)  # interference diagnostics (issue 16)
-        return _Rounds(profile, spec, profile_request(request, profile), live, reused, sampler,
-                       monitor=monitor)
+        sampler = sampler_for(live.pids, spec.devices or [g.index for g in self.hardware.gpus])
+        return _Rounds(profile, spec, profile_request(request, profile), live, reused, sampler)
 
     def _warm(self, run: _Rounds) -> None:
         _, elapsed, first = run.send()

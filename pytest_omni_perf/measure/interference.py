@@ -214,7 +214,8 @@ def _round_from(data: object, where: str) -> RoundConditions:
 class InterferenceMonitor:
     """Records ``RoundConditions`` for each round between ``begin_round`` and ``end_round``.
 
-    ``engine_pids``: the engine's processes (their descendants are found at each round);
+    ``engine_pids``: the measurement's own processes: the engine's, and those of an engine
+    whose rounds interleave with it (it waits meanwhile); descendants are found as rounds go;
     ``devices``: physical GPU indices the engine uses ([] on CPU); ``nvml``: an initialized
     ``pynvml`` module (or a stand-in), None for CPU figures only. No method raises.
     """
