@@ -19,6 +19,7 @@ from pytest_omni_perf import verdict
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationRequest
 from pytest_omni_perf.engines.pool import EnginePool, LiveEngine
 from pytest_omni_perf.hardware import HardwareInfo
+from pytest_omni_perf.measure.interference import InterferenceMonitor, monitor_for
 from pytest_omni_perf.measure.memory import MemorySampler, sampler_for, with_engine_peak
 from pytest_omni_perf.profiles import Bounds, Profile
 from pytest_omni_perf.results import Measurement, PerfResult
@@ -81,6 +82,9 @@ class _Rounds:
     live: LiveEngine
     reused: bool
     sampler: MemorySampler
+    monitor: InterferenceMonitor = dataclasses.field(
+        default_factory=lambda: InterferenceMonitor([], []))
+    """What the host did in each round (GPU busy, clocks, other load)."""
     samples: list[float] = dataclasses.field(default_factory=list)
     engine_samples: list[float] = dataclasses.field(default_factory=list)
     gpu_samples: list[float] = dataclasses.field(default_factory=list)
@@ -100,7 +104,9 @@ class _Rounds:
 
     def one(self) -> None:
         """One measured round."""
+        self.monitor.begin_round()
         output, elapsed, _ = self.send()
+        self.monitor.end_round()
         self.samples.append(elapsed)
         self.engine_samples.append(output.engine_latency_s)
         if "cuda_event_s" in output.engine_metrics:
@@ -229,6 +235,12 @@ class Harness:
     def _run(self, profiles: list[Profile], request: GenerationRequest, open_gates: Undecided,
              capacity: int = 1) -> list[Measurement]:
         runs = [self._prepare(p, request, capacity) for p in profiles]
+        # Interleaved engines wait while the other one runs, so neither counts as the
+        # other's interference.
+        ours = [pid for run in runs for pid in run.live.pids()]
+        for run in runs:
+            run.monitor = monitor_for(
+                ours, run.spec.devices or [g.index for g in self.hardware.gpus])
         self.cost.rounds_run += len(runs)
         self.cost.baseline_measured += sum(p is not self.profile for p in profiles)
         try:
@@ -237,6 +249,7 @@ class Harness:
                     self._warm(run)
             for run in runs:
                 run.sampler.start()
+                run.monitor.start()
             stopped_by = self._adaptive_rounds(runs, open_gates)
         except EngineError:
             for run in runs:  # a failed engine is not reused: the next test gets a fresh one
@@ -244,6 +257,8 @@ class Harness:
             raise
         finally:
             peaks = [run.sampler.stop() for run in runs]
+            for run in runs:
+                run.monitor.stop()  # never raises
         interleaved = profiles[0].name if len(profiles) > 1 else None
         return [self._to_measurement(run, peak, interleaved if run.profile is not profiles[0]
                                      else None, stopped_by) for run, peak in zip(runs, peaks)]
@@ -300,7 +315,7 @@ class Harness:
                                else {})},
             frames=list(run.last.frames),
             interleaved_with=interleaved, devices=list(run.spec.devices),
-            stopped_by=stopped_by,
+            stopped_by=stopped_by, interference=run.monitor.stop(),  # idempotent
         )
 
 

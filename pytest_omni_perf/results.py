@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from pytest_omni_perf.measure.interference import InterferenceReport
     from pytest_omni_perf.measure.memory import MemoryPeak
     from pytest_omni_perf.measure.stats import LatencyStats, RatioInterval
     from pytest_omni_perf.quality import QualityResult
@@ -42,6 +43,8 @@ class Measurement:
     stopped_by: str = ""
     """Why the rounds stopped: 'decided' (every gate's interval cleared its bound),
     'max_rounds' or 'max_seconds' (the budget spent with a gate still undecided)."""
+    interference: InterferenceReport | None = None
+    """What the host did during each measured round (GPU busy, clocks, other load)."""
 
     @property
     def cold_start_s(self) -> float | None:
@@ -57,6 +60,7 @@ class Measurement:
             "engine_reused": self.engine_reused, "applied": self.applied,
             "engine_metrics": self.engine_metrics, "interleaved_with": self.interleaved_with,
             "devices": self.devices, "rounds": len(self.samples), "stopped_by": self.stopped_by,
+            "interference": None if self.interference is None else self.interference.to_dict(),
             "output_shape": list(self.frames[0].shape) if self.frames else None,
             "output_frames": len(self.frames),
         }

@@ -305,6 +305,7 @@ def _facts(r: Result) -> str:
          + _bound("≤", b.get("max_vram_gib"), " GiB")
          + _bound("≤", b.get("max_vram_ratio"), "x"),
          ("vram", "vram_ratio", "vram_regression")),
+        ("host conditions", _interference_text(m.get("interference")), ()),
         ("request", escape(f'{req.get("width")}x{req.get("height")}, '
                            f'{req.get("num_inference_steps")} steps, '
                            f'{req.get("num_frames") or 1} frame(s), seed {req.get("seed")}'), ()),
@@ -329,6 +330,16 @@ def _warning_only(r: Result, metric: str) -> str:
 
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _interference_text(found: Mapping[str, Any] | None) -> str:
+    """The measurement's interference summary (issue 16), or "-" when none was recorded."""
+    if not found or not found.get("summary"):
+        return "-"
+    rounds = len(found.get("rounds") or [])
+    return (f'<span class="{"bad" if found.get("notable") else ""}">'
+            f'{escape(str(found["summary"]))}</span> ({found.get("noisy_rounds", 0)} of '
+            f'{rounds} rounds noisy)')
 
 
 def _figure(uri: str | None, caption: str, small: bool) -> str:

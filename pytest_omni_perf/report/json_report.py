@@ -33,6 +33,11 @@ of two identical images, are written as ``null``. Schema, version 1::
         engine_reused, applied {what the engine really applied}, engine_metrics,
         interleaved_with, devices [physical GPU indices the engine ran on; [] on CPU],
         rounds (measured, adaptive), stopped_by (decided|max_rounds|max_seconds),
+        interference {rounds [one per measured round: {duration_s, gpu_util_pct,
+          sm_clock_mhz, clock_event_reasons [names], other_gpu_processes, host_cpu_busy_pct,
+          others_cpu_cores, steal_pct, load_avg_1m}, null where not measurable], summary
+          (plain words, "quiet" when nothing notable), noisy_rounds, notable} or null,
+          see measure/interference.py,
         output_shape [H, W, C], output_frames},
       baseline (the baseline profile's measurement, same keys; null for reference profiles),
       speedup (robust baseline latency / this profile's: Harrell-Davis 20% quantiles),

@@ -151,6 +151,29 @@ def write_summary(terminalreporter: Any, results: Sequence[Result]) -> None:
         for note in result.get("notes", []):
             terminalreporter.write_line(terminal_text(
                 f"note [{result['profile']}] {result['nodeid']}: {note}"))
+    for line in interference_lines(results):
+        terminalreporter.write_line(line)
+
+
+def interference_lines(results: Sequence[Result]) -> list[str]:
+    """One line per measurement whose host conditions were notable (issue 16), e.g.
+    ``interference [cache_dit] t.py::test_x[cache_dit]: other processes used 1.6 cores in 9
+    of 15 rounds``; the baseline profile's measurement is named as such, once per run."""
+    lines, seen = [], set()
+    for result in results:
+        for key, who in (("measurement", result["profile"]),
+                         ("baseline", f"baseline of {result['profile']}")):
+            measured = result.get(key) or {}
+            found = measured.get("interference") or {}
+            if not found.get("notable"):
+                continue
+            line = terminal_text(f"interference [{measured.get('profile', '?')}"
+                    f"{'' if key == 'measurement' else ', ' + who}] {result['nodeid']}: "
+                    f"{found.get('summary')}")
+            if line not in seen:
+                seen.add(line)
+                lines.append(line)
+    return lines
 
 
 def write_suite_cost(terminalreporter: Any, results: Sequence[Mapping[str, Any]],

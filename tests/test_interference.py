@@ -1,0 +1,279 @@
+"""Interference diagnostics: per-round host conditions and their plain-words summary.
+
+CPU figures are checked against real busy processes by accounting identities (a stranger's
+CPU time shows up as other load, the engine's own tree does not), never against timings.
+GPU figures come from a pynvml stand-in modelled on NVML (tests/nvml_double.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import psutil
+import pytest
+
+from nvml_double import FakeNvml, Gpu
+from pytest_omni_perf.measure import interference as itf
+from pytest_omni_perf.measure.gpu_conditions import reason_names
+from pytest_omni_perf.measure.interference import (
+    InterferenceMonitor,
+    InterferenceReport,
+    RoundConditions,
+    monitor_for,
+)
+
+BURN = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end: pass"
+# An "engine" whose busy work happens in a child, to show the monitor follows the tree.
+ENGINE = (f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {BURN!r}, '60'])")
+NO_POLLING = 3600.0  # the poller thread never wakes: GPU figures come from end-of-round reads
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+    """Start bounded busy processes (60 s at most) and kill each one at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(code: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-c", code, "60"])
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.Error:
+            children = []
+        for child in children:
+            child.kill()
+        proc.kill()
+        proc.wait()
+
+
+def cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def busy_round(monitors: list[InterferenceMonitor], pid: int, at_least_s: float = 0.2
+               ) -> tuple[list[RoundConditions], float]:
+    """One round on every monitor, lasting until ``pid`` has burned ``at_least_s`` of CPU
+    (however slowly a loaded machine schedules it); returns the rounds and what it burned."""
+    before = cpu_s(pid)
+    for monitor in monitors:
+        monitor.begin_round()
+    deadline = time.monotonic() + 30
+    while cpu_s(pid) - before < at_least_s and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rounds = [monitor.end_round() for monitor in monitors]
+    return rounds, cpu_s(pid) - before
+
+
+# -- CPU, with real busy processes ------------------------------------------------------------
+def test_a_strangers_busy_loop_is_other_load_and_the_summary_says_so(spawn: Callable[
+        [str], subprocess.Popen[bytes]]) -> None:
+    burners = [spawn(BURN), spawn(BURN)]
+    monitor = monitor_for([], [])
+    monitor.start()
+    for _ in range(3):
+        (r,), burned = busy_round([monitor], burners[0].pid)
+        assert r.others_cpu_cores is not None and r.host_cpu_busy_pct is not None
+        # Every CPU second of the stranger is in "other load" (10 ms ticks: a small margin).
+        assert r.others_cpu_cores * r.duration_s >= burned - 0.05
+        assert 0 <= r.others_cpu_cores <= (os.cpu_count() or 1) + 0.5
+    report = monitor.stop()
+    assert not report.rounds[0].clock_event_reasons and report.rounds[0].gpu_util_pct is None
+    assert report.noisy_rounds() >= 1
+    assert "other processes used" in report.summary() and report.notable
+
+
+def test_the_engines_own_tree_is_not_other_load(spawn: Callable[
+        [str], subprocess.Popen[bytes]]) -> None:
+    engine = spawn(ENGINE)
+    deadline = time.monotonic() + 30
+    while not psutil.Process(engine.pid).children() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (child,) = psutil.Process(engine.pid).children()
+    knows, stranger = InterferenceMonitor([engine.pid], []), InterferenceMonitor([], [])
+    for _ in range(2):
+        (mine, theirs), burned = busy_round([knows, stranger], child.pid)
+        assert mine.others_cpu_cores is not None and theirs.others_cpu_cores is not None
+        # Same window, same host: the only difference is the engine's child's CPU time.
+        gap = (theirs.others_cpu_cores - mine.others_cpu_cores) * mine.duration_s
+        assert burned - 0.05 <= gap <= burned * 1.1 + 0.05
+    assert len(knows.stop().rounds) == 2
+
+
+def test_short_rounds_get_no_cpu_shares_rather_than_rounding_noise() -> None:
+    monitor = monitor_for([], [])
+    monitor.start()
+    monitor.begin_round()
+    r = monitor.end_round()
+    assert r.duration_s < itf.CPU_MIN_ROUND_S
+    assert r.others_cpu_cores is None and r.host_cpu_busy_pct is None and r.steal_pct is None
+    assert r.load_avg_1m == pytest.approx(os.getloadavg()[0], abs=5)
+
+
+def test_nothing_escapes_the_monitor(monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    monitor = InterferenceMonitor([gone.pid, 2**22 + 7], [])  # an exited and a made-up pid
+    monitor.end_round()  # without begin_round
+    monitor.begin_round()
+    time.sleep(itf.CPU_MIN_ROUND_S)
+    assert monitor.end_round().others_cpu_cores is not None  # gone pids are simply skipped
+    monkeypatch.setattr(psutil, "cpu_times", lambda: 1 / 0)
+    monitor.begin_round()
+    time.sleep(itf.CPU_MIN_ROUND_S)
+    broken = monitor.end_round()
+    assert broken.others_cpu_cores is None and broken.duration_s >= itf.CPU_MIN_ROUND_S
+    report = monitor.stop()
+    assert len(report.rounds) == 3 and monitor.stop() == report  # idempotent
+
+
+# -- GPU, through the NVML stand-in -----------------------------------------------------------
+def gpu_monitor(nvml: FakeNvml, devices: list[int], engine: list[int],
+                interval_s: float = NO_POLLING) -> InterferenceMonitor:
+    nvml.nvmlInit()  # as monitor_for does with the real pynvml
+    monitor = InterferenceMonitor(engine, devices, nvml, interval_s)
+    monitor.start()
+    return monitor
+
+
+def test_gpu_fields_and_summary_follow_nvml() -> None:
+    engine = 4242
+    gpus = [Gpu(util=97, sm_clock=1980, reasons=0, pids=[engine]),
+            Gpu(util=93, sm_clock=1965, reasons=0x4, pids=[engine])]  # sw_power_cap: benign
+    nvml = FakeNvml(gpus)
+    monitor = gpu_monitor(nvml, [0, 1], [engine])
+    for _ in range(3):
+        monitor.begin_round()
+        quiet = monitor.end_round()
+    assert quiet.gpu_util_pct == 95 and quiet.sm_clock_mhz == 1965
+    assert quiet.clock_event_reasons == ("sw_power_cap",) and quiet.other_gpu_processes == 0
+    assert monitor.stop().summary() == "quiet"
+
+    monitor = gpu_monitor(nvml, [0, 1], [engine])
+    for i in range(6):
+        slow = i >= 3
+        gpus[0].util = 60 if slow else 97
+        gpus[0].sm_clock = 1410 if i >= 4 else 1980
+        gpus[1].reasons = 0x1 | 0x2 | 0x4 | (0x8 if slow else 0)  # idle/app clocks: ignored
+        gpus[1].pids = [engine, 777] if i >= 4 else [engine]
+        monitor.begin_round()
+        r = monitor.end_round()
+        assert r.clock_event_reasons == (("sw_power_cap", "hw_slowdown") if slow
+                                         else ("sw_power_cap",))
+        assert r.other_gpu_processes == (1 if i >= 4 else 0)
+    report = monitor.stop()
+    assert [r.gpu_util_pct for r in report.rounds] == [95, 95, 95, 76.5, 76.5, 76.5]
+    assert report.noisy_rounds() == 3
+    assert report.summary() == (
+        "GPU busy 76 % in 3 of 6 rounds: host-bound, cross-host comparisons unreliable; "
+        "SM clock down to 1410 MHz (highest 1965) in 2 of 6 rounds; "
+        "clock events hw_slowdown in 3 of 6 rounds; 1 other process on the GPU in 2 of 6 rounds")
+    assert nvml.inits == 0  # each monitor shut down the NVML it was given
+
+
+def test_the_thread_samples_are_averaged_per_round() -> None:
+    gpu = Gpu(utils=[40, 100], pids=[1])
+    monitor = gpu_monitor(FakeNvml([gpu]), [0], [1], interval_s=0.002)
+    monitor.begin_round()
+    deadline = time.monotonic() + 30
+    while gpu.reads < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    r = monitor.end_round()
+    monitor.stop()
+    assert r.gpu_util_pct is not None and 40 < r.gpu_util_pct < 100  # both values were seen
+
+
+@pytest.mark.parametrize("binding", ["current", "old_binding", "old_driver"])
+def test_clock_reasons_on_every_binding_and_driver(binding: str) -> None:
+    nvml = FakeNvml([Gpu(reasons=0x20 | 0x40, pids=[1])], binding)  # type: ignore[arg-type]
+    monitor = gpu_monitor(nvml, [0], [1])
+    monitor.begin_round()
+    assert monitor.end_round().clock_event_reasons == ("sw_thermal", "hw_thermal")
+    assert "clock events hw_thermal, sw_thermal in 1 of 1 rounds" in monitor.stop().summary()
+
+
+def test_nvml_errors_become_none() -> None:
+    gpus = [Gpu(util=90, pids=[1], mig=True), Gpu(util=90, pids=[1])]
+    nvml = FakeNvml(gpus)
+    monitor = gpu_monitor(nvml, [0], [1])
+    monitor.begin_round()
+    mig = monitor.end_round()
+    assert mig.gpu_util_pct is None and mig.sm_clock_mhz == 1980  # MIG: no utilization
+    gpus[0].lost = True
+    monitor.begin_round()
+    lost = monitor.end_round()
+    assert (lost.gpu_util_pct, lost.sm_clock_mhz, lost.other_gpu_processes) == (None,) * 3
+    monitor.stop()
+    assert monitor.stop().rounds[1] == lost and nvml.inits == 0
+    nvml.nvmlInit()
+    bad_index = InterferenceMonitor([1], [5], nvml)  # NVML refuses the handle: CPU figures
+    assert not bad_index.on_gpu
+    bad_index.begin_round()
+    assert bad_index.end_round().gpu_util_pct is None
+
+
+def test_processes_of_another_pid_namespace_are_not_called_others() -> None:
+    monitor = gpu_monitor(FakeNvml([Gpu(pids=[90001, 90002])]), [0], [os.getpid() + 10**6])
+    monitor.begin_round()
+    assert monitor.end_round().other_gpu_processes is None
+    monitor.stop()
+
+
+def test_without_pynvml_the_monitor_is_cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
+    assert not monitor_for([1], [0]).on_gpu
+    assert not monitor_for([1], []).on_gpu
+
+
+def test_reason_names_keep_unknown_bits() -> None:
+    assert reason_names(0x1 | 0x2) == ()
+    assert reason_names(0x4 | 0x80 | 0x800) == ("sw_power_cap", "hw_power_brake", "reason_0x800")
+
+
+# -- the summary and the JSON form -------------------------------------------------------------
+def rounds(n: int, **fields: object) -> list[RoundConditions]:
+    return [RoundConditions(duration_s=0.5, **fields) for _ in range(n)]  # type: ignore[arg-type]
+
+
+def test_summary_needs_a_fifth_of_the_rounds() -> None:
+    calm = rounds(13, others_cpu_cores=0.1, steal_pct=0.0)
+    assert InterferenceReport(tuple(calm + rounds(2, others_cpu_cores=1.6))).summary() == "quiet"
+    loud = InterferenceReport(tuple(calm[:12] + rounds(3, others_cpu_cores=1.6, steal_pct=9.0)))
+    assert loud.summary() == ("other processes used 1.6 cores in 3 of 15 rounds; "
+                              "hypervisor stole 9 % of the CPU in 3 of 15 rounds")
+    assert loud.noisy_rounds() == 3 and loud.notable
+    assert InterferenceReport(()).summary() == "" and not InterferenceReport(()).notable
+
+
+def test_report_round_trips_through_json() -> None:
+    report = InterferenceReport(tuple(
+        rounds(2, gpu_util_pct=64.0, sm_clock_mhz=1980, clock_event_reasons=("hw_slowdown",),
+               other_gpu_processes=2, host_cpu_busy_pct=50.0, others_cpu_cores=0.2,
+               steal_pct=None, load_avg_1m=1.5)))
+    data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert data["summary"] == report.summary() and data["noisy_rounds"] == 2
+    assert InterferenceReport.from_dict(data) == report
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"rounds": "x"}, "interference.rounds: expected a list, got 'x'"),
+    ({"rounds": [{"duration_s": None}]},
+     "interference.rounds[0].duration_s: expected a number, got None"),
+    ({"rounds": [{"duration_s": 1, "gpu_util_pct": "64"}]},
+     "interference.rounds[0].gpu_util_pct: expected a number or null, got '64'"),
+    ({"rounds": [{"duration_s": 1, "clock_event_reasons": [4]}]},
+     "interference.rounds[0].clock_event_reasons: expected a list of names, got [4]"),
+])
+def test_bad_json_names_the_field(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        InterferenceReport.from_dict(data)
+    assert str(caught.value) == message

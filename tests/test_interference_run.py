@@ -1,0 +1,50 @@
+"""Interference diagnostics as a user meets them: a real test file through the tiny diffusers
+engine, with a CPU load generator beside it, then the JSON, terminal line and HTML card."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+BURN = "import time\nend = time.monotonic() + 300\nwhile time.monotonic() < end: pass"
+
+
+@pytest.fixture
+def load_generator() -> Iterator[None]:
+    """Two busy processes (bounded to 5 minutes), killed when the test ends."""
+    burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(2)]
+    yield
+    for proc in burners:
+        proc.kill()
+        proc.wait()
+
+
+def test_rounds_record_host_load_and_the_summary_names_it(pytester: pytest.Pytester,
+                                                          load_generator: None) -> None:
+    pytester.makepyfile(test_x="""
+        def test_image(omni_perf):
+            omni_perf.measure(width=128, height=128, num_inference_steps=8)
+        """)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--omni-rounds=3", "--omni-warmup=1", "--omni-profile=eager",
+        "--omni-update-baselines", "--omni-report-json=out/r.json",
+        "--omni-report-html=out/r.html")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["interference ?eager? test_x.py::test_image?eager?: "
+                                 "other processes used * cores in ? of 3 rounds*"])
+    (measured,) = [r["measurement"] for r in
+                   json.loads((pytester.path / "out" / "r.json").read_text())["results"]]
+    found = measured["interference"]
+    assert len(found["rounds"]) == len(measured["samples_s"]) == 3
+    for r, latency in zip(found["rounds"], measured["samples_s"]):
+        assert r["duration_s"] >= latency  # the monitor's round encloses the timed request
+        assert r["gpu_util_pct"] is None and r["other_gpu_processes"] is None  # a CPU run
+        assert r["others_cpu_cores"] is not None and r["load_avg_1m"] is not None
+    assert max(r["others_cpu_cores"] for r in found["rounds"]) > 0.5  # two busy loops beside
+    assert found["notable"] and found["summary"].startswith("other processes used")
+    page = (pytester.path / "out" / "r.html").read_text()
+    assert f"<td>host conditions</td><td class=\"\"><span class=\"bad\">{found['summary']}" in page
