@@ -98,6 +98,10 @@ _OPTIONS = (
          "budget does to the test: warn (passes, reported INCONCLUSIVE), fail, or retry "
          "(measure once more with twice the budget, then fail). Default: warn.",
          _choice("--omni-inconclusive", INCONCLUSIVE_POLICIES), "warn", metavar="POLICY"),
+    _Opt("--omni-run-spread", "Run-to-run sd of the log of a ratio on this hardware, added "
+         "to every interval (one run's rounds cannot show it). Default: 0.075 on GPU keys "
+         "(measured across H100 hosts), 0.02 on the cpu key; 0 turns it off.",
+         _number(Range(0, 1)), None, metavar="SD"),
     _Opt("--omni-confidence", "Two-sided confidence level of the intervals. Default: 0.95.",
          _CONFIDENCE, 0.95, metavar="LEVEL"),
     _Opt("--omni-warmup", "Unmeasured requests before the rounds. Default: 1.",
@@ -183,6 +187,8 @@ class PerfConfig:
     inconclusive: str = "warn"
     """What an undecided gate at the budget does: one of INCONCLUSIVE_POLICIES."""
     confidence: float = 0.95
+    run_spread: float | None = None
+    """None: measure.stats.RUN_SPREAD_GPU or RUN_SPREAD_CPU by hardware key."""
     history: str | None = None
     """--omni-history as given (None: the default file; see history.session.target)."""
 
@@ -280,5 +286,6 @@ def read_config(config: pytest.Config) -> PerfConfig:
         max_seconds=values["omni_max_seconds"],
         inconclusive=values["omni_inconclusive"],
         confidence=values["omni_confidence"],
+        run_spread=values["omni_run_spread"],
         history=values["omni_history"],
     )

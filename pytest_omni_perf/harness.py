@@ -113,8 +113,10 @@ class _Rounds:
             self.gpu_samples.append(float(output.engine_metrics["cuda_event_s"]))
 
 
-Undecided = Callable[[list[_Rounds]], bool]
-"""Given the rounds so far, whether a gate that more rounds can decide is still open."""
+Undecided = Callable[[list[_Rounds]], str]
+"""Given the rounds so far: 'open' (a gate is undecided and more rounds could decide it),
+'within_spread' (undecided, but within the run-to-run spread more rounds cannot narrow) or
+'decided'."""
 
 
 class Harness:
@@ -201,7 +203,7 @@ class Harness:
     def _open_gates(self, base: Measurement | None, stored: verdict.StoredLookup) -> Undecided:
         """The check between looks: are the speedup or stored-latency gates still open?
         ``base``: the baseline measured earlier (not alongside), if that is the reference."""
-        def undecided(runs: list[_Rounds]) -> bool:
+        def undecided(runs: list[_Rounds]) -> str:
             mine = runs[-1].samples
             if len(runs) == 2:
                 reference, paired = runs[0].samples, True
@@ -214,7 +216,10 @@ class Harness:
                 paired=paired, stored=stored, request=runs[-1].generation.as_dict(),
                 references=self.references,
                 confidence=self.budget.confidence)
-            return bool(judged.undecided)
+            # Open while a gate is undecided and more rounds can still narrow its interval.
+            if not judged.undecided:
+                return "decided"
+            return "open" if judged.narrowable else "within_spread"
         return undecided
 
     def _room_for_two(self, spec: EngineSpec, base_spec: EngineSpec,
@@ -273,8 +278,8 @@ class Harness:
                 for run in runs:
                     run.one()
                 measured_s += time.perf_counter() - began
-            if not open_gates(runs):
-                return "decided"
+            if (state := open_gates(runs)) != "open":
+                return state
             done = len(runs[0].samples)
             target = budget.next_target(done, measured_s, scale)
             if target <= done and budget.retry and scale == 1:
@@ -319,6 +324,6 @@ class Harness:
         )
 
 
-def _nothing_open(runs: list[_Rounds]) -> bool:
+def _nothing_open(runs: list[_Rounds]) -> str:
     """A baseline measured alone, before the profile: nothing of its own to decide."""
-    return False
+    return "decided"

@@ -48,9 +48,12 @@ class Judgement:
     violations: list[Violation] = dataclasses.field(default_factory=list)
     undecided: list[Violation] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    narrowable: bool = False
+    """Whether more rounds could still decide an undecided gate (its interval is not yet
+    down to the run-to-run spread); the harness stops adding rounds when none can."""
 
     def add(self, outcome: Outcome, metric: str, message: str, *, warn_only: bool = False,
-            why_warn: str = "") -> None:
+            why_warn: str = "", interval: RatioInterval | None = None) -> None:
         """File one gate's outcome; a warn-only gate turns a failure into a note."""
         if outcome == "fail" and warn_only:
             self.notes.append(f"{metric} (warning only: {why_warn}): {message}")
@@ -58,12 +61,14 @@ class Judgement:
             self.violations.append(Violation(metric, message))
         elif outcome == "undecided" and not warn_only:
             self.undecided.append(Violation(metric, message))
+            self.narrowable |= interval is None or interval.narrowable
 
     def extend(self, other: Judgement) -> None:
         """Add another judgement's entries to this one."""
         self.violations += other.violations
         self.undecided += other.undecided
         self.notes += other.notes
+        self.narrowable |= other.narrowable
 
 
 def _undecided(interval: RatioInterval) -> str:
@@ -71,6 +76,11 @@ def _undecided(interval: RatioInterval) -> str:
     if not interval.decisive:
         return (f"{interval.rounds} rounds are too few for an interval (a verdict needs at "
                 f"least {MIN_ROUNDS_FOR_INTERVAL}); raise --omni-max-rounds")
+    if not interval.narrowable:
+        return ("the bound lies within the run-to-run spread of this hardware, which more "
+                "rounds cannot narrow: it is not known whether it holds (a bound further "
+                "from the measured value, or --omni-run-spread measured for this host, "
+                "would decide it)")
     return ("the interval straddles the bound, so it is not known yet; more rounds "
             "(--omni-max-rounds, --omni-max-seconds) or a quieter machine would decide it")
 
@@ -104,7 +114,8 @@ def speedup_judgement(bounds: Bounds, facts: SessionFacts) -> Judgement:
         judged.add(outcome, "speedup", f"{lead}: the whole interval is below the bound, the "
                    "optimization does not pay off here")
     else:
-        judged.add(outcome, "speedup", f"{lead}: {_undecided(facts.speedup)}")
+        judged.add(outcome, "speedup", f"{lead}: {_undecided(facts.speedup)}",
+                   interval=facts.speedup)
     return judged
 
 
@@ -179,7 +190,7 @@ def latency_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
         if outcome == "fail" else f"{lead}: {_undecided(interval)}"
     if not facts.strict:
         judged.add(outcome, "latency_regression", message, warn_only=True,
-                   why_warn="on the 'cpu' key, machines differ")
+                   why_warn="on the 'cpu' key, machines differ", interval=interval)
     elif facts.relative_to is None:
         # A reference profile has nothing alongside to normalize by, and hosts of one
         # GPU model differ by more than any useful tolerance: report, do not fail.
@@ -190,7 +201,7 @@ def latency_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
                    why_warn="the stored baseline predates intervals and kept no samples of "
                    f"its baseline profile; re-record it with: {facts.refresh_command}")
     else:
-        judged.add(outcome, "latency_regression", message)
+        judged.add(outcome, "latency_regression", message, interval=interval)
     return judged
 
 

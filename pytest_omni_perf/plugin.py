@@ -367,7 +367,8 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
         references=References(
             store=BaselineStore(perf.baseline_dir, state.hardware.key),
             update=perf.update_baselines,
-            refresh_command=state.refresh_command(nodeid, omni_profile.name, model)),
+            refresh_command=state.refresh_command(nodeid, omni_profile.name, model),
+            spread=state.run_spread),
         baseline_cache=state.baseline_cache, cost=state.suite_cost,
     )
     request.node.stash.setdefault(harness_key, []).append(harness)

@@ -42,7 +42,8 @@ class Measurement:
     """Physical GPU indices the engine ran on ([] on CPU)."""
     stopped_by: str = ""
     """Why the rounds stopped: 'decided' (every gate's interval cleared its bound),
-    'max_rounds' or 'max_seconds' (the budget spent with a gate still undecided)."""
+    'within_spread' (a gate undecided within the run-to-run spread, which more rounds cannot
+    narrow), 'max_rounds' or 'max_seconds' (the budget spent with a gate still undecided)."""
     interference: InterferenceReport | None = None
     """What the host did during each measured round (GPU busy, clocks, other load)."""
 

@@ -98,6 +98,15 @@ class SessionState:
             self._gpus.release()  # stops the engines first
         self.close_engines()
 
+    @property
+    def run_spread(self) -> float:
+        """--omni-run-spread, else the measured default of this hardware's kind."""
+        if self.perf.run_spread is not None:
+            return self.perf.run_spread
+        from pytest_omni_perf.measure.stats import RUN_SPREAD_CPU, RUN_SPREAD_GPU
+
+        return RUN_SPREAD_GPU if self.hardware.gpus else RUN_SPREAD_CPU
+
     def refresh_command(self, nodeid: str, profile: str, model: str) -> str:
         """The command that (re)creates the stored baseline of one test and profile."""
         argv = ["pytest", nodeid, f"--omni-profile={profile}", "--omni-update-baselines"]

@@ -20,7 +20,9 @@ from pytest_omni_perf.baselines import (
     METRICS, BaselineError, BaselineStore, CorruptBaseline, StoredBaseline,
 )
 from pytest_omni_perf.hardware import CPU_KEY, HardwareInfo, fingerprint
-from pytest_omni_perf.measure.stats import Arm, RatioInterval, ratio_interval, speedup_interval
+from pytest_omni_perf.measure.stats import (
+    Arm, RatioInterval, ratio_interval, speedup_interval, widened,
+)
 from pytest_omni_perf.profiles import Bounds, Profile
 from pytest_omni_perf.results import Measurement, PerfResult, Violation
 
@@ -39,12 +41,16 @@ class StoredLookup:
 
 @dataclasses.dataclass(frozen=True)
 class References:
-    """Where stored runs live and what a run does with them."""
+    """Where stored runs live, what a run does with them, and how much unchanged runs of
+    this hardware differ."""
 
     store: BaselineStore
     update: bool
     """Record run: write the stored run instead of comparing."""
     refresh_command: str
+    spread: float = 0.0
+    """Run-to-run sd of the log of a ratio on this hardware (measure.stats.RUN_SPREAD_*),
+    folded into every interval: one run's rounds cannot show it."""
 
     @property
     def strict(self) -> bool:
@@ -86,9 +92,9 @@ class _Latency:
 
 def _intervals(profile: Profile, samples: Sequence[float], reference: Sequence[float] | None,
                paired: bool, stored: StoredLookup, request: Mapping[str, Any],
-               confidence: float) -> _Latency:
-    speedup = None if reference is None else speedup_interval(
-        reference, samples, paired=paired, confidence=confidence)
+               confidence: float, spread: float) -> _Latency:
+    speedup = None if reference is None else widened(speedup_interval(
+        reference, samples, paired=paired, confidence=confidence), spread)
     run, relative_to, paired_reference = None, None, True
     if stored.baseline is not None and stored.baseline.metrics.get("request") == dict(request):
         metrics = stored.baseline.metrics
@@ -97,7 +103,8 @@ def _intervals(profile: Profile, samples: Sequence[float], reference: Sequence[f
         if then is not None and (not relative or then.relative):
             now = Arm(tuple(samples), None if reference is None else tuple(reference),
                       paired=paired) if relative else Arm(tuple(samples))
-            run = ratio_interval(now, then, confidence=confidence)
+            # Two runs' worth of run-to-run variation: this one and the stored one.
+            run = widened(ratio_interval(now, then, confidence=confidence), spread, runs=2)
             relative_to = profile.baseline if relative else None
             paired_reference = then.reference is not None
     return _Latency(speedup, run, relative_to, paired_reference)
@@ -108,7 +115,8 @@ def latency_gates(*, bounds: Bounds, profile: Profile, samples: Sequence[float],
                   request: Mapping[str, Any], references: References,
                   confidence: float) -> judge.Judgement:
     """The gates more rounds can decide (speedup, stored latency), on the rounds so far."""
-    found = _intervals(profile, samples, reference, paired, stored, request, confidence)
+    found = _intervals(profile, samples, reference, paired, stored, request, confidence,
+                       references.spread)
     judged = judge.speedup_judgement(bounds, judge.SessionFacts(
         profile=profile.name, baseline=profile.baseline, speedup=found.speedup, ssim=None,
         ssim_worst=None, memory_gib=0.0, memory_ratio=None, memory_is_vram=False))
@@ -142,7 +150,7 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     )
     paired = base is not None and measured.interleaved_with == base.profile
     found = _intervals(profile, measured.samples, None if base is None else base.samples,
-                       paired, stored, measured.request, confidence)
+                       paired, stored, measured.request, confidence, references.spread)
     if base is not None:
         result.speedup_interval = found.speedup
         result.speedup = None if found.speedup is None else found.speedup.estimate

@@ -53,7 +53,8 @@ def test_slower_profile_fails_speedup_gate(standin_pytester: pytest.Pytester,
     result = run(standin_pytester, "--omni-profile=cache_dit")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*speedup: cache_dit is 0.6*x ?0.*, 0.*? (95% CI, 6 rounds) against baseline profile "
+        "*speedup: cache_dit is 0.6*x ?0.*, 0.*? (95% CI, 6 rounds, run-to-run spread 2.0%) "
+        "against baseline profile "
         "'eager' measured in this session, bound min_speedup=1.2: the whole interval is below "
         "the bound, the optimization does not pay off here*"])
 
@@ -128,7 +129,8 @@ def test_profile_on_its_bound_is_inconclusive_not_failed(
     assert result.ret == 0 and result.parseoutcomes().get("inconclusive") == 1
     result.stdout.fnmatch_lines([
         "*test_image?cache_dit? INCONCLUSIVE*",
-        "*cache_dit is *x ?*? (95% CI, 6 rounds) against baseline profile 'eager'*bound "
+        "*cache_dit is *x ?*? (95% CI, 6 rounds, run-to-run spread 2.0%) against baseline "
+        "profile 'eager'*bound "
         "min_speedup=1.2: the interval straddles the bound*",
         "*test_image*cache_dit*INCONCLUSIVE*"])
     report = json.loads((standin_pytester.path / "r.json").read_text())
@@ -145,14 +147,15 @@ def test_profile_on_its_bound_is_inconclusive_not_failed(
 def test_three_rounds_are_not_an_inert_gate(standin_pytester: pytest.Pytester,
                                             monkeypatch: pytest.MonkeyPatch,
                                             xdist: list[str]) -> None:
-    """--omni-rounds=3 adapts (to 6 rounds, where an interval exists) and fails a 2.7x
+    """--omni-rounds=3 adapts (to 8 rounds, where an interval exists) and fails a 2.7x
     slowdown; held at 3 rounds it says that no interval exists, instead of passing."""
     standin_pytester.makepyfile(TEST_FILE)
     monkeypatch.setenv("STANDIN_DELAY_CACHE_DIT", "0.054")  # 2.7x slower than eager
     adaptive = run(standin_pytester, "--omni-profile=cache_dit", "--omni-update-baselines",
                    "--omni-rounds=3", "--omni-report-json=r.json", *xdist)
     adaptive.assert_outcomes(failed=1)
-    adaptive.stdout.fnmatch_lines(["*cache_dit is 0.*x ?* (95% CI, 6 rounds)*whole interval "
+    adaptive.stdout.fnmatch_lines(["*cache_dit is 0.*x ?* (95% CI, 8 rounds, run-to-run*whole "
+                                   "interval "
                                    "is below the bound*"])
     held = run(standin_pytester, "--omni-profile=cache_dit", "--omni-update-baselines",
                "--omni-rounds=3", "--omni-max-rounds=3", *xdist)

@@ -88,3 +88,16 @@ def test_noise_is_not_a_regression() -> None:
 def test_memory_regression_and_stored_ssim() -> None:
     judged = judge.stored_judgement(Bounds(min_ssim=0.99), stored(ssim=0.9, memory_gib=7.0))
     assert [v.metric for v in judged.violations] == ["stored_ssim", "vram_regression"]
+
+
+def test_undecided_within_the_spread_says_more_rounds_cannot_help() -> None:
+    from pytest_omni_perf.measure.stats import widened
+
+    within = widened(interval(1.15, 1.13, 1.17), 0.075)
+    judged = judge.session_judgement(Bounds(min_speedup=1.2), dataclasses.replace(
+        SESSION, speedup=within))
+    assert judged.undecided and not judged.narrowable
+    assert "within the run-to-run spread of this hardware" in judged.undecided[0].message
+    open_ = judge.session_judgement(Bounds(min_speedup=1.2), dataclasses.replace(
+        SESSION, speedup=interval(1.3, 1.0, 1.6)))
+    assert open_.undecided and open_.narrowable

@@ -187,3 +187,20 @@ def test_adaptive_looks_rarely_alarm_on_identical_bimodal_latencies() -> None:
     # 60 simulated unchanged comparisons with four looks each: at most one alarm (the
     # bootstrap is seeded, so this is a fixed computation, not a flaky sample).
     assert _false_alarms((5, 10, 15, 22, 30), trials=60, seed=1) <= 1
+
+
+def test_run_to_run_spread_widens_in_quadrature_and_stops_narrowing() -> None:
+    """One H200 run measured cache_dit at 1.077x [1.059, 1.118] over 5 rounds, the next
+    1.55x: the run-to-run spread (sd 0.075 of the log ratio) must widen that interval past a
+    1.2 bound, and more rounds of one run cannot remove it."""
+    from pytest_omni_perf.measure.stats import RUN_SPREAD_GPU, RatioInterval, widened
+
+    narrow = RatioInterval(1.077, 1.059, 1.118, 0.95, 5)
+    wide = widened(narrow, RUN_SPREAD_GPU)
+    assert wide.low < 1.059 and wide.high > 1.2 and wide.within_high == 1.118
+    assert not wide.narrowable  # the rounds' own part is already below the spread
+    assert widened(RatioInterval(1.5, 1.2, 1.9, 0.95, 5), RUN_SPREAD_GPU).narrowable
+    assert widened(narrow, 0.0) == narrow
+    two = widened(narrow, RUN_SPREAD_GPU, runs=2)
+    assert two.high > wide.high and two.spread == pytest.approx(RUN_SPREAD_GPU * math.sqrt(2))
+    assert "run-to-run spread 7.5%" in wide.describe()

@@ -54,6 +54,10 @@ least one): fewer cannot move a median or a low quantile of the rounds."""
 CPU_MIN_ROUND_S = 0.1
 """Shortest round given CPU shares: 10 ms ticks on both ends are then at most ~0.2 core of
 error on two CPUs instead of a whole core."""
+GPU_MIN_ROUND_S = 0.2
+"""Shortest round given a GPU utilization: NVML averages utilization over its own sample
+period (1/6 s to 1 s), so a 1 ms request read "GPU busy 0 %" on an H200 (results/h200/trust/
+A/pidns): a figure about the idle time around it, not about the round."""
 TREE_EVERY_S = 0.5
 """How often the engine's process tree is looked up again: finding descendants scans all of
 /proc (a few ms on a loaded 2-core machine), while reading known processes' times is cheap."""
@@ -364,7 +368,7 @@ class InterferenceMonitor:
         gpu = self._gpu(began, ended)
         return RoundConditions(
             duration_s=duration,
-            gpu_util_pct=None if gpu is None else gpu.util_pct,
+            gpu_util_pct=None if gpu is None or duration < GPU_MIN_ROUND_S else gpu.util_pct,
             sm_clock_mhz=None if gpu is None else gpu.sm_clock_mhz,
             clock_event_reasons=() if gpu is None else gpu.reasons,
             other_gpu_processes=None if gpu is None else gpu.other_processes,

@@ -39,6 +39,13 @@ CONFIDENCE = 0.95
 least 5% from the expected ratio, 95% kept false failures of unchanged code at 0 of 126 real
 CPU trials and under 1% of simulated GPU ones, where 99% cost 7 points of detection of a 10%
 slowdown (benchmarks/estimator_choice.py)."""
+RUN_SPREAD_GPU = 0.075
+"""Run-to-run spread of a ratio on GPU hosts: the sd of the log of one profile's hd20 ratio
+to eager across unchanged runs on H100 hosts (benchmarks/estimator_choice.py, table (a)). A
+bootstrap over one run's rounds cannot see it: on one H200, cache_dit measured 1.08x
+[1.06, 1.12] in one run and 1.55x [1.28, 1.85] in the next (results/h200/trust/A)."""
+RUN_SPREAD_CPU = 0.02
+"""The same on CPUs: unchanged CPU trials, sd of the log ratio 0.018 (estimator_choice)."""
 MIN_ROUNDS_FOR_INTERVAL = 5
 """Below this many rounds per arm a bootstrap interval is too narrow to trust: no verdict."""
 BOOTSTRAP_RESAMPLES = 4999
@@ -210,18 +217,35 @@ class RatioInterval:
     high: float
     confidence: float
     rounds: int
+    spread: float = 0.0
+    """Run-to-run sd of the log ratio folded into ``low``/``high`` (see :func:`widened`)."""
+    within_low: float | None = None
+    within_high: float | None = None
+    """The bootstrap interval of this run's rounds alone, before the spread was added."""
 
     @property
     def decisive(self) -> bool:
         """Enough rounds for the interval to carry a verdict."""
         return self.rounds >= MIN_ROUNDS_FOR_INTERVAL
 
+    @property
+    def narrowable(self) -> bool:
+        """Whether more rounds can still narrow it much: the rounds' own part is wider than
+        the run-to-run part (or there is no interval yet)."""
+        if not self.decisive:
+            return True
+        low = self.low if self.within_low is None else self.within_low
+        high = self.high if self.within_high is None else self.within_high
+        within = math.log(high / low) / 2 if low > 0 else math.inf
+        return within > _z(self.confidence) * self.spread
+
     def describe(self, unit: str = "x") -> str:
-        """e.g. ``1.234x [1.180, 1.301] (95% CI, 15 rounds)``."""
+        """e.g. ``1.234x [1.180, 1.301] (95% CI, 15 rounds, run-to-run spread 7.5%)``."""
         if not self.decisive:
             return f"{self.estimate:.3f}{unit} (no interval: {self.rounds} rounds)"
+        spread = f", run-to-run spread {self.spread:.1%}" if self.spread else ""
         return (f"{self.estimate:.3f}{unit} [{self.low:.3f}, {self.high:.3f}] "
-                f"({self.confidence:.0%} CI, {self.rounds} rounds)")
+                f"({self.confidence:.0%} CI, {self.rounds} rounds{spread})")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -318,3 +342,33 @@ def _bootstrap(arms: Sequence[Arm], confidence: float,
         paired=False, confidence_level=confidence, method="percentile",
         rng=np.random.default_rng(_SEED))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _z(confidence: float) -> float:
+    """Two-sided normal quantile of ``confidence`` (``scipy.stats.norm.ppf``)."""
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.norm.ppf(0.5 + confidence / 2))
+
+
+def widened(interval: RatioInterval, spread: float, runs: int = 1) -> RatioInterval:
+    """``interval`` with the run-to-run variation added: in log space the bootstrap's half-
+    widths and ``z * spread * sqrt(runs)`` add in quadrature (independent variances), on
+    each side. ``spread``: sd of the log ratio between unchanged runs (RUN_SPREAD_GPU,
+    RUN_SPREAD_CPU, or measured); ``runs``: how many runs' variation the ratio carries (2 for
+    this run against a stored one). Undecisive intervals are returned as they are."""
+    if not (math.isfinite(spread) and spread >= 0):
+        raise ValueError(f"spread must be a finite number >= 0, got {spread!r}")
+    if not interval.decisive or spread == 0 or interval.estimate <= 0:
+        return interval
+    extra = _z(interval.confidence) * spread * math.sqrt(runs)
+    centre = math.log(interval.estimate)
+
+    def side(bound: float) -> float:
+        own = abs(math.log(bound) - centre) if bound > 0 else math.inf
+        return math.hypot(own, extra)
+
+    return dataclasses.replace(
+        interval, low=math.exp(centre - side(interval.low)),
+        high=math.exp(centre + side(interval.high)), spread=spread * math.sqrt(runs),
+        within_low=interval.low, within_high=interval.high)
