@@ -21,12 +21,12 @@ import time
 import traceback
 import uuid
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
@@ -36,9 +36,12 @@ from starlette.requests import ClientDisconnect
 from pytest_omni_perf.omni_wire import (
     DEFAULT_FPS, IMAGES_PATH, VIDEOS_PATH, VIDEOS_SYNC_PATH, encode_mp4, encode_png, error_body,
 )
-from pytest_omni_perf.serve.protocol import ImageGenerationRequest, VideoGenerationRequest
+from pytest_omni_perf.serve.protocol import (
+    ImageGenerationRequest, VideoGenerationRequest, allowed_range,
+)
 from pytest_omni_perf.serve.state import ServerState
 
+Asked = TypeVar("Asked", bound=BaseModel)
 MAX_BODY = 64 * 2**20
 """Largest request body read (bytes); more answers 413."""
 
@@ -47,18 +50,37 @@ def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
     return JSONResponse(error_body(status, message, param), status_code=status)
 
 
-def validation_error(exc: ValidationError | RequestValidationError) -> JSONResponse:
+def validation_error(exc: ValidationError | RequestValidationError,
+                     model: type[BaseModel] | None = None) -> JSONResponse:
     """HTTP 400 naming every bad field, its allowed range and the value sent."""
     parts, param = [], None
     for error in exc.errors():
         loc = ".".join(str(part) for part in error["loc"] if part != "body")
         message = str(error["msg"]).removeprefix("Value error, ")
-        if loc:
-            parts.append(f"{loc}: {message} (got {error.get('input')!r})")
-            param = param or loc
-        else:
+        if not loc:
             parts.append(message)
+            continue
+        bounds = allowed_range(model, loc) if model is not None else None
+        if bounds and "allowed" not in message:
+            message += f", allowed {bounds}"
+        parts.append(f"{loc}: {message} (got {error.get('input')!r})")
+        param = param or loc
     return _error(400, "; ".join(parts) or "invalid request", param)
+
+
+def _validated(model: type[Asked], fields: Mapping[str, Any], state: ServerState) -> Asked:
+    try:
+        return model.model_validate(fields, context={"rules": state.rules})
+    except ValidationError as exc:
+        raise _Invalid(validation_error(exc, model)) from None
+
+
+class _Invalid(Exception):
+    """A request refused by its model: carries the 400 answer."""
+
+    def __init__(self, response: JSONResponse) -> None:
+        super().__init__("invalid request")
+        self.response = response
 
 
 async def read_body(request: Request) -> bytes:
@@ -128,9 +150,9 @@ def build_app(state: ServerState) -> FastAPI:
     app = FastAPI(title="pytest-omni-perf serve", docs_url=None, redoc_url=None,
                   openapi_url=None)
 
-    @app.exception_handler(ValidationError)
-    async def _invalid(request: Request, exc: ValidationError) -> JSONResponse:
-        return validation_error(exc)
+    @app.exception_handler(_Invalid)
+    async def _invalid(request: Request, exc: _Invalid) -> JSONResponse:
+        return exc.response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -163,7 +185,7 @@ def build_app(state: ServerState) -> FastAPI:
     async def images(request: Request) -> Response:
         _ready(state)
         fields = json_object(await read_body(request))
-        asked = ImageGenerationRequest.model_validate(fields, context={"rules": state.rules})
+        asked = _validated(ImageGenerationRequest, fields, state)
         try:
             frames, metrics = await run_in_threadpool(state.generate, asked.to_request())
             png = encode_png(frames[0])
@@ -181,7 +203,7 @@ def build_app(state: ServerState) -> FastAPI:
     async def video_request(request: Request) -> VideoGenerationRequest:
         _ready(state)
         fields = await form_fields(request, await read_body(request))
-        return VideoGenerationRequest.model_validate(fields, context={"rules": state.rules})
+        return _validated(VideoGenerationRequest, fields, state)
 
     @app.post(VIDEOS_PATH)
     async def video_job(request: Request) -> JSONResponse:

@@ -19,6 +19,8 @@ import dataclasses
 import re
 from typing import Annotated, Literal
 
+import annotated_types
+
 from pydantic import (
     BaseModel, BeforeValidator, Field, ValidationInfo, field_validator, model_validator,
 )
@@ -74,6 +76,26 @@ def check_side(name: str, value: int, rules: PipelineRules) -> int:
     if not rules.multiple <= value <= rules.max_side or value % rules.multiple:
         raise ValueError(f"{name} {value} is not a size this model renders unchanged ({allowed})")
     return value
+
+
+def allowed_range(model: type[BaseModel], field: str) -> str | None:
+    """The bounds of ``model.field`` as a user reads them (``1..200``, ``> 0``), or None."""
+    info = model.model_fields.get(field)
+    if info is None:
+        return None
+    low = high = None
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Ge):
+            low = f"{item.ge}"
+        elif isinstance(item, annotated_types.Gt):
+            low = f"> {item.gt}"
+        elif isinstance(item, annotated_types.Le):
+            high = f"{item.le}"
+    if low is None and high is None:
+        return None
+    if high is None:
+        return low if str(low).startswith(">") else f">= {low}"
+    return f"{low or ''}..{high}"
 
 
 class _Generation(BaseModel):
@@ -163,7 +185,7 @@ class VideoGenerationRequest(_Generation):
         step = _rules(info).frame_step
         if value is not None and step > 1 and (value - 1) % step:
             raise ValueError(f"this model renders {step}k+1 frames (its VAE compresses time "
-                             f"{step}x): allowed 1, {1 + step}, {1 + 2 * step}, ..., got {value}")
+                             f"{step}x): allowed 1, {1 + step}, {1 + 2 * step}, ...")
         return value
 
     @model_validator(mode="after")
