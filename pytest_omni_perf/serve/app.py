@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect
 from pytest_omni_perf.omni_wire import (
     DEFAULT_FPS, IMAGES_PATH, VIDEOS_PATH, VIDEOS_SYNC_PATH, encode_mp4, encode_png, error_body,
 )
+from pytest_omni_perf.serve.framing import FramingGuard, without_preamble
 from pytest_omni_perf.serve.protocol import (
     ImageGenerationRequest, VideoGenerationRequest, allowed_range,
 )
@@ -125,7 +126,8 @@ async def form_fields(request: Request, body: bytes) -> dict[str, Any]:
     form: FormData
     try:
         if kind == "multipart/form-data":
-            form = await MultiPartParser(request.headers, _once(body)).parse()
+            form = await MultiPartParser(request.headers, _once(
+                without_preamble(body, content_type))).parse()
         elif kind == "application/x-www-form-urlencoded":
             form = await FormParser(request.headers, _once(body)).parse()
         else:
@@ -149,6 +151,7 @@ def build_app(state: ServerState) -> FastAPI:
     """The ASGI application serving ``state``'s model."""
     app = FastAPI(title="pytest-omni-perf serve", docs_url=None, redoc_url=None,
                   openapi_url=None)
+    app.add_middleware(FramingGuard)
 
     @app.exception_handler(_Invalid)
     async def _invalid(request: Request, exc: _Invalid) -> JSONResponse:

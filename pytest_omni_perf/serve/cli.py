@@ -195,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from pytest_omni_perf.serve.app import build_app
+    from pytest_omni_perf.serve.framing import MAX_HEADER_BYTES
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -220,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _logging()
     # h11 explicitly: the framing checks must not change with whether httptools is installed.
     config = uvicorn.Config(build_app(state), http="h11", loop="asyncio", lifespan="off",
-                            log_config=None, timeout_keep_alive=5)
+                            log_config=None, timeout_keep_alive=5,
+                            h11_max_incomplete_event_size=MAX_HEADER_BYTES)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="http",
                               daemon=True)
