@@ -33,6 +33,7 @@ from pytest_omni_perf.engines.base import (
 )
 from pytest_omni_perf.engines.hosting import ProcessHost
 from pytest_omni_perf.engines.ports import free_port, port_in_use
+from pytest_omni_perf.engines.server_command import command_argv, connect_host, flag_value
 from pytest_omni_perf.engines.process import ManagedProcess
 from pytest_omni_perf.hardware import HardwareInfo
 from pytest_omni_perf.omni_wire import (
@@ -60,48 +61,6 @@ _ADDRESS_IN_USE = ("address already in use", "errno 98", "eaddrinuse")
 # request never goes out on a socket the server is closing.
 _KEEPALIVE_S = 2.0
 _CAPABILITIES: dict[str, tuple[ModelCapabilities | None, str]] = {}
-
-
-# -- pure helpers ---------------------------------------------------------------------------
-
-def command_argv(template: str, model: str, port: int | None,
-                 options: Mapping[str, Any]) -> list[str]:
-    """The server's argv: the template with ``{model}``/``{port}`` filled, then the profile
-    flags. Only these placeholders (and ``{python}``, this interpreter) are replaced, so JSON
-    braces in a template survive.
-
-    The shipped server must run in the plugin's own environment: a bare ``python -m
-    pytest_omni_perf.serve`` becomes this interpreter, as the first ``python`` on PATH may
-    be another one (an unactivated venv) without torch.
-    """
-    text = template.replace("{python}", shlex.quote(sys.executable))
-    text = text.replace("{model}", shlex.quote(model))
-    if port is not None:
-        text = text.replace("{port}", str(port))
-    argv = shlex.split(text)
-    if argv[:1] in (["python"], ["python3"]) and argv[1:3] == ["-m", "pytest_omni_perf.serve"]:
-        argv[0] = sys.executable
-    return [*argv, *serve_args(options)]
-
-
-def flag_value(argv: list[str], flag: str) -> str | None:
-    """The value of ``--flag V`` or ``--flag=V`` in argv (the last one wins), else None."""
-    found = None
-    for index, token in enumerate(argv):
-        if token == flag and index + 1 < len(argv):
-            found = argv[index + 1]
-        elif token.startswith(flag + "="):
-            found = token[len(flag) + 1:]
-    return found
-
-
-def connect_host(bind_host: str | None) -> str:
-    """Where to reach a server bound to ``bind_host`` from this machine."""
-    if bind_host in (None, "", "0.0.0.0"):
-        return "127.0.0.1"
-    if bind_host == "::":
-        return "::1"
-    return bind_host
 
 
 # -- the engine -----------------------------------------------------------------------------
