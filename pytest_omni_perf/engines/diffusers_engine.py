@@ -12,7 +12,8 @@ from pytest_omni_perf.canonical import world_size
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, ProfileUnsupported
 from pytest_omni_perf.engines.compile_cache import compile_cache_env
 from pytest_omni_perf.engines.hosting import InProcessEngine, IsolatedEngine
-from pytest_omni_perf.engines.rank_group import RankGroupEngine, free_port
+from pytest_omni_perf.engines.ports import free_port
+from pytest_omni_perf.engines.rank_group import RankGroupEngine
 from pytest_omni_perf.hardware import HardwareInfo
 
 if TYPE_CHECKING:

@@ -27,7 +27,37 @@ from pytest_omni_perf.report.escape import path_component
 _POLL_S = 0.2
 
 
-class IsolatedEngine:
+class ProcessHost:
+    """What every engine hosted in a child process tree reports: ``describe``, ``pids``,
+    ``alive`` (the worker of ``IsolatedEngine``, the server of ``OmniServerEngine``).
+
+    Subclasses set ``spec``, ``device`` and ``_process`` and say what the child reported.
+    """
+
+    spec: EngineSpec
+    device: str
+    _process: ManagedProcess | None
+
+    def reported(self) -> tuple[Mapping[str, Any], Mapping[str, str]]:
+        """(applied, versions) as the child reported them; empty before it did."""
+        return {}, {}
+
+    def describe(self) -> EngineInfo:
+        applied, versions = self.reported()
+        return EngineInfo(backend=self.spec.backend, model=self.spec.model,
+                          pids=tuple(self.pids()), applied=applied, versions=versions,
+                          device=self.device)
+
+    def pids(self) -> list[int]:
+        """The child and its descendants: whose memory counts as this engine's."""
+        return self._process.tree() if self._process is not None else []
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.alive()
+
+
+class IsolatedEngine(ProcessHost):
     """Runs ``factory(**kwargs)`` in a worker process and talks to it over a socket pair."""
 
     def __init__(self, spec: EngineSpec, factory: str, kwargs: Mapping[str, Any], *,
@@ -106,20 +136,8 @@ class IsolatedEngine:
         if self._process is not None:
             self._process.terminate_tree()
 
-    def describe(self) -> EngineInfo:
-        return EngineInfo(
-            backend=self.spec.backend, model=self.spec.model, pids=tuple(self.pids()),
-            applied=self._info.get("applied", {}), versions=self._info.get("versions", {}),
-            device=self.device,
-        )
-
-    def pids(self) -> list[int]:
-        """The worker and its descendants: whose memory counts as this engine's."""
-        return self._process.tree() if self._process is not None else []
-
-    @property
-    def alive(self) -> bool:
-        return self._process is not None and self._process.alive()
+    def reported(self) -> tuple[Mapping[str, Any], Mapping[str, str]]:
+        return self._info.get("applied", {}), self._info.get("versions", {})
 
     # -- protocol ---------------------------------------------------------------------------
     # A call is send + wait + answer; a rank group (rank_group.py) sends to every rank first

@@ -3,21 +3,19 @@
 The command is a template (``--omni-server-command``; default ``vllm serve {model} --omni
 --host 127.0.0.1 --port {port}``) to which the profile's ``vllm serve --omni`` flags are
 appended. Any server speaking vLLM-Omni's image/video API works, including the package's
-own ``python -m pytest_omni_perf.serve``. Requests use the stdlib HTTP client; video
+own ``python -m pytest_omni_perf.serve``. Requests go through httpx; what they carry (fields,
+PNG/mp4 payloads, error bodies, the shipped server's exit codes) is ``omni_wire``'s. Video
 content (mp4) is decoded with PyAV (``av``), which vLLM-Omni itself encodes with.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
-import http.client
 import importlib.util
 import json
 import os
 import secrets
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,16 +28,24 @@ from pytest_omni_perf import builtin_models
 from pytest_omni_perf.canonical import serve_args
 from pytest_omni_perf.engines.compile_cache import compile_cache_env
 from pytest_omni_perf.engines.base import (
-    EngineError, EngineInfo, EngineSpec, GenerationOutput, GenerationRequest, ProfileUnsupported,
+    EngineError, EngineSpec, GenerationOutput, GenerationRequest, ProfileUnsupported,
     checked_output, out_of_memory_line,
 )
+from pytest_omni_perf.engines.hosting import ProcessHost
+from pytest_omni_perf.engines.ports import free_port, port_in_use
+from pytest_omni_perf.engines.server_command import command_argv, connect_host, flag_value
 from pytest_omni_perf.engines.process import ManagedProcess
 from pytest_omni_perf.hardware import HardwareInfo
-from pytest_omni_perf.serve import EXIT_UNSUPPORTED, UNSUPPORTED_PREFIX
-from pytest_omni_perf.serve_app import (
-    decode_mp4, decode_png, error_message, image_payload, multipart, server_metrics,
-    video_fields,
+from pytest_omni_perf.omni_wire import (
+    EXIT_UNSUPPORTED, IMAGES_PATH, UNSUPPORTED_PREFIX, VIDEOS_PATH, decode_mp4, decode_png,
+    error_message, image_payload, multipart, server_metrics, video_fields,
 )
+
+try:
+    import httpx
+except ImportError:  # pragma: no cover - the server extra brings it
+    raise ImportError("the omni-server backend needs httpx: "
+                      "pip install pytest-omni-perf[server]") from None
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,74 +57,15 @@ _PORT_RETRIES = 3
 _HEALTH_POLL_S = 0.1
 _JOB_POLL_S = (0.01, 0.2)  # first and longest pause between job polls
 _ADDRESS_IN_USE = ("address already in use", "errno 98", "eaddrinuse")
+# Idle connections are dropped before uvicorn closes them (its keep-alive is 5 s), so a
+# request never goes out on a socket the server is closing.
+_KEEPALIVE_S = 2.0
 _CAPABILITIES: dict[str, tuple[ModelCapabilities | None, str]] = {}
-
-
-# -- pure helpers ---------------------------------------------------------------------------
-
-def command_argv(template: str, model: str, port: int | None,
-                 options: Mapping[str, Any]) -> list[str]:
-    """The server's argv: the template with ``{model}``/``{port}`` filled, then the profile
-    flags. Only these placeholders (and ``{python}``, this interpreter) are replaced, so JSON
-    braces in a template survive.
-
-    The shipped server must run in the plugin's own environment: a bare ``python -m
-    pytest_omni_perf.serve`` becomes this interpreter, as the first ``python`` on PATH may
-    be another one (an unactivated venv) without torch.
-    """
-    text = template.replace("{python}", shlex.quote(sys.executable))
-    text = text.replace("{model}", shlex.quote(model))
-    if port is not None:
-        text = text.replace("{port}", str(port))
-    argv = shlex.split(text)
-    if argv[:1] in (["python"], ["python3"]) and argv[1:3] == ["-m", "pytest_omni_perf.serve"]:
-        argv[0] = sys.executable
-    return [*argv, *serve_args(options)]
-
-
-def flag_value(argv: list[str], flag: str) -> str | None:
-    """The value of ``--flag V`` or ``--flag=V`` in argv (the last one wins), else None."""
-    found = None
-    for index, token in enumerate(argv):
-        if token == flag and index + 1 < len(argv):
-            found = argv[index + 1]
-        elif token.startswith(flag + "="):
-            found = token[len(flag) + 1:]
-    return found
-
-
-def connect_host(bind_host: str | None) -> str:
-    """Where to reach a server bound to ``bind_host`` from this machine."""
-    if bind_host in (None, "", "0.0.0.0"):
-        return "127.0.0.1"
-    if bind_host == "::":
-        return "::1"
-    return bind_host
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the kernel's pick)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """Whether binding ``host:port`` fails the way a server's bind would (SO_REUSEADDR on)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return exc.errno == errno.EADDRINUSE
-    return False
 
 
 # -- the engine -----------------------------------------------------------------------------
 
-class OmniServerEngine:
+class OmniServerEngine(ProcessHost):
     """A server process for one profile: start, wait for health, request, stop the tree."""
 
     def __init__(self, spec: EngineSpec, *, device: str = "cpu", log_dir: Path | None = None,
@@ -135,6 +82,7 @@ class OmniServerEngine:
         self._process: ManagedProcess | None = None
         self.versions: dict[str, str] = {}
         self.applied: dict[str, Any] = {}
+        self._client: httpx.Client | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -225,21 +173,14 @@ class OmniServerEngine:
                            log_tail=tail)
 
     def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         if self._process is not None:
             self._process.terminate_tree()
 
-    def describe(self) -> EngineInfo:
-        return EngineInfo(backend=self.spec.backend, model=self.spec.model,
-                          pids=tuple(self.pids()), applied=self.applied,
-                          versions=self.versions, device=self.device)
-
-    def pids(self) -> list[int]:
-        """The server and its descendants: whose memory counts as this engine's."""
-        return self._process.tree() if self._process is not None else []
-
-    @property
-    def alive(self) -> bool:
-        return self._process is not None and self._process.alive()
+    def reported(self) -> tuple[dict[str, Any], dict[str, str]]:
+        return self.applied, self.versions
 
     @property
     def url(self) -> str:
@@ -264,8 +205,10 @@ class OmniServerEngine:
                 f"server for {self.spec.profile_name!r} did not answer the request within "
                 f"{self.spec.request_timeout_s:g} s: killed it (raise --omni-request-timeout "
                 "if that is expected)", log_tail=tail) from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, httpx.TransportError) as exc:
             raise self._request_failure(exc) from None
+        except ImportError as exc:  # PyAV missing: the message names the extra
+            raise EngineError(str(exc)) from None
         except ValueError as exc:  # a body that is not the JSON the API promises
             raise EngineError(f"server's answer could not be read: {exc}") from None
         latency, engine_metrics = server_metrics(metrics, time.perf_counter() - began)
@@ -293,14 +236,16 @@ class OmniServerEngine:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(path)
-        host, port = self.base
-        connection = http.client.HTTPConnection(host, port, timeout=remaining)
+        if self._client is None:
+            # trust_env off: the server is on this machine, never behind the user's proxy.
+            self._client = httpx.Client(trust_env=False, limits=httpx.Limits(
+                keepalive_expiry=_KEEPALIVE_S))
         try:
-            connection.request(method, path, body=body, headers=dict(headers or {}))
-            response = connection.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            connection.close()
+            response = self._client.request(method, self.url + path, content=body,
+                                            headers=dict(headers or {}), timeout=remaining)
+        except httpx.TimeoutException:
+            raise TimeoutError(f"{method} {path}") from None
+        return response.status_code, response.headers, response.content
 
     def _checked(self, method: str, path: str, deadline: float, body: bytes | None = None,
                  headers: Mapping[str, str] | None = None) -> bytes:
@@ -314,7 +259,7 @@ class OmniServerEngine:
     def _image(self, request: GenerationRequest, deadline: float
                ) -> tuple[list[npt.NDArray[np.uint8]], dict[str, Any]]:
         body = json.dumps(image_payload(request)).encode()
-        answer = json.loads(self._checked("POST", "/v1/images/generations", deadline, body,
+        answer = json.loads(self._checked("POST", IMAGES_PATH, deadline, body,
                                           {"Content-Type": "application/json"}))
         try:
             frame = decode_png(answer["data"][0]["b64_json"])
@@ -325,7 +270,7 @@ class OmniServerEngine:
     def _video(self, request: GenerationRequest, deadline: float
                ) -> tuple[list[npt.NDArray[np.uint8]], dict[str, Any]]:
         body, content_type = multipart(video_fields(request))
-        job = json.loads(self._checked("POST", "/v1/videos", deadline, body,
+        job = json.loads(self._checked("POST", VIDEOS_PATH, deadline, body,
                                        {"Content-Type": content_type}))
         job_id = str(job.get("id") or "")
         if not job_id:
@@ -362,7 +307,7 @@ class OmniServerEngine:
     def _health(self) -> int | None:
         try:
             status, _, _ = self._http("GET", "/health", time.monotonic() + 2.0)
-        except (OSError, http.client.HTTPException):
+        except (OSError, httpx.TransportError):
             return None
         return status
 
@@ -370,7 +315,7 @@ class OmniServerEngine:
         try:
             status, _, data = self._http("GET", "/version", time.monotonic() + 5.0)
             answer = json.loads(data) if status == 200 else {}
-        except (OSError, http.client.HTTPException, ValueError):
+        except (OSError, httpx.TransportError, ValueError):
             return
         if isinstance(answer, dict):
             versions = answer.get("versions")

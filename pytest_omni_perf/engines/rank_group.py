@@ -10,7 +10,6 @@ error carries that rank's log tail. Rank 0's output is the request's output.
 from __future__ import annotations
 
 import functools
-import socket
 import time
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection, wait
@@ -22,13 +21,6 @@ from pytest_omni_perf.engines.base import (
 from pytest_omni_perf.engines.hosting import IsolatedEngine
 
 _POLL_S = 0.2
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (the group's rendezvous binds it moments later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class RankGroupEngine:

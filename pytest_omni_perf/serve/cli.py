@@ -3,23 +3,22 @@
 
 It takes the same profile flags as ``vllm serve --omni`` (read back into canonical options
 through ``canonical.CANONICAL_OPTIONS``, the one table that knows both spellings), loads the
-model with ``diffusers_engine.make_runner`` and serves the HTTP subset in ``serve_app``.
-
-Exit codes, which the ``omni-server`` client reads during start-up:
-0 stopped by SIGTERM/SIGINT; 1 the model failed to load; 2 bad arguments or model;
-3 the diffusers engine cannot honour the profile (a line ``UNSUPPORTED: <reason>`` on
-stderr says why); 4 the address cannot be bound (port in use).
+model with ``diffusers_engine.make_runner`` and serves the HTTP subset in ``serve.app`` with
+uvicorn. Exit codes are ``omni_wire.EXIT_*``: 0 stopped by SIGTERM/SIGINT; 1 the model
+failed to load; 2 bad arguments or model; 3 the diffusers engine cannot honour the profile
+(a line ``UNSUPPORTED: <reason>`` on stderr says why); 4 the address cannot be bound.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
+import socket
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,13 +27,12 @@ from typing import Any
 
 from pytest_omni_perf import __version__
 from pytest_omni_perf.canonical import CANONICAL_OPTIONS, CanonicalOption, validate_options
-from pytest_omni_perf.engines.base import GenerationRequest, ProfileUnsupported
-
-EXIT_LOAD_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNSUPPORTED = 3
-EXIT_ADDRESS_IN_USE = 4
-UNSUPPORTED_PREFIX = "UNSUPPORTED: "
+from pytest_omni_perf.engines.base import ProfileUnsupported
+from pytest_omni_perf.omni_wire import (
+    EXIT_ADDRESS_IN_USE, EXIT_LOAD_FAILED, EXIT_STOPPED, EXIT_UNSUPPORTED, EXIT_USAGE,
+    UNSUPPORTED_PREFIX, VIDEOS_PATH,
+)
+from pytest_omni_perf.serve.state import ServerState, log, pipeline_rules
 
 # vLLM's other spellings of the same flags (``vllm serve --help=all``).
 _ALIASES: Mapping[str, tuple[str, ...]] = {
@@ -44,61 +42,7 @@ _ALIASES: Mapping[str, tuple[str, ...]] = {
 }
 # vLLM's --dtype also takes these names; canonical profiles use the long ones.
 _DTYPE_NAMES = {"half": "float16", "float": "float32"}
-
-
-class ServerState:
-    """The engine runner, the jobs, and the lock that makes generation one at a time."""
-
-    def __init__(self, model_name: str) -> None:
-        self.model_name = model_name
-        self.runner: Any = None
-        self.info: dict[str, Any] = {}
-        self.ready = threading.Event()
-        self.lock = threading.Lock()
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.videos: dict[str, bytes] = {}
-        self.created = int(time.time())
-
-    def generate(self, request: GenerationRequest) -> tuple[list[Any], dict[str, Any]]:
-        """Run one request under the lock; returns frames and the vLLM-Omni-style metrics."""
-        kind = f"video {request.num_frames} frames" if request.is_video else "image"
-        log(f"generating {kind} {request.width}x{request.height}, "
-            f"{request.num_inference_steps} steps, seed {request.seed}")
-        with self.lock:
-            began = time.perf_counter()
-            output = self.runner.generate(request)
-            elapsed = time.perf_counter() - began
-        engine = json.loads(json.dumps(output.engine_metrics, default=str))
-        peak = engine.get("torch_peak_bytes")
-        metrics = {"stage_durations": {"stage_0_gen_ms": round(output.engine_latency_s * 1e3, 3)},
-                   "peak_memory_mb": round(peak / 2**20, 3) if peak else 0.0,
-                   "inference_time_s": round(elapsed, 6), "engine_metrics": engine}
-        return output.frames, metrics
-
-    def run_job(self, job_id: str, request: GenerationRequest, fps: float) -> None:
-        """Background body of ``POST /v1/videos``."""
-        job = self.jobs[job_id]
-        job["status"] = "in_progress"
-        try:
-            frames, metrics = self.generate(request)
-            from pytest_omni_perf.serve_app import encode_mp4
-
-            self.videos[job_id] = encode_mp4(frames, fps)
-        except Exception as exc:  # noqa: BLE001 - any failure is the job's outcome
-            traceback.print_exc()
-            job.update(status="failed",
-                       error={"code": 500, "message": f"{type(exc).__name__}: {exc}"})
-            return
-        job.update(status="completed", progress=100, completed_at=int(time.time()),
-                   file_name=f"{job_id}.mp4", num_frames=len(frames),
-                   inference_time_s=metrics["inference_time_s"],
-                   stage_durations=metrics["stage_durations"],
-                   peak_memory_mb=metrics["peak_memory_mb"], metrics=metrics)
-
-
-def log(message: str) -> None:
-    """One line in the server's log (stderr), flushed so a failing start shows it."""
-    print(f"[pytest_omni_perf.serve] {message}", file=sys.stderr, flush=True)
+_SHUTDOWN_S = 5.0
 
 
 def _json_value(text: str) -> Any:
@@ -201,13 +145,57 @@ def _check_model(model: str) -> str | None:
     return None
 
 
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)  # unwinds the main thread wherever it is, running the cleanups
+def stop_on_signal(signum: int, frame: FrameType | None) -> None:
+    """Signal handler: end the server with exit code 0."""
+    raise SystemExit(EXIT_STOPPED)  # unwinds the main thread wherever it is, running cleanups
+
+
+class _QuietPolls(logging.Filter):
+    """Drops the access lines of health and job polls: they would drown the ones that
+    explain a failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if len(args) != 5:
+            return True
+        _, method, path, _, status = args
+        path = str(path).split("?", 1)[0]
+        polled = path == "/health" or (str(path).startswith(VIDEOS_PATH + "/")
+                                       and not str(path).endswith("/content"))
+        return not (method == "GET" and polled and status in (200, 503))
+
+
+def _logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[pytest_omni_perf.serve] %(message)s"))
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    logging.getLogger("uvicorn.access").addFilter(_QuietPolls())
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (OSError when it cannot be bound)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, bind, load, serve until SIGTERM/SIGINT; returns the exit code."""
-    from pytest_omni_perf.serve_app import OmniHTTPServer
+    import uvicorn
+
+    from pytest_omni_perf.serve.app import build_app
+    from pytest_omni_perf.serve.framing import MAX_HEADER_BYTES
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -222,24 +210,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {why}", file=sys.stderr)
         return EXIT_USAGE
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only: never reach a hub
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGTERM, stop_on_signal)
     state = ServerState(args.model)
     try:
         # Bound before loading, so a taken port fails in milliseconds and /health says 503.
-        httpd = OmniHTTPServer((args.host, args.port), state)
+        sock = bind(args.host, args.port)
     except OSError as exc:
         print(f"error: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
         return EXIT_ADDRESS_IN_USE
-    thread = threading.Thread(target=httpd.serve_forever, name="http", daemon=True)
+    _logging()
+    # h11 explicitly: the framing checks must not change with whether httptools is installed.
+    config = uvicorn.Config(build_app(state), http="h11", loop="asyncio", lifespan="off",
+                            log_config=None, timeout_keep_alive=5,
+                            h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="http",
+                              daemon=True)
     thread.start()
     log(f"listening on http://{args.host}:{args.port} (loading {args.model}, options {options})")
     try:
         return _load_and_wait(state, args, options)
     finally:
-        httpd.shutdown()
-        httpd.server_close()
+        server.should_exit = True
+        thread.join(_SHUTDOWN_S)
+        sock.close()
         runner, state.runner = state.runner, None
-        if runner is not None and state.lock.acquire(timeout=5.0):
+        if runner is not None and state.lock.acquire(timeout=_SHUTDOWN_S):
             runner.close()
 
 
@@ -252,6 +248,7 @@ def _load_and_wait(state: ServerState, args: argparse.Namespace,
         runner = make_runner(args.model, "", options, device)
         state.runner = runner
         applied = runner.load()
+        state.rules = pipeline_rules(runner.pipe)
     except ProfileUnsupported as exc:
         print(f"{UNSUPPORTED_PREFIX}pytest_omni_perf.serve (diffusers engine): {exc}",
               file=sys.stderr, flush=True)
@@ -263,11 +260,7 @@ def _load_and_wait(state: ServerState, args: argparse.Namespace,
                   "applied": json.loads(json.dumps(applied, default=str)),
                   "versions": runner.versions()}
     state.ready.set()
-    log(f"ready: {args.model} on {device}, applied {state.info['applied']}")
+    log(f"ready: {args.model} on {device}, applied {state.info['applied']}, "
+        f"request rules {state.rules}")
     threading.Event().wait()  # until a signal raises SystemExit
-    return 0
-
-
-if __name__ == "__main__":
-    signal.signal(signal.SIGINT, _stop)
-    sys.exit(main())
+    return EXIT_STOPPED

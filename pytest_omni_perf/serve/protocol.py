@@ -1,0 +1,209 @@
+"""The shipped server's request models: the one place where request fields are checked.
+
+They mirror vLLM-Omni's ``ImageGenerationRequest``
+(``vllm_omni/entrypoints/openai/protocol/images.py``) and ``VideoGenerationRequest``
+(``vllm_omni/entrypoints/openai/protocol/videos.py``) for the fields this server serves,
+with the same ranges (steps 1..200, guidance 0..20, n, sizes ``WxH``), and add what the
+loaded pipeline needs (``PipelineRules``, given as validation context): sizes in multiples
+of its latent patch, frame counts its VAE keeps, only arguments its ``__call__`` takes.
+A request that breaks a rule is refused with HTTP 400 naming the field and the allowed
+range, as vLLM maps pydantic's 422 to 400; it is never run with a changed value.
+
+Differences from vLLM-Omni, each to keep what clients of this server already send: ``fps``
+may be fractional (vLLM-Omni takes ints >= 1); ``size`` also takes an upper-case ``X``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Annotated, Literal
+
+import annotated_types
+
+from pydantic import (
+    BaseModel, BeforeValidator, Field, ValidationInfo, field_validator, model_validator,
+)
+
+from pytest_omni_perf.engines.base import GenerationRequest
+
+MAX_SIDE = 4096
+"""Largest width or height served: beyond it one request can exhaust a GPU's memory."""
+MAX_SEED = 2**64 - 1
+"""torch.Generator.manual_seed's largest seed."""
+FPS_RANGE = (0.01, 1000.0)
+"""Frame rates the mp4 encoder (PyAV, h264, timebase 1/10000) writes playable files at."""
+_SIZE = re.compile(r"^(\d+)[xX](\d+)$")
+_DEFAULTS = GenerationRequest()
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineRules:
+    """What the loaded pipeline can take (read from it by ``serve.state.pipeline_rules``)."""
+
+    multiple: int = 16
+    """Width and height must be multiples of this (VAE scale x latent patch)."""
+    max_side: int = MAX_SIDE
+    video: bool = False
+    """Whether the pipeline makes videos (its ``__call__`` takes ``num_frames``)."""
+    frame_step: int = 1
+    """``num_frames - 1`` must be a multiple of this (the VAE's temporal compression)."""
+    default_frames: int | None = None
+    takes: frozenset[str] = frozenset({"guidance_scale", "negative_prompt"})
+    """Optional arguments of the pipeline's ``__call__``."""
+
+
+def _rules(info: ValidationInfo) -> PipelineRules:
+    context = info.context if isinstance(info.context, dict) else {}
+    rules = context.get("rules")
+    return rules if isinstance(rules, PipelineRules) else PipelineRules()
+
+
+def _not_bool(value: object) -> object:
+    # pydantic's lax mode reads true as 1; a boolean where a number belongs is a mistake.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Finite = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
+
+
+def check_side(name: str, value: int, rules: PipelineRules) -> int:
+    """``value`` as a width or height the pipeline renders unchanged, else ValueError."""
+    allowed = (f"allowed: {rules.multiple}..{rules.max_side} in steps of {rules.multiple}")
+    if not rules.multiple <= value <= rules.max_side or value % rules.multiple:
+        raise ValueError(f"{name} {value} is not a size this model renders unchanged ({allowed})")
+    return value
+
+
+def allowed_range(model: type[BaseModel], field: str) -> str | None:
+    """The bounds of ``model.field`` as a user reads them (``1..200``, ``> 0``), or None."""
+    info = model.model_fields.get(field)
+    if info is None:
+        return None
+    low = high = None
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Ge):
+            low = f"{item.ge}"
+        elif isinstance(item, annotated_types.Gt):
+            low = f"> {item.gt}"
+        elif isinstance(item, annotated_types.Le):
+            high = f"{item.le}"
+    if low is None and high is None:
+        return None
+    if high is None:
+        return low if str(low).startswith(">") else f">= {low}"
+    return f"{low or ''}..{high}"
+
+
+class _Generation(BaseModel):
+    """Fields both endpoints share (vLLM-Omni's diffusion extensions)."""
+
+    prompt: str = Field(min_length=1, description="Text description of the output")
+    negative_prompt: str | None = None
+    size: str | None = Field(None, description="WIDTHxHEIGHT, e.g. 512x512")
+    num_inference_steps: Int | None = Field(None, ge=1, le=200)
+    guidance_scale: Finite | None = Field(None, ge=0.0, le=20.0)
+    seed: Int | None = Field(None, ge=0, le=MAX_SEED)
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        match = _SIZE.match(value.strip())
+        if match is None:
+            raise ValueError(f"expected 'WIDTHxHEIGHT' (e.g. '512x512'), got {value!r}")
+        rules = _rules(info)
+        check_side("width", int(match[1]), rules)
+        check_side("height", int(match[2]), rules)
+        return f"{int(match[1])}x{int(match[2])}"
+
+    @field_validator("guidance_scale", "negative_prompt")
+    @classmethod
+    def _taken(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None and info.field_name not in _rules(info).takes:
+            raise ValueError(f"this model's pipeline does not take {info.field_name}")
+        return value
+
+    def dimensions(self) -> tuple[int, int]:
+        """(width, height): the size field, else the defaults."""
+        if self.size is None:
+            return _DEFAULTS.width, _DEFAULTS.height
+        width, height = self.size.split("x")
+        return int(width), int(height)
+
+    def generation(self, width: int, height: int, num_frames: int | None) -> GenerationRequest:
+        """The engine request these fields describe (absent fields take the defaults)."""
+        return GenerationRequest(
+            prompt=self.prompt, width=width, height=height,
+            num_inference_steps=self.num_inference_steps or _DEFAULTS.num_inference_steps,
+            num_frames=num_frames, seed=self.seed if self.seed is not None else _DEFAULTS.seed,
+            guidance_scale=self.guidance_scale, negative_prompt=self.negative_prompt or None)
+
+
+class ImageGenerationRequest(_Generation):
+    """JSON body of ``POST /v1/images/generations``."""
+
+    model: str | None = None
+    n: Int = Field(1, ge=1, le=1, description="images per request (this server makes one)")
+    response_format: Literal["b64_json"] = "b64_json"
+
+    @model_validator(mode="after")
+    def _image_model(self, info: ValidationInfo) -> ImageGenerationRequest:
+        if _rules(info).video:
+            raise ValueError("this model makes videos: use POST /v1/videos")
+        return self
+
+    def to_request(self) -> GenerationRequest:
+        """The engine request."""
+        return self.generation(*self.dimensions(), None)
+
+
+class VideoGenerationRequest(_Generation):
+    """Form fields (or JSON) of ``POST /v1/videos`` and ``POST /v1/videos/sync``.
+
+    ``size`` wins over ``width``/``height``, as in vLLM-Omni's ``resolve_video_params``.
+    """
+
+    model: str | None = None
+    width: Int | None = Field(None, ge=1)
+    height: Int | None = Field(None, ge=1)
+    num_frames: Int | None = Field(None, ge=1)
+    fps: Finite | None = Field(None, ge=FPS_RANGE[0], le=FPS_RANGE[1])
+
+    @field_validator("width", "height")
+    @classmethod
+    def _side(cls, value: int | None, info: ValidationInfo) -> int | None:
+        return None if value is None else check_side(str(info.field_name), value, _rules(info))
+
+    @field_validator("num_frames")
+    @classmethod
+    def _frames(cls, value: int | None, info: ValidationInfo) -> int | None:
+        step = _rules(info).frame_step
+        if value is not None and step > 1 and (value - 1) % step:
+            raise ValueError(f"this model renders {step}k+1 frames (its VAE compresses time "
+                             f"{step}x): allowed 1, {1 + step}, {1 + 2 * step}, ...")
+        return value
+
+    @model_validator(mode="after")
+    def _video_model(self, info: ValidationInfo) -> VideoGenerationRequest:
+        rules = _rules(info)
+        if not rules.video:
+            raise ValueError("this model makes images: use POST /v1/images/generations")
+        if self.num_frames is None and rules.default_frames is None:
+            raise ValueError("num_frames is required: this model's pipeline has no default")
+        return self
+
+    def frame_rate(self, default: float) -> float:
+        """Frames per second of the mp4."""
+        return self.fps if self.fps is not None else default
+
+    def to_request(self, rules: PipelineRules) -> GenerationRequest:
+        """The engine request (``rules`` gives the default frame count)."""
+        width, height = self.dimensions()
+        if self.size is None:
+            width, height = self.width or width, self.height or height
+        return self.generation(width, height, self.num_frames or rules.default_frames)
