@@ -40,11 +40,11 @@ run() {  # NAME LIMIT_S ARGS...: one pytest session, timed, its JSON report and 
 for step in "$@"; do
   case $step in
     record) run record 300 --omni-update-baselines ;;
-    compare) run compare 240 ;;
+    compare) run compare 270 ;;
     fixed15) run fixed15 300 --omni-rounds=15 --omni-max-rounds=15 ;;
     detect) began=$SECONDS
       timeout -s INT 330 $py benchmarks/detection_power.py --model medium-flux --width 1024 \
-        --height 1024 --steps 20 --same 20 --slow 20 --restart-every 100 --max-minutes 4.5 \
+        --height 1024 --steps 20 --same 10 --slow 20 --restart-every 100 --max-minutes 3.8 \
         --out "$out/$tag/detection-power-medium-flux.txt" > "$out/$tag/detect.log" 2>&1
       echo "detect: exit $? in $((SECONDS - began)) s" | tee -a "$out/$tag/steps.txt"
       tail -n 20 "$out/$tag/detect.log" ;;
