@@ -41,7 +41,7 @@ for step in "$@"; do
   case $step in
     record) run record 300 --omni-update-baselines ;;
     compare) run compare 270 ;;
-    fixed15) run fixed15 300 --omni-rounds=15 --omni-max-rounds=15 ;;
+    fixed15) run fixed15 225 --omni-rounds=15 --omni-max-rounds=15 ;;
     detect) began=$SECONDS
       timeout -s INT 330 $py benchmarks/detection_power.py --model medium-flux --width 1024 \
         --height 1024 --steps 20 --same 10 --slow 20 --restart-every 100 --max-minutes 3.8 \
