@@ -213,6 +213,12 @@ def _ini_name(config: pytest.Config, dest: str) -> str:
     return f"ini {dest}{where}"
 
 
+def _given(config: pytest.Config, dest: str) -> object:
+    """The option or ini value as the user gave it, None when neither was."""
+    value = config.getoption(dest)
+    return value if value is not None else (config.getini(dest) or None)
+
+
 def _flag(config: pytest.Config, dest: str) -> bool:
     value = config.getoption(dest)
     if value is not None:
@@ -258,6 +264,9 @@ def read_config(config: pytest.Config) -> PerfConfig:
     def path(value: str | None) -> Path | None:
         return None if value is None else Path(value).expanduser()
 
+    if _given(config, "omni_max_rounds") is None:
+        # No budget asked for: it grows to the first look asked for, never below it.
+        values["omni_max_rounds"] = max(values["omni_max_rounds"], values["omni_rounds"])
     if values["omni_max_rounds"] < values["omni_rounds"]:
         raise pytest.UsageError(
             f"--omni-max-rounds={values['omni_max_rounds']} is below --omni-rounds="

@@ -340,9 +340,14 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
     """The measuring harness, an ``OmniPerf``: ``result = omni_perf.measure(prompt=...)``.
 
     Runs warmup and adaptive rounds on the profile's engine, alternating with its baseline
-    profile's, judges every bound on its confidence interval, and fails the test after its
-    body when a gate failed (``--omni-inconclusive`` says what an undecided one does).
-    ``measure()`` returns a ``PerfResult``; ``label=`` names each of several requests.
+    profile's, judges every bound on its confidence interval, and fails the test when a gate
+    failed (when the test body ends, so one test may call measure() several times:
+    give each ``label="..."``, its own summary row and stored baseline).
+    ``--omni-inconclusive`` says what an undecided gate does.
+    Returns a ``PerfResult``: ``frames`` (HxWx3 uint8), ``median_s``, ``cold_start_s``,
+    ``peak_memory_gib``, ``speedup`` and ``speedup_interval``, ``ssim``, ``measurement``
+    and ``baseline`` (latency stats in seconds with the robust ``estimate``, memory),
+    ``violations``, ``undecided``, ``notes`` and ``verdict``.
     """
     from pytest_omni_perf.baselines import BaselineStore
     from pytest_omni_perf.harness import Harness, RoundBudget

@@ -150,7 +150,7 @@ def test_junit_properties_parse_and_keep_the_text(profile: str, label: str) -> N
     names = [p.get("name") for p in parsed]
     shown = profile + (f"@{label}" if label else "")
     assert names == [xml_text(f"omni_perf.{shown}.{k}") for k in (
-        "median_s", "cold_start_s", "peak_memory_gib", "memory_kind", "verdict")]
+        "median_s", "cold_start_s", "rounds", "peak_memory_gib", "memory_kind", "verdict")]
     assert all(visible_controls(shown) in str(name) for name in names)
 
 
@@ -224,10 +224,10 @@ def test_terminal_summary_lines_are_single_lines(nodeid: str, profile: str, labe
     writer = SimpleNamespace(write_sep=lambda sep, title: lines.append(title),
                              write_line=lines.append)
     terminal.write_summary(writer, [user_result(nodeid, profile, label, note)])
-    assert len(lines) == 4  # title, header, one row, one note
+    assert len(lines) == 5  # title, models and legend, header, one row, one note
     for line in lines:
         assert not CONTROL.search(line) and "\n" not in line and "\r" not in line
-    assert terminal_text(profile) in lines[2]
+    assert terminal_text(profile) in lines[3]
 
 
 def test_profile_listing_shows_no_escape_sequences() -> None:

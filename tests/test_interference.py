@@ -145,7 +145,8 @@ def gpu_monitor(nvml: FakeNvml, devices: list[int], engine: list[int],
     return monitor
 
 
-def test_gpu_fields_and_summary_follow_nvml() -> None:
+def test_gpu_fields_and_summary_follow_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(itf, "GPU_MIN_ROUND_S", 0.0)  # these rounds are instants
     engine = 4242
     gpus = [Gpu(util=97, sm_clock=1980, reasons=0, pids=[engine]),
             Gpu(util=93, sm_clock=1965, reasons=0x4, pids=[engine])]  # sw_power_cap: benign
@@ -180,7 +181,8 @@ def test_gpu_fields_and_summary_follow_nvml() -> None:
     assert nvml.inits == 0  # each monitor shut down the NVML it was given
 
 
-def test_the_thread_samples_are_averaged_per_round() -> None:
+def test_the_thread_samples_are_averaged_per_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(itf, "GPU_MIN_ROUND_S", 0.0)  # these rounds are instants
     gpu = Gpu(utils=[40, 100], pids=[1])
     monitor = gpu_monitor(FakeNvml([gpu]), [0], [1], interval_s=0.002)
     monitor.begin_round()

@@ -148,7 +148,7 @@ def test_profile_requirements_apply_as_markers(pytester: pytest.Pytester) -> Non
      "test_*::test_x: @pytest.mark.omni_bounds.min_speedup: expected a finite number > 0,"
      " got nan"),
     ("omni_bounds(max_regression=float('inf'))",
-     "*omni_bounds.max_regression: expected a finite number >= 0 * got inf"),
+     "*omni_bounds.max_regression: expected a finite number >= 0, got inf"),
     ("omni_bounds(min_ssim=1.5)", "*omni_bounds.min_ssim: expected a finite number in [[]0, 1[]]*"),
     ("omni_bounds(max_vram_gib=0)", "*omni_bounds.max_vram_gib: expected a finite number > 0*"),
     ("omni_bounds(profile='cach_dit', min_speedup=100)",

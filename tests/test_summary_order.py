@@ -34,9 +34,9 @@ def test_summary_names_every_model_and_each_speedups_reference(
     result.stdout.fnmatch_lines([
         "omni-perf: backend *; default model tiny-flux (omni_model marks choose others);*",
         "*omni-perf summary*",
-        "models: tiny-flux, tiny-wan; speedup = median of the profile under 'vs' (measured "
-        "beside it) / median",
-        "test * profile * median * speedup * vs (median) * cold *",
+        "models: tiny-flux, tiny-wan; estimate = Harrell-Davis 20% quantile of the rounds *; "
+        "speedup = estimate of the profile under 'vs' (measured beside it) / estimate*",
+        "test * profile * estimate * median * speedup * vs (estimate) * rounds * cold *",
     ])
     rows = [line for line in result.outlines if line.startswith("test_two.py::")
             and ("eager" in line or "cache_dit" in line) and " s " in line]

@@ -111,7 +111,7 @@ def test_tiny_output_keeps_its_timings_and_says_why(unfit: pytest.Pytester,
         "*SSIM against the output of baseline profile 'eager' is not applicable (output is "
         "8x8x3, smaller than SSIM's 11x11 window): PSNR inf only*"])
     cache_dit = next(r for r in results if r["profile"] == "cache_dit")
-    assert cache_dit["speedup"] > 1.2 and len(cache_dit["measurement"]["samples_s"]) == 3
+    assert cache_dit["speedup"] > 1.2 and len(cache_dit["measurement"]["samples_s"]) >= 3
     assert cache_dit["quality"]["ssim_mean"] is None
     compare, _ = _run(unfit, "--omni-profile=eager,cache_dit")
     compare.assert_outcomes(passed=2)

@@ -72,6 +72,8 @@ def estimate(result: Mapping[str, Any]) -> tuple[float | None, float | None, flo
     value = _number(latency.get("estimate"))
     if value is None:
         return None, None, None
+    if (low := _number(latency.get("ci_low"))) is not None:  # an interval given in seconds
+        return value, low, _number(latency.get("ci_high"))
     ratio = _mapping(result.get("latency_ratio"))
     if ratio and (est := _number(ratio.get("estimate"))):
         low, high = _number(ratio.get("low")), _number(ratio.get("high"))

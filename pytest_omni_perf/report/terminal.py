@@ -142,7 +142,8 @@ def write_summary(terminalreporter: Any, results: Sequence[Result]) -> None:
     names = models(results)
     terminalreporter.write_sep("=", "omni-perf summary")
     terminalreporter.write_line(
-        f"model{'s' if len(names) > 1 else ''}: {', '.join(names)}; estimate = Harrell-Davis "
+        f"model{'s' if len(names) > 1 else ''}: {terminal_text(', '.join(names))}; "
+        "estimate = Harrell-Davis "
         "20% quantile of the rounds (what gates compare); speedup = estimate of the profile "
         "under 'vs' (measured beside it) / estimate, with its 95% bootstrap interval")
     for row in [header, *rows]:
