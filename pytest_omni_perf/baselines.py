@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_omni_perf.report.escape import path_component
+from pytest_omni_perf.escape import path_component
 
 if TYPE_CHECKING:
     import numpy as np
@@ -79,7 +79,7 @@ class StoredBaseline:
 
 def test_slug(nodeid: str) -> str:
     """A safe, readable, deterministic folder name for a pytest node id or a profile name
-    (see ``report.escape.path_component``: every writer names paths through it)."""
+    (see ``escape.path_component``: every writer names paths through it)."""
     return path_component(nodeid)
 
 

@@ -1,14 +1,15 @@
 """pytest-omni-perf's hooks and fixtures: options, markers and wiring only.
 
-The logic lives in pure modules (markers, profiles, gates, harness); the hooks stay thin.
+The logic lives in pure modules (markers, profiles, harness, judge, verdict); the hooks stay
+thin. What a measured test turns into (its outcome and the session's reports) is in
+``outcomes``, registered from ``pytest_configure``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -26,10 +27,6 @@ if TYPE_CHECKING:
     from pytest_omni_perf.omni_perf import OmniPerf
 
 _PERF_FIXTURES = ("omni_profile", "omni_engine", "omni_perf")
-USER_PROPERTY = "omni_perf"
-OUTCOME_PROPERTY = "omni_perf_outcome"
-"""user_properties entry ('omni_perf_outcome', 'inconclusive') that marks an undecided test;
-it travels with the report through xdist and into JUnit XML as a property."""
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -92,7 +89,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_omni_perf.history.session import check as check_history
 
     check_history(config, state)
-    config.pluginmanager.register(_ResultCollector(state), "omni-perf-results")
+    from pytest_omni_perf import outcomes
+
+    config.pluginmanager.register(outcomes, "omni-perf-outcomes")
+    config.pluginmanager.register(outcomes.ResultCollector(state), "omni-perf-results")
     _interrupt_on_sigterm(config)
 
 
@@ -378,134 +378,3 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
     )
     request.node.stash.setdefault(harness_key, []).append(harness)
     return OmniPerf(harness)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    """After the test body: publish its measurements; fail it on violated gates, and on
-    gates left undecided when ``--omni-inconclusive`` is fail or retry."""
-    try:
-        yield
-    finally:
-        harnesses = item.stash.get(harness_key, [])
-        results = [r for h in harnesses for r in h.results]
-        for result in results:
-            item.user_properties.extend(_ResultCollector.publish(item.config, result))
-
-    def lines(kind: str) -> list[str]:
-        return [f"[{r.profile}{'@' + r.label if r.label else ''}] {v}"
-                for r in results for v in getattr(r, kind)]
-
-    failures, undecided = lines("violations"), lines("undecided")
-    policy = item.config.stash[state_key].perf.inconclusive
-    if undecided:
-        item.user_properties.append((OUTCOME_PROPERTY, "inconclusive"))
-    if failures:
-        pytest.fail("omni-perf gate(s) failed:\n" + "\n".join(failures), pytrace=False)
-    if undecided and policy != "warn":
-        pytest.fail(f"omni-perf gate(s) inconclusive at the round budget "
-                    f"(--omni-inconclusive={policy}):\n" + "\n".join(undecided), pytrace=False)
-    if undecided:
-        import warnings
-
-        warnings.warn(pytest.PytestWarning(
-            "omni-perf gate(s) inconclusive at the round budget (reported, not failed: "
-            "--omni-inconclusive=warn):\n" + "\n".join(undecided)), stacklevel=1)
-
-
-def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
-                             ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
-    """A passed test with a gate left undecided is reported INCONCLUSIVE ('?'), and the
-    final line counts it (``3 passed, 1 inconclusive``); it does not fail the run."""
-    if report.when == "call" and report.passed \
-            and (OUTCOME_PROPERTY, "inconclusive") in report.user_properties:
-        return "inconclusive", "?", ("INCONCLUSIVE", {"yellow": True})
-    return None
-
-
-class _ResultCollector:
-    """Collects measurements from test reports: this process's and, under xdist, the
-    workers' (user_properties travel with the serialized report to the controller), and
-    writes the JSON, HTML and pytest-benchmark reports on the controller at session end."""
-
-    def __init__(self, state: SessionState) -> None:
-        self.state = state
-        self.processes: dict[str, dict[str, Any]] = {}
-        self.written: list[str] = []
-
-    @staticmethod
-    def _path(config: pytest.Config, path: Path | None) -> Path | None:
-        # Against the invocation folder, so workers and controller agree on one file.
-        return None if path is None else config.invocation_params.dir / path
-
-    @staticmethod
-    def publish(config: pytest.Config, result: Any) -> list[tuple[str, object]]:
-        """The user_properties of one result: the full dict (with the paths of its
-        thumbnails when an HTML report is asked for) and flat values for JUnit XML."""
-        from pytest_omni_perf.report.json_report import junit_properties
-
-        published = result.to_dict()
-        html = _ResultCollector._path(config, config.stash[state_key].perf.report_html)
-        if html is not None:
-            from pytest_omni_perf.report.images import write_result_images
-
-            published["images"] = write_result_images(result, html)
-        return [(USER_PROPERTY, published), *junit_properties(published)]
-
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """Controller: drop the previous session's thumbnails before any worker writes."""
-        html = self._path(session.config, self.state.perf.report_html)
-        if html is not None and not hasattr(session.config, "workerinput"):
-            from pytest_omni_perf.report.images import reset_assets
-
-            reset_assets(html)
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        """xdist controller: keep each worker's engine facts for the report."""
-        facts = getattr(node, "workeroutput", {}).get(USER_PROPERTY)
-        if isinstance(facts, dict):
-            self.processes[str(node.gateway.id)] = facts
-
-    # tryfirst: before xdist's own sessionfinish, which tears its workers down for seconds;
-    # a Ctrl-C or SIGTERM landing there would otherwise end the run before any report.
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """Workers hand their engine facts over; the controller writes the reports."""
-        config = session.config
-        facts = self.state.engine_facts()
-        if hasattr(config, "workerinput"):
-            config.workeroutput[USER_PROPERTY] = facts  # type: ignore[attr-defined]
-            return
-        if facts["engine_starts"] or not self.processes:
-            self.processes["main"] = facts
-        from pytest_omni_perf.history.session import record as record_history
-
-        # Before the reports, which show each result's trend.
-        self.written = record_history(config, self.state)
-        perf = self.state.perf
-        paths = [self._path(config, p) for p in (perf.report_json, perf.report_html,
-                                                   perf.report_benchmark)]
-        if not any(paths):
-            return
-        from pytest_omni_perf.report.json_report import write_reports
-
-        self.written += write_reports(config, self.state, self.processes, *paths)
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Keep the omni_perf results of each finished test call."""
-        if report.when != "call":
-            return
-        for name, value in report.user_properties:
-            if name == USER_PROPERTY and isinstance(value, dict):
-                self.state.reported.append({**value, "outcome": report.outcome})
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        """The summary table: test, profile, median, speedup, memory, SSIM, verdict."""
-        from pytest_omni_perf.report.terminal import write_suite_cost, write_summary
-
-        if self.state.reported:
-            write_summary(terminalreporter, self.state.reported)
-            write_suite_cost(terminalreporter, self.state.reported, self.processes)
-        for line in self.written:
-            terminalreporter.write_line(f"omni-perf: {line}")

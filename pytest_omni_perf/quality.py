@@ -36,7 +36,6 @@ from pytest_omni_perf.ssim_torch import WINDOW
 from pytest_omni_perf.ssim_torch import torch_ssim_frames as _torch_ssim_frames
 
 if TYPE_CHECKING:
-    import numpy as np
     import numpy.typing as npt
 
     Frame = npt.NDArray[Any]

@@ -10,7 +10,7 @@ import pytest
 from pytest_omni_perf.config import PerfConfig
 from pytest_omni_perf.hardware import HardwareInfo, probe
 from pytest_omni_perf.profiles import Profile
-from pytest_omni_perf.report.escape import shell_line
+from pytest_omni_perf.escape import shell_line
 from pytest_omni_perf.suite_cost import SuiteCost
 
 if TYPE_CHECKING:

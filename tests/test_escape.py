@@ -30,7 +30,7 @@ from pytest_omni_perf.engines.base import EngineSpec
 from pytest_omni_perf.engines.compile_cache import compile_cache_dir
 from pytest_omni_perf.profiles import Profile
 from pytest_omni_perf.report import html_report, json_report, terminal
-from pytest_omni_perf.report.escape import (
+from pytest_omni_perf.escape import (
     markdown_cell, path_component, shell_line, terminal_text, visible_controls, xml_text,
 )
 from pytest_omni_perf.report.listing import format_profiles

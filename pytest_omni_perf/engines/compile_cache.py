@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pytest_omni_perf.engines.base import EngineSpec
-from pytest_omni_perf.report.escape import path_component
+from pytest_omni_perf.escape import path_component
 
 
 def compile_cache_dir(spec: EngineSpec) -> Path:

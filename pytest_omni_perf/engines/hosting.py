@@ -22,7 +22,7 @@ from pytest_omni_perf.engines.base import (
     cause_line, checked_output, engine_name, out_of_memory_line,
 )
 from pytest_omni_perf.engines.process import ManagedProcess
-from pytest_omni_perf.report.escape import path_component
+from pytest_omni_perf.escape import path_component
 
 _POLL_S = 0.2
 

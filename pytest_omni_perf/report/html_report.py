@@ -10,16 +10,18 @@ a strip of frames per row and its per-frame SSIM curve.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_omni_perf.history.trend import trend_html
-from pytest_omni_perf.report.escape import html_text as escape
-from pytest_omni_perf.report.escape import json_document
+from pytest_omni_perf.report.trend import trend_html
+from pytest_omni_perf.escape import html_text as escape
+from pytest_omni_perf.escape import json_document
 from pytest_omni_perf.report.images import read_data_uris
-from pytest_omni_perf.report.json_report import write_atomic
+from pytest_omni_perf.atomic_files import write_atomic
+from pytest_omni_perf.report.html_charts import (
+    base_id, fmt, peak_gib, result_name, verdict_of, speed_quality_svg, ssim_curve_svg,
+)
 
 Result = Mapping[str, Any]
 
@@ -60,171 +62,20 @@ svg text{font:11px system-ui,sans-serif;fill:#39404f}
 """
 
 
-def _fmt(value: Any, spec: str, suffix: str = "") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:{spec}}{suffix}"
-
-
-def _name(r: Result) -> str:
-    return str(r["profile"]) + (f"@{r['label']}" if r.get("label") else "")
-
-
-def _base_id(r: Result) -> str:
-    nodeid = str(r["nodeid"])
-    cut = nodeid.rfind("[") if nodeid.endswith("]") else -1
-    return (nodeid[:cut] if cut > nodeid.rfind("::") else nodeid) + (
-        f"  (request {r['label']})" if r.get("label") else "")
-
-
-def _gib(r: Result) -> float:
-    return float(r["measurement"]["memory"]["peak_bytes"]) / 2**30
-
-
-def _verdict(r: Result) -> str:
-    return str(r.get("verdict") or ("fail" if r.get("violations") else "pass"))
-
-
-# -- SVG charts -------------------------------------------------------------------------------
-def _ticks(lo: float, hi: float, count: int = 5) -> tuple[list[float], int]:
-    """Round tick values within [lo, hi] and the decimals that tell them apart."""
-    raw = (hi - lo) / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(lo / step - 1e-9)
-    ticks = [(first + i) * step for i in range(count + 2) if (first + i) * step <= hi + 1e-12]
-    return ticks, max(0, -math.floor(math.log10(step)))
-
-
-def _domain(values: Sequence[float], must: float) -> tuple[float, float]:
-    lo, hi = min(*values, must), max(*values, must)
-    pad = (hi - lo) * 0.12 or max(abs(hi) * 0.01, 1e-4)
-    return lo - pad, hi + pad
-
-
-def _axes(w: int, h: int, m: tuple[int, int, int, int], xd: tuple[float, float],
-          yd: tuple[float, float], xlabel: str, ylabel: str, inner: int = 0,
-          ) -> tuple[list[str], Any, Any]:
-    """Frame, grid, ticks and labels; ``inner`` pixels keep big markers inside the frame."""
-    left, right, top, bottom = m
-
-    def x(v: float) -> float:
-        return left + inner + (v - xd[0]) / (xd[1] - xd[0]) * (w - left - right - 2 * inner)
-
-    def y(v: float) -> float:
-        return h - bottom - inner - (v - yd[0]) / (yd[1] - yd[0]) * (h - top - bottom - 2 * inner)
-
-    def visible(d: tuple[float, float], pixels: int) -> tuple[float, float]:
-        extra = (d[1] - d[0]) * inner / (pixels - 2 * inner)
-        return d[0] - extra, d[1] + extra
-
-    parts = [f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}"'
-             ' fill="#fbfcfd" stroke="#cfd4dc"/>']
-    xt, xdec = _ticks(*visible(xd, w - left - right))
-    yt, ydec = _ticks(*visible(yd, h - top - bottom))
-    for v in xt:
-        parts.append(f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{top}" y2="{h - bottom}" '
-                     f'stroke="#eceef2"/><text x="{x(v):.1f}" y="{h - bottom + 14}" '
-                     f'text-anchor="middle">{v:.{xdec}f}</text>')
-    for v in yt:
-        parts.append(f'<line x1="{left}" x2="{w - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
-                     f'stroke="#eceef2"/><text x="{left - 5}" y="{y(v) + 4:.1f}" '
-                     f'text-anchor="end">{v:.{ydec}f}</text>')
-    parts.append(f'<text x="{(left + w - right) / 2}" y="{h - 4}" text-anchor="middle">'
-                 f'{escape(xlabel)}</text><text transform="translate(11,{(top + h - bottom) / 2})'
-                 f' rotate(-90)" text-anchor="middle">{escape(ylabel)}</text>')
-    return parts, x, y
-
-
-def speed_quality_svg(results: Sequence[Result]) -> str:
-    """Scatter of a test's profiles: x speedup, y SSIM vs the baseline profile, marker area
-    proportional to peak memory; the baseline profile itself sits at (1, 1), hollow."""
-    points: list[tuple[str, float, float, float, str]] = []
-    reference: dict[str, float] = {}
-    for r in results:
-        quality = r.get("quality") or {}
-        if r.get("speedup") is not None and quality.get("ssim_mean") is not None:
-            points.append((_name(r), float(r["speedup"]), float(quality["ssim_mean"]), _gib(r),
-                           _verdict(r)))
-        base = r.get("baseline")
-        if base is not None:
-            reference[base["profile"]] = float(base["memory"]["peak_bytes"]) / 2**30
-        elif r.get("speedup") is None:
-            reference[r["profile"]] = _gib(r)
-    if not points:
-        return ""
-    w, h, margins = 520, 300, (62, 110, 12, 36)
-    xd = _domain([p[1] for p in points], 1.0)
-    yd = _domain([p[2] for p in points], 1.0)
-    parts, x, y = _axes(w, h, margins, xd, yd, "speedup vs baseline profile (x)",
-                        "SSIM vs baseline profile", inner=20)
-    parts.append(f'<line x1="{x(1.0):.1f}" x2="{x(1.0):.1f}" y1="{margins[2]}" '
-                 f'y2="{h - margins[3]}" stroke="#8a93a3" stroke-dasharray="4 3"/>')
-    biggest = max([p[3] for p in points] + list(reference.values())) or 1.0
-
-    def radius(gib: float) -> float:
-        return 4.0 + 14.0 * math.sqrt(max(gib, 0.0) / biggest)
-
-    for name, gib in sorted(reference.items()):
-        parts.append(f'<circle cx="{x(1.0):.1f}" cy="{y(1.0):.1f}" r="{radius(gib):.1f}" '
-                     f'fill="none" stroke="#39404f" stroke-width="1.5"><title>{escape(name)} '
-                     f'(baseline profile): 1.00x, SSIM 1, {gib:.3f} GiB</title></circle>'
-                     f'<text x="{x(1.0) + radius(gib) + 3:.1f}" y="{y(1.0) - 4:.1f}">'
-                     f'{escape(name)}</text>')
-    for name, sx, sy, gib, verdict in points:
-        color = {"pass": "#1e8e3e", "inconclusive": "#b8860b"}.get(verdict, "#d93025")
-        parts.append(f'<circle cx="{x(sx):.1f}" cy="{y(sy):.1f}" r="{radius(gib):.1f}" '
-                     f'fill="{color}" fill-opacity="0.55" stroke="{color}"><title>'
-                     f'{escape(name)}: {sx:.2f}x, SSIM {sy:.5f}, {gib:.3f} GiB, {verdict}'
-                     f'</title></circle><text x="{x(sx) + radius(gib) + 3:.1f}" '
-                     f'y="{y(sy) + 4:.1f}">{escape(name)}</text>')
-    legend = ('<div class="legend"><span style="color:#1e8e3e">●</span> pass '
-              '<span style="color:#d93025">●</span> fail ○ baseline profile · marker area ~ '
-              f'peak memory (largest {biggest:.3g} GiB) · dashed: no speedup</div>')
-    return (f'<figure class="chart"><svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
-            f'role="img" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
-            f'{legend}</figure>')
-
-
-def ssim_curve_svg(per_frame: Sequence[float], shown: Sequence[int] = (),
-                   worst: int | None = None) -> str:
-    """Per-frame SSIM of a video as a line; shown frames ticked, the worst one in red."""
-    if len(per_frame) < 2:
-        return ""
-    w, h, margins = 440, 170, (70, 14, 10, 32)
-    xd = (0.0, float(len(per_frame) - 1))
-    yd = _domain(per_frame, max(per_frame))
-    parts, x, y = _axes(w, h, margins, xd, yd, "frame", "SSIM", inner=6)
-    line = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(per_frame))
-    parts.append(f'<polyline points="{line}" fill="none" stroke="#3367d6" stroke-width="1.6"/>')
-    for i in shown:
-        parts.append(f'<circle cx="{x(i):.1f}" cy="{y(per_frame[i]):.1f}" r="3" '
-                     f'fill="#3367d6"><title>frame {i}: {per_frame[i]:.5f}</title></circle>')
-    if worst is not None and 0 <= worst < len(per_frame):
-        parts.append(f'<circle cx="{x(worst):.1f}" cy="{y(per_frame[worst]):.1f}" r="4.5" '
-                     f'fill="#d93025"><title>worst frame {worst}: {per_frame[worst]:.5f}'
-                     '</title></circle>')
-    return (f'<figure class="chart"><svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
-            f'role="img" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg><div '
-            'class="legend">per-frame SSIM vs the baseline profile; dots: frames shown above,'
-            ' red: worst frame</div></figure>')
-
-
-# -- HTML pieces ------------------------------------------------------------------------------
 def _summary_table(results: Sequence[Result]) -> str:
     rows = []
     for i, r in enumerate(results):
         m = r["measurement"]
         q = r.get("quality") or {}
-        v = _verdict(r)
+        v = verdict_of(r)
         rows.append(
             f'<tr class="{"bad" if v != "pass" else ""}"><td><a href="#r{i}">'
-            f'{escape(r["nodeid"])}</a></td><td>{escape(_name(r))}</td>'
-            f'<td class="num">{_fmt(m["latency"]["median"], ".4f", " s")}</td>'
-            f'<td class="num">{_fmt(m.get("cold_start_s"), ".2f", " s")}</td>'
-            f'<td class="num">{_fmt(r.get("speedup"), ".2f", "x")}</td>'
-            f'<td class="num">{_fmt(_gib(r), ".3f", " GiB")} {escape(m["memory"]["kind"])}</td>'
-            f'<td class="num">{_fmt(q.get("ssim_mean"), ".5f")}</td>'
+            f'{escape(r["nodeid"])}</a></td><td>{escape(result_name(r))}</td>'
+            f'<td class="num">{fmt(m["latency"]["median"], ".4f", " s")}</td>'
+            f'<td class="num">{fmt(m.get("cold_start_s"), ".2f", " s")}</td>'
+            f'<td class="num">{fmt(r.get("speedup"), ".2f", "x")}</td>'
+            f'<td class="num">{fmt(peak_gib(r), ".3f", " GiB")} {escape(m["memory"]["kind"])}</td>'
+            f'<td class="num">{fmt(q.get("ssim_mean"), ".5f")}</td>'
             f'<td><span class="badge {escape(v)}">{escape(v)}</span> '
             f'<span class="badge neutral">{escape(str(r.get("outcome", "?")))}</span></td></tr>')
     return ('<table><tr><th>test</th><th>profile</th><th>median</th><th>cold start</th>'
@@ -241,19 +92,19 @@ def _quality_text(q: Mapping[str, Any]) -> str:
         return "-"
     if q.get("not_applicable"):
         psnr = "" if not q.get("comparable", True) else ", PSNR " + (
-            _fmt(q["psnr_mean"], ".2f", " dB") if q.get("psnr_mean") is not None else "inf")
+            fmt(q["psnr_mean"], ".2f", " dB") if q.get("psnr_mean") is not None else "inf")
         return f'not applicable: {escape(str(q["not_applicable"]))}{psnr}'
     frames = len(q.get("per_frame_ssim") or [])
-    worst = f', worst {_fmt(q.get("ssim_min"), ".5f")} (frame {q.get("worst_frame")})' \
+    worst = f', worst {fmt(q.get("ssim_min"), ".5f")} (frame {q.get("worst_frame")})' \
         if frames > 1 else ""
-    return f'mean {_fmt(q.get("ssim_mean"), ".5f")}{worst}, PSNR ' \
-           f'{_fmt(q.get("psnr_mean"), ".2f", " dB") if q.get("psnr_mean") is not None else "inf"}'
+    return f'mean {fmt(q.get("ssim_mean"), ".5f")}{worst}, PSNR ' \
+           f'{fmt(q.get("psnr_mean"), ".2f", " dB") if q.get("psnr_mean") is not None else "inf"}'
 
 
 def _interval(interval: Mapping[str, Any] | None, point: float | None) -> str:
     """``1.234x [1.180, 1.301] (99% CI, 15 rounds)`` from a serialized RatioInterval."""
     if not interval:
-        return _fmt(point, ".3f", "x")
+        return fmt(point, ".3f", "x")
     text = f'{interval["estimate"]:.3f}x'
     if interval["rounds"] >= 5 and interval["low"] != interval["high"]:
         text += (f' [{interval["low"]:.3f}, {interval["high"]:.3f}] '
@@ -271,25 +122,25 @@ def _facts(r: Result) -> str:
     reg = r.get("latency_ratio")
     req = m.get("request") or {}
     cold = ("engine reused (started by an earlier test)" if m.get("engine_reused") else
-            f'{_fmt(m.get("cold_start_s"), ".2f", " s")} (start {_fmt(m.get("start_s"), ".2f")}'
-            f' s + first request {_fmt(m.get("first_request_s"), ".2f")} s)')
+            f'{fmt(m.get("cold_start_s"), ".2f", " s")} (start {fmt(m.get("start_s"), ".2f")}'
+            f' s + first request {fmt(m.get("first_request_s"), ".2f")} s)')
     if base is None:
         speed = "reference profile (it is the baseline of others)"
         ssim = "-"
     else:
         speed = (f'{_interval(r.get("speedup_interval"), r.get("speedup"))} against '
                  f'{escape(base["profile"])} (its median '
-                 f'{_fmt(base["latency"]["median"], ".4f", " s")})'
+                 f'{fmt(base["latency"]["median"], ".4f", " s")})'
                  + _bound("≥", b.get("min_speedup")))
         ssim = _quality_text(r.get("quality") or {}) + _bound("≥", b.get("min_ssim"))
     ratio = r.get("memory_ratio")
     rows = [
-        ("warm latency", f'estimate {_fmt(lat.get("estimate"), ".4f", " s")} (lower quartile, '
-         f'what gates compare), median {_fmt(lat["median"], ".4f")}, p90 {_fmt(lat["p90"], ".4f")}'
-         f', p99 {_fmt(lat.get("p99"), ".4f")}'
-         f', mean {_fmt(lat["mean"], ".4f")} ± {_fmt(lat["stdev"], ".4f")}, min '
-         f'{_fmt(lat["min"], ".4f")}, max {_fmt(lat["max"], ".4f")}, n={lat["n"]}', ()),
-        ("engine latency", f'median {_fmt(m["engine_latency"]["median"], ".4f", " s")}', ()),
+        ("warm latency", f'estimate {fmt(lat.get("estimate"), ".4f", " s")} (lower quartile, '
+         f'what gates compare), median {fmt(lat["median"], ".4f")}, p90 {fmt(lat["p90"], ".4f")}'
+         f', p99 {fmt(lat.get("p99"), ".4f")}'
+         f', mean {fmt(lat["mean"], ".4f")} ± {fmt(lat["stdev"], ".4f")}, min '
+         f'{fmt(lat["min"], ".4f")}, max {fmt(lat["max"], ".4f")}, n={lat["n"]}', ()),
+        ("engine latency", f'median {fmt(m["engine_latency"]["median"], ".4f", " s")}', ()),
         ("cold start", cold, ()),
         ("speedup", speed, ("speedup",)),
         ("SSIM vs baseline profile", ssim, ("ssim",)),
@@ -300,7 +151,7 @@ def _facts(r: Result) -> str:
          f'{_interval(reg, None)} the stored run\'s'
          + _bound("≤", None if b.get("max_regression") is None else 1 + b["max_regression"],
                   "x") + _warning_only(r, "latency_regression"), ("latency_regression",)),
-        ("peak memory", f'{_gib(r):.3f} GiB {memory_label}'
+        ("peak memory", f'{peak_gib(r):.3f} GiB {memory_label}'
          + ("" if ratio is None else f', {ratio:.2f}x the baseline profile\'s')
          + _bound("≤", b.get("max_vram_gib"), " GiB")
          + _bound("≤", b.get("max_vram_ratio"), "x"),
@@ -361,7 +212,7 @@ def _images(r: Result, report_dir: Path) -> str:
     base_name = escape(base["profile"]) if base else "baseline"
     quality = r.get("quality") or {}
     same = quality.get("ssim_min") == 1.0
-    rows = [("output", f"output ({escape(_name(r))})"),
+    rows = [("output", f"output ({escape(result_name(r))})"),
             ("baseline", f"baseline profile ({base_name})"),
             ("diff", "1 − SSIM heat map, " + ("identical: all dark" if same else
                                                "bright = most different, scaled per image"))]
@@ -391,7 +242,7 @@ def _curve(r: Result) -> str:
 
 
 def _article(i: int, r: Result, report_dir: Path) -> str:
-    v = _verdict(r)
+    v = verdict_of(r)
     violations = "".join(f"<li><b>{escape(x['metric'])}</b>: {escape(x['message'])}</li>"
                          for x in r.get("violations") or [])
     notes = "".join(f"<li>{escape(n)}</li>" for n in r.get("notes") or [])
@@ -402,7 +253,7 @@ def _article(i: int, r: Result, report_dir: Path) -> str:
         "engine_metrics": r["measurement"].get("engine_metrics"),
         "stored_path": r.get("stored_path")}, indent=1)
     return (
-        f'<article id="r{i}" class="v-{escape(v)}"><h4>{escape(_name(r))} '
+        f'<article id="r{i}" class="v-{escape(v)}"><h4>{escape(result_name(r))} '
         f'<span class="badge {escape(v)}">{escape(v)}</span> <span class="badge neutral">'
         f'pytest: {escape(str(r.get("outcome", "?")))}</span></h4>'
         + (f'<ul class="viol">{violations}</ul>' if violations else "")
@@ -420,10 +271,10 @@ def render_html(document: Mapping[str, Any], report_dir: Path) -> str:
     totals = document.get("totals") or {}
     groups: dict[str, list[tuple[int, Result]]] = {}
     for i, r in enumerate(results):
-        groups.setdefault(_base_id(r), []).append((i, r))
+        groups.setdefault(base_id(r), []).append((i, r))
     sections = []
     for title, members in groups.items():
-        failed = any(_verdict(r) != "pass" for _, r in members)
+        failed = any(verdict_of(r) != "pass" for _, r in members)
         chart = speed_quality_svg([r for _, r in members]) or (
             '<p class="neutral">no speedup/SSIM pairs to chart (reference profiles only)</p>')
         sections.append(

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_omni_perf.atomic_files import write_atomic
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -92,10 +94,7 @@ def data_uri(png: bytes) -> str:
 
 
 def _write_png(path: Path, frame: Frame) -> None:
-    # Written under a temporary name and renamed, so a reader never sees half a file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(png_bytes(thumbnail(frame)))
-    os.replace(tmp, path)
+    write_atomic(path, png_bytes(thumbnail(frame)))
 
 
 def write_result_images(result: PerfResult, report_html: Path) -> dict[str, Any]:

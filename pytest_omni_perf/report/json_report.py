@@ -61,14 +61,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_omni_perf.report.escape import json_document, xml_text
+from pytest_omni_perf.atomic_files import write_atomic
+from pytest_omni_perf.escape import json_document, xml_text
 
 if TYPE_CHECKING:
     import pytest
@@ -138,23 +137,6 @@ def build_document(results: Sequence[Mapping[str, Any]], *, hardware: Mapping[st
         "totals": totals(results),
     }
     return dict(_finite(document))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename,
-    so a reader (or a crash) never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, document: Mapping[str, Any]) -> None:

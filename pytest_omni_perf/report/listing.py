@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pytest_omni_perf.profiles import Profile
-from pytest_omni_perf.report.escape import shell_line, terminal_text
+from pytest_omni_perf.escape import shell_line, terminal_text
 
 
 def format_profiles(profiles: Mapping[str, Profile]) -> str:

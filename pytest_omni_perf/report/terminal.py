@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pytest_omni_perf.report.escape import terminal_text
+from pytest_omni_perf.escape import terminal_text
 
 Result = Mapping[str, Any]
 
@@ -67,7 +67,7 @@ def _ssim(result: Result) -> str:
 
 
 def _trend(result: Result) -> str:
-    from pytest_omni_perf.history.trend import marker
+    from pytest_omni_perf.report.trend import marker
 
     return marker(result.get("history"))
 

@@ -15,7 +15,7 @@ to each reported result::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from html import escape
+from pytest_omni_perf.escape import html_text as escape
 from typing import Any
 
 _BARS = "▁▂▃▄▅▆▇█"
