@@ -135,7 +135,7 @@ def _facts(r: Result) -> str:
         ssim = _quality_text(r.get("quality") or {}) + _bound("≥", b.get("min_ssim"))
     ratio = r.get("memory_ratio")
     rows = [
-        ("warm latency", f'estimate {fmt(lat.get("estimate"), ".4f", " s")} (lower quartile, '
+        ("warm latency", f'estimate {fmt(lat.get("estimate"), ".4f", " s")} (Harrell-Davis 20% quantile, '
          f'what gates compare), median {fmt(lat["median"], ".4f")}, p90 {fmt(lat["p90"], ".4f")}'
          f', p99 {fmt(lat.get("p99"), ".4f")}'
          f', mean {fmt(lat["mean"], ".4f")} ± {fmt(lat["stdev"], ".4f")}, min '
@@ -274,23 +274,28 @@ def render_html(document: Mapping[str, Any], report_dir: Path) -> str:
         groups.setdefault(base_id(r), []).append((i, r))
     sections = []
     for title, members in groups.items():
-        failed = any(verdict_of(r) != "pass" for _, r in members)
+        verdicts = {verdict_of(r) for _, r in members}
+        badge = "fail" if "fail" in verdicts else \
+            "inconclusive" if "inconclusive" in verdicts else "pass"
         chart = speed_quality_svg([r for _, r in members]) or (
             '<p class="neutral">no speedup/SSIM pairs to chart (reference profiles only)</p>')
         sections.append(
             f'<section class="test"><h3>{escape(title)} <span class="badge '
-            f'{"fail" if failed else "pass"}">{"fail" if failed else "pass"}</span></h3>'
+            f'{badge}">{badge}</span></h3>'
             f'{chart}'
             + "".join(_article(i, r, report_dir) for i, r in members) + "</section>")
     hardware = document.get("hardware") or {}
     backend = document.get("backend") or {}
     run = document.get("run") or {}
     session = document.get("session") or {}
+    models = list(dict.fromkeys(str(r["measurement"].get("model", "?")) for r in results)) \
+        or [str(run.get("model", "?"))]
     head = (f'<p>{escape(str(document.get("created", "")))} · pytest-omni-perf '
             f'{escape(str(document.get("pytest_omni_perf", "")))} · backend '
             f'{escape(str(backend.get("name", "?")))} ({escape(str(backend.get("why", "")))})</p>'
-            f'<p>model {escape(str(run.get("model", "?")))} · {run.get("rounds", "?")} rounds '
-            f'after {run.get("warmup", "?")} warmup · engine starts '
+            f'<p>{_plural(len(models), "model")} {escape(", ".join(models))} · first look after '
+            f'{run.get("rounds", "?")} rounds, after {run.get("warmup", "?")} warmup · '
+            'engine starts '
             f'{session.get("engine_starts", "?")} · '
             f'{escape(str(hardware.get("summary", "")))}</p>')
     verdict = "fail" if totals.get("failed") else \
