@@ -77,16 +77,6 @@ class StoredBaseline:
     frames: list[npt.NDArray[np.uint8]]
 
 
-def test_slug(nodeid: str) -> str:
-    """A safe, readable, deterministic folder name for a pytest node id or a profile name
-    (see ``escape.path_component``: every writer names paths through it)."""
-    return path_component(nodeid)
-
-
-# Its name starts with "test": without this, pytest collects it wherever it is imported.
-setattr(test_slug, "__test__", False)
-
-
 class BaselineStore:
     """Stored baselines of one hardware key under ``root``."""
 
@@ -99,7 +89,7 @@ class BaselineStore:
     def folder(self, nodeid: str, profile: str) -> Path:
         """The folder of one baseline; always inside ``root/hardware_key``."""
         base = self.root / self.hardware_key
-        path = base / test_slug(nodeid) / test_slug(profile)
+        path = base / path_component(nodeid) / path_component(profile)
         # Slugs are single safe components, so this holds; checked without `assert` (which
         # -O strips) because --omni-update-baselines must never write outside the store.
         abs_base = os.path.abspath(base)
@@ -164,7 +154,7 @@ class BaselineStore:
 
     def other_hardware_keys(self, nodeid: str, profile: str) -> list[str]:
         """Other hardware keys under ``root`` that have this baseline, sorted."""
-        relative = Path(test_slug(nodeid), test_slug(profile), METRICS)
+        relative = Path(path_component(nodeid), path_component(profile), METRICS)
         try:
             entries = list(os.scandir(self.root))
         except (FileNotFoundError, NotADirectoryError):

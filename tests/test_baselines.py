@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_omni_perf import baselines
+from pytest_omni_perf.escape import path_component
 from pytest_omni_perf.baselines import (SCHEMA_VERSION, BaselineError, BaselineStore,
                                         CorruptBaseline)
 
@@ -157,11 +158,11 @@ def test_failed_save_keeps_the_old_set_and_no_temp_folder(
 # --- slugs -------------------------------------------------------------------------------
 
 def test_slug_is_readable_with_a_hash_when_lossy() -> None:
-    slug = baselines.test_slug(NODE)
+    slug = path_component(NODE)
     assert re.fullmatch(r"tests_perf_test_t2i\.py_test_image_cache_dit-[0-9a-f]{12}", slug)
-    assert baselines.test_slug(NODE) == slug  # deterministic
+    assert path_component(NODE) == slug  # deterministic
     for safe in ("eager", "fp8_cachedit", "usp-2", "v1.2"):
-        assert baselines.test_slug(safe) == safe
+        assert path_component(safe) == safe
 
 
 @pytest.mark.parametrize("nodeid", [
@@ -170,13 +171,13 @@ def test_slug_is_readable_with_a_hash_when_lossy() -> None:
     "test[" + "p" * 300 + "]", "trailing.", "\udcff-lone-surrogate",
 ])
 def test_slug_is_one_safe_component(nodeid: str) -> None:
-    slug = baselines.test_slug(nodeid)
+    slug = path_component(nodeid)
     assert SLUG_RE.match(slug) and ".." not in slug and not slug.startswith((".", "-"))
     assert len(slug) <= 150
 
 
 def test_slug_folds_accents() -> None:
-    assert baselines.test_slug("test[café]").startswith("test_cafe-")
+    assert path_component("test[café]").startswith("test_cafe-")
 
 
 @pytest.mark.parametrize("ids", [
@@ -188,19 +189,19 @@ def test_slug_folds_accents() -> None:
     ("x" * 200 + "1", "x" * 200 + "2"),  # differ only after the truncation
 ])
 def test_slugs_of_distinct_ids_differ(ids: tuple[str, ...]) -> None:
-    slugs = [baselines.test_slug(i) for i in ids]
+    slugs = [path_component(i) for i in ids]
     assert len({s.lower() for s in slugs}) == len(ids), slugs
 
 
 def test_an_id_that_looks_hashed_cannot_take_another_ids_slug() -> None:
-    lossy = baselines.test_slug("a/b")
-    assert baselines.test_slug(lossy) != lossy
+    lossy = path_component("a/b")
+    assert path_component(lossy) != lossy
 
 
 @settings(max_examples=300, deadline=None, database=None)
 @given(st.text(max_size=300), st.text(max_size=40))
 def test_random_ids_give_safe_slugs_inside_the_root(nodeid: str, profile: str) -> None:
-    for slug in (baselines.test_slug(nodeid), baselines.test_slug(profile)):
+    for slug in (path_component(nodeid), path_component(profile)):
         assert SLUG_RE.match(slug) and ".." not in slug and len(slug) <= 150
         assert not slug.startswith((".", "-"))
     root = Path("/srv/baselines")
@@ -213,7 +214,7 @@ def test_random_ids_give_safe_slugs_inside_the_root(nodeid: str, profile: str) -
 @given(st.lists(st.text(alphabet="aA/:._ -[]é\u0301", max_size=8), unique=True, max_size=40)
        | st.lists(st.text(max_size=200), unique=True, max_size=20))
 def test_random_distinct_ids_give_distinct_slugs(ids: list[str]) -> None:
-    slugs = {baselines.test_slug(i).lower() for i in ids}
+    slugs = {path_component(i).lower() for i in ids}
     assert len(slugs) == len(ids)
 
 
@@ -231,8 +232,8 @@ def test_other_hardware_keys_lists_keys_that_have_this_baseline(tmp_path: Path) 
     BaselineStore(tmp_path, "nvidia-l4").save(NODE, "fp8", {}, frames_for(0, 1))
     BaselineStore(tmp_path, "nvidia-t4").save("tests/other.py::t", "eager", {},
                                               frames_for(0, 1))
-    (tmp_path / ".hidden" / baselines.test_slug(NODE) / "eager").mkdir(parents=True)
-    (tmp_path / ".hidden" / baselines.test_slug(NODE) / "eager" / "metrics.json").touch()
+    (tmp_path / ".hidden" / path_component(NODE) / "eager").mkdir(parents=True)
+    (tmp_path / ".hidden" / path_component(NODE) / "eager" / "metrics.json").touch()
     (tmp_path / "README.md").touch()
 
     store = BaselineStore(tmp_path, "cpu")

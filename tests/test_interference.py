@@ -186,8 +186,9 @@ def test_the_thread_samples_are_averaged_per_round(monkeypatch: pytest.MonkeyPat
     gpu = Gpu(utils=[40, 100], pids=[1])
     monitor = gpu_monitor(FakeNvml([gpu]), [0], [1], interval_s=0.002)
     monitor.begin_round()
-    deadline = time.monotonic() + 30
-    while gpu.reads < 6 and time.monotonic() < deadline:
+    # Reads counted from the round's start: the thread may have read before it began.
+    start, deadline = gpu.reads, time.monotonic() + 30
+    while gpu.reads < start + 6 and time.monotonic() < deadline:
         time.sleep(0.01)
     r = monitor.end_round()
     monitor.stop()

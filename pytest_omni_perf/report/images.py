@@ -114,7 +114,7 @@ def write_result_images(result: PerfResult, report_html: Path) -> dict[str, Any]
 
 
 def _write_images(result: PerfResult, report_html: Path) -> dict[str, Any]:
-    from pytest_omni_perf.baselines import test_slug
+    from pytest_omni_perf.escape import path_component
     from pytest_omni_perf.quality import diff_heatmap
 
     output = result.measurement.frames
@@ -122,7 +122,7 @@ def _write_images(result: PerfResult, report_html: Path) -> dict[str, Any]:
     worst = result.quality.worst_frame if result.quality is not None else None
     indices = shown_frames(len(output), worst)
     name = f"{result.nodeid}@{result.profile}" + (f"@{result.label}" if result.label else "")
-    folder = assets_dir(report_html) / test_slug(name)
+    folder = assets_dir(report_html) / path_component(name)
     folder.mkdir(parents=True, exist_ok=True)
     root = report_html.parent
     images: dict[str, Any] = {"frames": indices, "output": [], "baseline": [], "diff": []}
