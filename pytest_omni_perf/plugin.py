@@ -253,9 +253,12 @@ def pytest_collection_modifyitems_for_engine_reuse(config: pytest.Config,
     from pytest_omni_perf.ordering import by_model, expected_starts
 
     state = config.stash[state_key]
-    before = [u for u in (_engine_use(state, i) for i in items) if u is not None]
+    # Tests skipped by a mark start no engine: they count in neither order.
+    running = [i for i in items if i.get_closest_marker("skip") is None]
+    before = [u for u in (_engine_use(state, i) for i in running) if u is not None]
     items[:] = by_model(items, lambda i: _engine_use(state, i))
-    after = [u for u in (_engine_use(state, i) for i in items) if u is not None]
+    running = [i for i in items if i.get_closest_marker("skip") is None]
+    after = [u for u in (_engine_use(state, i) for i in running) if u is not None]
     state.starts_saved_by_order = expected_starts(before) - expected_starts(after)
 
 
