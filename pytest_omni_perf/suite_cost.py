@@ -52,7 +52,11 @@ def summary_line(results: Sequence[Mapping[str, Any]],
     saved = max((int(f.get("starts_saved_by_order", 0) or 0) for f in processes.values()),
                 default=0)
     ordered = f" (about {saved} fewer by running each model's tests together)" if saved else ""
-    return (f"suite cost: {t} tests x {p} profiles: {cost['engine_starts']} engine starts"
+    def count(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    return (f"suite cost: {count(t, 'test')} x {count(p, 'profile')}: "
+            f"{cost['engine_starts']} engine starts"
             f"{ordered}{where}, {cost['measurements']} measurements, {cost['rounds_run']} rounds runs; "
             f"baseline profile measured {cost['baseline_measured']}, reused "
             f"{cost['baseline_reused']}")
