@@ -41,10 +41,10 @@ from pytest_omni_perf.engines.base import (  # noqa: E402
     EngineSpec, GenerationOutput, GenerationRequest,
 )
 from pytest_omni_perf.engines.pool import LiveEngine  # noqa: E402
-from pytest_omni_perf.harness import RoundBudget, _Rounds  # noqa: E402
+from pytest_omni_perf.harness import RoundBudget, _Rounds, adaptive_rounds  # noqa: E402
 from pytest_omni_perf.judge import at_most  # noqa: E402
 from pytest_omni_perf.measure.memory import sampler_for  # noqa: E402
-from pytest_omni_perf.measure.stats import speedup_interval  # noqa: E402
+from pytest_omni_perf.measure.stats import RatioInterval, speedup_interval  # noqa: E402
 from pytest_omni_perf.profiles import Bounds, load_builtin  # noqa: E402
 
 
@@ -128,21 +128,17 @@ def run_trial(kind: str, reference: Any, candidate: Slowed, request: GenerationR
         for _ in range(warmup):
             run.send()
     began = time.perf_counter()
-    target, measured = budget.first, 0.0
-    while True:
-        while len(runs[0].samples) < target:
-            t0 = time.perf_counter()
-            for run in runs:
-                run.one()
-            measured += time.perf_counter() - t0
+    judged: list[tuple[str, RatioInterval]] = []  # the last look's outcome and interval
+
+    def open_gates(rounds: list[_Rounds]) -> str:
         # candidate/reference: the speedup of the reference over the candidate.
-        interval = speedup_interval(runs[1].samples, runs[0].samples, paired=True,
+        interval = speedup_interval(rounds[1].samples, rounds[0].samples, paired=True,
                                     confidence=budget.confidence)
-        outcome = at_most(interval, 1.0 + tolerance)
-        done = len(runs[0].samples)
-        target = budget.next_target(done, measured, 1)
-        if outcome != "undecided" or target <= done:
-            break
+        judged.append((at_most(interval, 1.0 + tolerance), interval))
+        return "open" if judged[-1][0] == "undecided" else "decided"
+
+    adaptive_rounds(runs, open_gates, budget)
+    outcome, interval = judged[-1]
     return Trial(kind, runs[0].samples, runs[1].samples, outcome, interval.estimate,
                  interval.low, interval.high, time.perf_counter() - began)
 

@@ -255,7 +255,7 @@ class Harness:
             for run in runs:
                 run.sampler.start()
                 run.monitor.start()
-            stopped_by = self._adaptive_rounds(runs, open_gates)
+            stopped_by = adaptive_rounds(runs, open_gates, self.budget)
         except EngineError:
             for run in runs:  # a failed engine is not reused: the next test gets a fresh one
                 self.pool.discard(run.spec)
@@ -267,26 +267,6 @@ class Harness:
         interleaved = profiles[0].name if len(profiles) > 1 else None
         return [self._to_measurement(run, peak, interleaved if run.profile is not profiles[0]
                                      else None, stopped_by) for run, peak in zip(runs, peaks)]
-
-    def _adaptive_rounds(self, runs: list[_Rounds], open_gates: Undecided) -> str:
-        """Rounds in alternation until no gate is open or the budget is spent; says why."""
-        budget, scale, target = self.budget, 1, self.budget.first
-        measured_s = 0.0
-        while True:
-            while len(runs[0].samples) < target:
-                began = time.perf_counter()
-                for run in runs:
-                    run.one()
-                measured_s += time.perf_counter() - began
-            if (state := open_gates(runs)) != "open":
-                return state
-            done = len(runs[0].samples)
-            target = budget.next_target(done, measured_s, scale)
-            if target <= done and budget.retry and scale == 1:
-                scale = 2  # --omni-inconclusive=retry: the same budget once more
-                target = budget.next_target(done, measured_s, scale)
-            if target <= done:
-                return "max_rounds" if done >= budget.max_rounds * scale else "max_seconds"
 
     def _prepare(self, profile: Profile, request: GenerationRequest, capacity: int) -> _Rounds:
         spec = self.spec_for(profile)
@@ -322,6 +302,30 @@ class Harness:
             interleaved_with=interleaved, devices=list(run.spec.devices),
             stopped_by=stopped_by, interference=run.monitor.stop(),  # idempotent
         )
+
+
+def adaptive_rounds(runs: list[_Rounds], open_gates: Undecided, budget: RoundBudget) -> str:
+    """Rounds of ``runs`` in alternation, a look after ``budget.first`` and at each
+    ``budget.next_target``, until no gate is open or the budget is spent; says why it stopped
+    ('decided', 'within_spread', 'max_rounds' or 'max_seconds'). The harness and
+    benchmarks/detection_power.py share it, so the benchmark measures the plugin's rule."""
+    scale, target = 1, budget.first
+    measured_s = 0.0
+    while True:
+        while len(runs[0].samples) < target:
+            began = time.perf_counter()
+            for run in runs:
+                run.one()
+            measured_s += time.perf_counter() - began
+        if (state := open_gates(runs)) != "open":
+            return state
+        done = len(runs[0].samples)
+        target = budget.next_target(done, measured_s, scale)
+        if target <= done and budget.retry and scale == 1:
+            scale = 2  # --omni-inconclusive=retry: the same budget once more
+            target = budget.next_target(done, measured_s, scale)
+        if target <= done:
+            return "max_rounds" if done >= budget.max_rounds * scale else "max_seconds"
 
 
 def _nothing_open(runs: list[_Rounds]) -> str:
