@@ -7,7 +7,9 @@ pytester run can change it between runs:
 
     STANDIN_DELAY_<PROFILE>=seconds   (default 0.02)
     STANDIN_JITTER_<PROFILE>=fraction (each request sleeps delay x (1 + U(0, fraction)):
-                                       wide intervals on purpose; default 0)
+                                       noisy rounds on purpose; default 0. U comes from a
+                                       generator seeded with the profile's name: the arms
+                                       draw independently, and every run draws the same)
     STANDIN_NOISE_<PROFILE>=sigma     (default 0: identical image for every profile)
     STANDIN_CRASH_<PROFILE>=1         (the process exits during the request)
     STANDIN_HANG_<PROFILE>=1          (the request never returns)
@@ -23,16 +25,27 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pytest_omni_perf.engines.base import GenerationOutput, GenerationRequest, ProfileUnsupported
+
+
+def _uniform_draws(profile: str) -> Iterator[float]:
+    """U(0, 1) draws seeded by ``profile``: independent per arm, the same in every run."""
+    import numpy as np
+
+    generator = np.random.default_rng(zlib.crc32(profile.encode()))
+    while True:
+        yield float(generator.random())
 
 
 class StandinRunner:
     def __init__(self, profile: str, options: Mapping[str, Any]) -> None:
         self.profile = profile
         self.options = dict(options)
+        self._jitter_draws = _uniform_draws(profile)
 
     def _env(self, what: str, default: str) -> str:
         return os.environ.get(f"STANDIN_{what}_{self.profile.upper()}", default)
@@ -55,7 +68,7 @@ class StandinRunner:
             time.sleep(3600)
         began = time.perf_counter()
         wall = time.time()
-        jitter = float(self._env("JITTER", "0")) * float(np.random.default_rng().random())
+        jitter = float(self._env("JITTER", "0")) * next(self._jitter_draws)
         time.sleep(float(self._env("DELAY", "0.02")) * (1.0 + jitter))
         if log := os.environ.get("STANDIN_DEVICES_LOG"):
             line = {"profile": self.profile, "pid": os.getpid(), "width": request.width,
