@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from pytest_omni_perf.engines.base import (  # noqa: E402
     EngineSpec, GenerationOutput, GenerationRequest,
 )
-from pytest_omni_perf.engines.pool import LiveEngine  # noqa: E402
+from pytest_omni_perf.engines.engine_pool import LiveEngine  # noqa: E402
 from pytest_omni_perf.harness import RoundBudget, _Rounds, adaptive_rounds  # noqa: E402
 from pytest_omni_perf.judge import at_most  # noqa: E402
 from pytest_omni_perf.measure.memory import sampler_for  # noqa: E402

@@ -27,7 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from pytest_omni_perf.engines.base import EngineSpec, GenerationRequest  # noqa: E402
 from pytest_omni_perf.engines.hosting import IsolatedEngine  # noqa: E402
-from pytest_omni_perf.engines.pool import LiveEngine  # noqa: E402
+from pytest_omni_perf.engines.engine_pool import LiveEngine  # noqa: E402
 from pytest_omni_perf.harness import _Rounds  # noqa: E402
 from pytest_omni_perf.measure.memory import MemorySampler, sampler_for  # noqa: E402
 from pytest_omni_perf.profiles import load_builtin  # noqa: E402

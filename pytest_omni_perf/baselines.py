@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_omni_perf.escape import path_component
+from pytest_omni_perf.png import encode_png
 
 if TYPE_CHECKING:
     import numpy as np
@@ -278,11 +279,7 @@ def _check_frames(frames: Sequence[npt.NDArray[np.uint8]]) -> None:
 
 
 def _write_png(path: Path, frame: npt.NDArray[np.uint8]) -> None:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="PNG")
-    _write_file(path, buffer.getvalue())
+    _write_file(path, encode_png(frame))
 
 
 def _decode_png(data: bytes, name: str, folder: Path) -> npt.NDArray[np.uint8]:

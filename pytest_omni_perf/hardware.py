@@ -10,7 +10,7 @@ import dataclasses
 import os
 import platform
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -228,15 +228,24 @@ def _why_none(count: int, stopped_at: str | None) -> str:
     return "NVML found no visible GPU"
 
 
+def installed_versions(distributions: Mapping[str, str], *,
+                       missing: str | None = "not installed") -> dict[str, str]:
+    """``{key: version}`` of each distribution that ``distributions`` maps a key to, read
+    with ``importlib.metadata.version`` (nothing is imported). A distribution that is not
+    installed gets ``missing``, or is left out where ``missing`` is None."""
+    versions = {}
+    for key, distribution in distributions.items():
+        try:
+            versions[key] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            if missing is not None:
+                versions[key] = missing
+    return versions
+
+
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages whose change moves the numbers (no imports)."""
-    versions = {}
-    for name in _VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    return installed_versions({name: name for name in _VERSIONED_PACKAGES}, missing=None)
 
 
 def gpu_clocks(indices: Sequence[int]) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pytest_omni_perf import verdict
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationRequest
-from pytest_omni_perf.engines.pool import EnginePool, LiveEngine
+from pytest_omni_perf.engines.engine_pool import EnginePool, LiveEngine
 from pytest_omni_perf.hardware import HardwareInfo
 from pytest_omni_perf.measure.interference import InterferenceMonitor, monitor_for
 from pytest_omni_perf.measure.memory import MemorySampler, sampler_for, with_engine_peak

@@ -139,15 +139,6 @@ def server_metrics(metrics: Mapping[str, Any], e2e_s: float) -> tuple[float, dic
 
 
 # -- media -------------------------------------------------------------------------------
-def encode_png(frame: npt.NDArray[np.uint8]) -> bytes:
-    """An HxWx3 uint8 array as PNG bytes."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def decode_png(data: str) -> npt.NDArray[np.uint8]:
     """A base64 image as an HxWx3 uint8 array (ValueError/OSError when it is none)."""
     import numpy as np

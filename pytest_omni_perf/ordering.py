@@ -33,7 +33,7 @@ def by_model(items: Sequence[T], use: Callable[[T], EngineUse | None]) -> list[T
 
 
 def expected_starts(uses: Sequence[EngineUse]) -> int:
-    """Engine starts a run in this order needs, as engines.pool evicts on a CPU: a
+    """Engine starts a run in this order needs, as engines.engine_pool evicts on a CPU: a
     reference profile runs alone (one engine), a profile beside its baseline (two), least
     recently used evicted first. An estimate on GPUs, where a big baseline runs alone."""
     live: OrderedDict[tuple[str, str], None] = OrderedDict()

@@ -14,7 +14,7 @@ from pytest_omni_perf.escape import shell_line
 from pytest_omni_perf.suite_cost import SuiteCost
 
 if TYPE_CHECKING:
-    from pytest_omni_perf.engines.pool import EnginePool
+    from pytest_omni_perf.engines.engine_pool import EnginePool
     from pytest_omni_perf.gpu_pool import GpuPool
     from pytest_omni_perf.harness import Harness, RequestKey
     from pytest_omni_perf.results import Measurement
@@ -59,9 +59,9 @@ class SessionState:
     def pool(self) -> EnginePool:
         if self._pool is None:
             from pytest_omni_perf.engines.factory import make_engine
-            from pytest_omni_perf.engines.pool import EnginePool
+            from pytest_omni_perf.engines.engine_pool import EnginePool
 
-            from pytest_omni_perf.report.progress import ProgressWriter
+            from pytest_omni_perf.progress import ProgressWriter
 
             progress = ProgressWriter(self.pytest_config)
             self.pytest_config.pluginmanager.register(progress, "omni-perf-progress")

@@ -30,20 +30,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from pytest_omni_perf.engines import worker
+
 ROOT = Path(__file__).resolve().parents[1]
-WORKER = b"pytest_omni_perf.engines.worker"
 
 
 def engine_pids(pids: list[int]) -> list[int]:
-    """Those of ``pids`` that are our engine workers (or their children)."""
+    """Those of ``pids`` that are our engine workers (``python -m <worker module>``)."""
     found = []
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                cmdline = handle.read()
-        except OSError:
+            cmdline = psutil.Process(pid).cmdline()
+        except psutil.Error:  # gone, or not ours to read
             continue
-        if WORKER in cmdline:
+        if worker.__name__ in cmdline:
             found.append(pid)
     return found
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Mapping
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from . import diffusers_options as opts
 from . import diffusers_parallel
+from ..hardware import installed_versions
 from .base import GenerationOutput, GenerationRequest, ProfileUnsupported
 
 if TYPE_CHECKING:
@@ -179,13 +179,7 @@ class DiffusersRunner:
 
     def versions(self) -> dict[str, str]:
         """Installed versions of the libraries that shape the results."""
-        found = {}
-        for key, dist in _DISTRIBUTIONS.items():
-            try:
-                found[key] = metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                found[key] = "not installed"
-        return found
+        return installed_versions(_DISTRIBUTIONS)
 
 
 def fit_vae_tiles(vae: Any, height: int, width: int) -> dict[str, int]:

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,7 @@ from pytest_omni_perf.engines.base import (
 )
 from pytest_omni_perf.engines.compile_cache import compile_cache_env
 from pytest_omni_perf.engines.hosting import InProcessEngine, IsolatedEngine
-from pytest_omni_perf.hardware import HardwareInfo
+from pytest_omni_perf.hardware import HardwareInfo, installed_versions
 
 if TYPE_CHECKING:
     import numpy as np
@@ -323,13 +322,7 @@ class OmniRunner:
 
     def versions(self) -> dict[str, str]:
         """Installed versions of vLLM-Omni and what it runs on."""
-        found = {}
-        for dist in _DISTRIBUTIONS:
-            try:
-                found[dist] = metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                found[dist] = "not installed"
-        return found
+        return installed_versions({dist: dist for dist in _DISTRIBUTIONS})
 
 
 def make_runner(model: str, cache_dir: str, options: Mapping[str, Any]) -> OmniRunner:

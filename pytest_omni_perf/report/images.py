@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_omni_perf.atomic_files import write_atomic
+from pytest_omni_perf.png import encode_png
 
 if TYPE_CHECKING:
     import numpy as np
@@ -77,15 +78,8 @@ def thumbnail(frame: Frame, max_px: int = THUMBNAIL_PX) -> Frame:
 
 
 def png_bytes(frame: Frame) -> bytes:
-    """``frame`` (HxW or HxWx3/4 uint8) encoded as PNG."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(frame)).save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()
+    """``frame`` (HxW or HxWx3/4 uint8) encoded as a small PNG, for embedding in a page."""
+    return encode_png(frame, optimize=True)
 
 
 def data_uri(png: bytes) -> str:

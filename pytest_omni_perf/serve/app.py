@@ -35,8 +35,9 @@ from starlette.requests import ClientDisconnect
 
 from pytest_omni_perf.engines.base import RequestError
 from pytest_omni_perf.omni_wire import (
-    DEFAULT_FPS, IMAGES_PATH, VIDEOS_PATH, VIDEOS_SYNC_PATH, encode_mp4, encode_png, error_body,
+    DEFAULT_FPS, IMAGES_PATH, VIDEOS_PATH, VIDEOS_SYNC_PATH, encode_mp4, error_body,
 )
+from pytest_omni_perf.png import encode_png
 from pytest_omni_perf.serve.framing import FramingGuard, without_preamble
 from pytest_omni_perf.serve.protocol import (
     ImageGenerationRequest, VideoGenerationRequest, allowed_range,
