@@ -99,11 +99,11 @@ def test_losing_the_race_keeps_the_winners_folder(tmp_path: pathlib.Path) -> Non
 
 def test_failed_build_leaves_nothing_visible(tmp_path: pathlib.Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(name: str, folder: pathlib.Path) -> None:
+    def broken(recipe: object, folder: pathlib.Path) -> None:
         (folder / "model_index.json").write_text("{}")  # half written
         raise RuntimeError("out of disk")
 
-    monkeypatch.setattr(bm, "_build", broken)
+    monkeypatch.setattr(bm, "build", broken)
     with pytest.raises(RuntimeError, match="out of disk"):
         bm.ensure_model("tiny-wan", tmp_path)
     assert [p for p in (tmp_path / "models").iterdir() if p.is_dir()] == []
