@@ -214,16 +214,14 @@ def _report_bad_marks(config: pytest.Config, items: list[pytest.Item]) -> set[st
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Check marker arguments; mark tests needing n GPUs ``cards_<n>`` (before ``-m``
-    deselects), and add a skip mark to those whose requires_* markers or profile
-    requirements this machine misses."""
+    """Mark tests needing n GPUs ``cards_<n>`` (before ``-m`` deselects), and add a skip
+    mark to those whose requires_* markers or profile requirements this machine misses."""
     state = config.stash[state_key]
-    bad = _report_bad_marks(config, items)
-    # Without xdist the error stops the run before any test; xdist runs the rest (as for a
-    # module that fails to import), so tests with bad marks must not run there either.
-    items[:] = [item for item in items if item.nodeid not in bad]
     for item in items:
-        req = markers.requirements_from_marks(item.iter_markers())
+        try:
+            req = markers.requirements_from_marks(item.iter_markers())
+        except markers.MarkerArgumentError:
+            continue  # reported after deselection, by pytest_collection_modifyitems_marks
         if (name := markers.cards_marker(req)) is not None:
             config.addinivalue_line("markers", markers.CARDS_DOC.format(n=req.gpus))
             item.add_marker(name)
@@ -233,6 +231,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # reason names no test, so pytest -rs folds the skips of one test function.
             if (reason := markers.skip_reason(req, state.hardware)) is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# trylast: after ``-k`` and ``-m`` deselected, so a bad mark on a test the user left out
+# stops nothing (as pytest's own skipif conditions are only read for tests that run).
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+def pytest_collection_modifyitems_marks(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Check the marker arguments of the selected tests: one collection error for all."""
+    bad = _report_bad_marks(config, items)
+    # Without xdist the error stops the run before any test; xdist runs the rest (as for a
+    # module that fails to import), so tests with bad marks must not run there either.
+    items[:] = [item for item in items if item.nodeid not in bad]
 
 
 def _engine_use(state: SessionState, item: pytest.Item) -> tuple[str, str, str | None] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy  # noqa: F401
 import pytest
@@ -23,6 +24,19 @@ def standin_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch)
         if name.startswith("STANDIN_"):
             monkeypatch.delenv(name)
     return pytester
+
+@pytest.fixture(scope="session")
+def tiny_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model cache folder holding the built-in tiny-flux and tiny-wan: the one named by
+    OMNI_PERF_CACHE_DIR (as CI sets it), else a folder of this session's own."""
+    from pytest_omni_perf.builtin_models import ensure_model
+
+    shared = os.environ.get("OMNI_PERF_CACHE_DIR")
+    folder = Path(shared) if shared else tmp_path_factory.mktemp("omni-cache")
+    for name in ("tiny-flux", "tiny-wan"):
+        ensure_model(name, folder)  # file-locked: safe when xdist workers build at once
+    return folder
+
 
 # The perf suite has its own command (scripts/perf-suite.sh): it measures, it is not a test
 # of the plugin, and it needs its own --omni-* options.

@@ -211,6 +211,23 @@ def test_fine(): pass
     assert result.stdout.str().count("bad marker argument(s)") == 2  # section + short summary
 
 
+def test_bad_marker_on_a_deselected_test_stops_nothing(pytester: pytest.Pytester) -> None:
+    """-k and -m leave a test out before its marks are read, as pytest's skipif does."""
+    pytester.makepyfile("""
+import pytest
+
+@pytest.mark.requires_gpus("two")
+def test_left_out(): pass
+
+def test_kept(): pass
+""")
+    result = pytester.runpytest("-k", "kept")
+    result.assert_outcomes(passed=1, deselected=1)
+    result = pytester.runpytest("-k", "left_out")
+    result.assert_outcomes(errors=1, deselected=1)
+    result.stdout.fnmatch_lines(["*test_left_out: @pytest.mark.requires_gpus(n) needs*"])
+
+
 def test_omni_profiles_marker_limits_parametrization(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
 import pytest

@@ -21,7 +21,6 @@ pytest.importorskip("av")
 
 from served import HOST, chunked, exchange, request_bytes, shipped_server, status  # noqa: E402
 
-from pytest_omni_perf.builtin_models import ensure_model  # noqa: E402
 from pytest_omni_perf.omni_wire import decode_mp4, decode_png  # noqa: E402
 
 IMAGE = json.dumps({"prompt": "a fox", "size": "16x16", "num_inference_steps": 1}).encode()
@@ -30,23 +29,17 @@ IMAGES = "/v1/images/generations"
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("omni-cache")
-    for name in ("tiny-flux", "tiny-wan"):
-        ensure_model(name, folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def flux(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    with shipped_server("tiny-flux", cache, tmp_path_factory.mktemp("logs") / "flux.log") as p:
+def flux(tiny_model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    log = tmp_path_factory.mktemp("logs") / "flux.log"
+    with shipped_server("tiny-flux", tiny_model_cache, log) as p:
         yield p
     # (the server's liveness after every malformed request is checked in each test)
 
 
 @pytest.fixture(scope="module")
-def wan(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    with shipped_server("tiny-wan", cache, tmp_path_factory.mktemp("logs") / "wan.log") as p:
+def wan(tiny_model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    log = tmp_path_factory.mktemp("logs") / "wan.log"
+    with shipped_server("tiny-wan", tiny_model_cache, log) as p:
         yield p
 
 

@@ -14,6 +14,7 @@ import math
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,6 @@ from hypothesis import strategies as st  # noqa: E402
 
 from served import HOST, shipped_server  # noqa: E402
 
-from pytest_omni_perf.builtin_models import ensure_model  # noqa: E402
 from pytest_omni_perf.omni_wire import decode_mp4, decode_png, multipart  # noqa: E402
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
@@ -39,28 +39,26 @@ SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
 MAX_SEED = 2**64 - 1
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("omni-cache")
-    for name in ("tiny-flux", "tiny-wan"):
-        ensure_model(name, folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def flux(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    log = tmp_path_factory.mktemp("logs") / "flux.log"
-    with shipped_server("tiny-flux", cache, log) as port, \
+@contextmanager
+def _client(model: str, cache: Path, logs: Path) -> Iterator[httpx.Client]:
+    """An HTTP client of the shipped server serving ``model``, for one module's tests."""
+    with shipped_server(model, cache, logs / f"{model}.log") as port, \
             httpx.Client(base_url=f"http://{HOST}:{port}", timeout=120, trust_env=False) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def wan(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    log = tmp_path_factory.mktemp("logs") / "wan.log"
-    with shipped_server("tiny-wan", cache, log) as port, \
-            httpx.Client(base_url=f"http://{HOST}:{port}", timeout=120, trust_env=False) as c:
-        yield c
+def flux(tiny_model_cache: Path, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[httpx.Client]:
+    with _client("tiny-flux", tiny_model_cache, tmp_path_factory.mktemp("logs")) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def wan(tiny_model_cache: Path, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[httpx.Client]:
+    with _client("tiny-wan", tiny_model_cache, tmp_path_factory.mktemp("logs")) as client:
+        yield client
 
 
 # -- the oracle -------------------------------------------------------------------------
