@@ -150,11 +150,12 @@ class Harness:
         label = label or (str(len(self.results) + 1) if self.results else "")
         baseline = self._baseline_profile()
         self.cost.measurements += 1
-        stored = self.references.lookup(self.nodeid, self.profile, label)
-        measured, base = self._measure_pair(request, baseline, stored)
+        references = self.references.for_series(self.nodeid, self.profile, label)
+        stored = references.lookup(self.nodeid, self.profile, label)
+        measured, base = self._measure_pair(request, baseline, stored, references)
         result = verdict.assess(
             nodeid=self.nodeid, profile=self.profile, label=label, bounds=self.bounds,
-            measured=measured, base=base, stored=stored, references=self.references,
+            measured=measured, base=base, stored=stored, references=references,
             fingerprint_devices=self.spec_for(self.profile).devices, hardware=self.hardware,
             confidence=self.budget.confidence)
         self.results.append(result)
@@ -169,13 +170,14 @@ class Harness:
         return (self.model, self.backend, profile.name, tuple(sorted(request.as_dict().items())))
 
     def _measure_pair(self, request: GenerationRequest, baseline: Profile | None,
-                      stored: verdict.StoredLookup) -> tuple[Measurement, Measurement | None]:
+                      stored: verdict.StoredLookup, references: verdict.References
+                      ) -> tuple[Measurement, Measurement | None]:
         if baseline is None:
             # A reference profile: measured once per request and reused, also as a baseline.
             own_key = self._key(self.profile, request)
             if own_key not in self.baseline_cache:
                 (self.baseline_cache[own_key],) = self._run(
-                    [self.profile], request, self._open_gates(None, stored))
+                    [self.profile], request, self._open_gates(None, stored, references))
             else:
                 self.cost.baseline_reused += 1
             return self.baseline_cache[own_key], None
@@ -192,15 +194,17 @@ class Harness:
             # Alternate the two engines' rounds, so drift (other load, clocks, thermals) hits
             # both alike; a baseline measured minutes earlier would not be a fair reference.
             base, measured = self._run([baseline, self.profile], request,
-                                       self._open_gates(None, stored), capacity=2)
+                                       self._open_gates(None, stored, references), capacity=2)
         else:
             assert base is not None
-            (measured,) = self._run([self.profile], request, self._open_gates(base, stored))
+            (measured,) = self._run([self.profile], request,
+                                    self._open_gates(base, stored, references))
         assert base is not None
         self.baseline_cache[base_key] = base
         return measured, base
 
-    def _open_gates(self, base: Measurement | None, stored: verdict.StoredLookup) -> Undecided:
+    def _open_gates(self, base: Measurement | None, stored: verdict.StoredLookup,
+                    references: verdict.References) -> Undecided:
         """The check between looks: are the speedup or stored-latency gates still open?
         ``base``: the baseline measured earlier (not alongside), if that is the reference."""
         def undecided(runs: list[_Rounds]) -> str:
@@ -214,7 +218,7 @@ class Harness:
             judged = verdict.latency_gates(
                 bounds=self.bounds, profile=self.profile, samples=mine, reference=reference,
                 paired=paired, stored=stored, request=runs[-1].generation.as_dict(),
-                references=self.references,
+                references=references,
                 confidence=self.budget.confidence)
             # Open while a gate is undecided and more rounds can still narrow its interval.
             if not judged.undecided:

@@ -86,9 +86,10 @@ def pytest_configure(config: pytest.Config) -> None:
     _check_profile_names(perf.profile_names, profiles)
     state = SessionState(config, perf, profiles)
     config.stash[state_key] = state
-    from pytest_omni_perf.history.session import check as check_history
+    from pytest_omni_perf.history import session as history_session
 
-    check_history(config, state)
+    history_session.check(config, state)
+    state.spread_source = history_session.spread_source(config, state)
     from pytest_omni_perf import outcomes
 
     config.pluginmanager.register(outcomes, "omni-perf-outcomes")
@@ -385,7 +386,7 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
             store=BaselineStore(perf.baseline_dir, state.hardware.key),
             update=perf.update_baselines,
             refresh_command=state.refresh_command(nodeid, omni_profile.name, model),
-            spread=state.run_spread),
+            spread=state.run_spread, spread_for=state.spread_source),
         baseline_cache=state.baseline_cache, cost=state.suite_cost,
     )
     request.node.stash.setdefault(harness_key, []).append(harness)

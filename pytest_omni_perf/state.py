@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pytest_omni_perf.gpu_pool import GpuPool
     from pytest_omni_perf.harness import Harness, RequestKey
     from pytest_omni_perf.results import Measurement
+    from pytest_omni_perf.verdict import SpreadSource
 
 
 @dataclasses.dataclass
@@ -33,11 +34,13 @@ class SessionState:
     _gpus: GpuPool | None = None
     baseline_cache: dict[RequestKey, Measurement] = dataclasses.field(default_factory=dict)
     reported: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Results from this process's and (on the xdist controller) the workers' reports."""
     suite_cost: SuiteCost = dataclasses.field(default_factory=SuiteCost)
+    """What this process's measurements cost (rounds run, baselines measured or reused)."""
     starts_saved_by_order: int = 0
     """Engine starts the test order saved (ordering.expected_starts, before - after)."""
-    """What this process's measurements cost (rounds run, baselines measured or reused)."""
-    """Results from this process's and (on the xdist controller) the workers' reports."""
+    spread_source: SpreadSource | None = None
+    """Measures a series' run-to-run spread from the history (history.session)."""
 
     @property
     def hardware(self) -> HardwareInfo:

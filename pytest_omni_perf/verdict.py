@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pytest_omni_perf import judge, stored_metrics
 from pytest_omni_perf.baseline_messages import baseline_label, request_diff
@@ -39,6 +39,14 @@ class StoredLookup:
     problem: Violation | None = None
 
 
+class SpreadSource(Protocol):
+    """Measures one series' run-to-run spread (``history.spread.series_spread``): returns
+    ``(spread, why)`` or None to keep the default ``prior``."""
+
+    def __call__(self, nodeid: str, profile: str, label: str, relative: bool,
+                 prior: float) -> tuple[float, str] | None: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class References:
     """Where stored runs live, what a run does with them, and how much unchanged runs of
@@ -51,6 +59,22 @@ class References:
     spread: float = 0.0
     """Run-to-run sd of the log of a ratio on this hardware (measure.stats.RUN_SPREAD_*),
     folded into every interval: one run's rounds cannot show it."""
+    spread_for: SpreadSource | None = None
+    """Where a series' own spread is measured (the history), if anywhere."""
+    spread_note: str | None = None
+    """Where ``spread`` came from, when a series' history measured it."""
+
+    def for_series(self, nodeid: str, profile: Profile, label: str) -> References:
+        """These references with the spread of (test, profile, label) measured from the
+        history where it holds enough runs; unchanged otherwise."""
+        if self.spread_for is None:
+            return self
+        found = self.spread_for(nodeid, profile.name, label, profile.baseline is not None,
+                                self.spread)
+        if found is None:
+            return self
+        spread, why = found
+        return dataclasses.replace(self, spread=spread, spread_note=why)
 
     @property
     def strict(self) -> bool:
@@ -183,6 +207,8 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     result.violations += judged.violations
     result.undecided += judged.undecided
     result.notes += judged.notes
+    if references.spread_note is not None:
+        result.notes.append(references.spread_note)
     return result
 
 

@@ -175,3 +175,31 @@ def test_trend_chart_in_the_html_report(standin_pytester: pytest.Pytester,
     assert red.sum() > 20 and blue.sum() > 20
     if os.environ.get("OMNI_PERF_KEEP_SCREENSHOT"):  # to look at it by eye
         Image.open(shot).save(os.environ["OMNI_PERF_KEEP_SCREENSHOT"])
+
+
+def test_the_history_measures_the_run_to_run_spread_of_a_series(
+        standin_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the third unfailed run of a series on, its intervals are widened by the spread
+    its own history shows (pooled with the default), and each result says so;
+    --omni-run-spread still fixes the spread by hand."""
+    standin_pytester.makepyfile(test_perf=ONE_TEST)
+    monkeypatch.setenv("STANDIN_DELAY_EAGER", "0.03")
+    monkeypatch.setenv("STANDIN_DELAY_CACHE_DIT", "0.01")  # 3x: passes min_speedup=1.2
+    args = ("--omni-profile=cache_dit", "--omni-rounds=5", "--omni-report-json=r.json")
+    for i in range(3):
+        result = run(standin_pytester, *args, *(["--omni-update-baselines"] if i == 0 else []))
+        result.assert_outcomes(passed=1)
+        assert "unfailed runs of this series" not in result.stdout.str()
+    result = run(standin_pytester, *args, "-rA")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "*[[]cache_dit[]]*run-to-run spread *%: 3 unfailed runs of this series in the history "
+        "(their own sd *%, of the log speedup), pooled with the default 2.0% (weight 4 runs)"])
+    (only,) = json.loads((standin_pytester.path / "r.json").read_text())["results"]
+    note = re.search(r"run-to-run spread ([\d.]+)%: 3 unfailed", " ".join(only["notes"]))
+    assert note is not None
+    # The interval the gate read was widened by that spread, not by the 2% default.
+    assert only["speedup_interval"]["spread"] == pytest.approx(float(note[1]) / 100, abs=5e-4)
+    fixed = run(standin_pytester, *args, "--omni-run-spread=0.02", "-rA")
+    fixed.assert_outcomes(passed=1)
+    assert "unfailed runs of this series" not in fixed.stdout.str()

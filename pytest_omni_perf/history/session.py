@@ -19,6 +19,7 @@ from pytest_omni_perf.history.backends import HistoryError, is_url
 if TYPE_CHECKING:
     from pytest_omni_perf.history.store import HistoryPoint, HistoryStore
     from pytest_omni_perf.state import SessionState
+    from pytest_omni_perf.verdict import SpreadSource
 
 DEFAULT_FILE = "history.sqlite"
 OFF = ("none", "off")
@@ -63,6 +64,28 @@ def check(config: pytest.Config, state: SessionState) -> None:
         HistoryStore.open(where).close()
     except HistoryError as exc:
         raise pytest.UsageError(f"--omni-history: {exc}") from None
+
+
+def spread_source(config: pytest.Config, state: SessionState) -> SpreadSource | None:
+    """What measures each series' run-to-run spread from this session's history (see
+    :mod:`.spread`); None where there is no history or ``--omni-run-spread`` fixes it."""
+    where = _target(config, state)
+    if where is None or state.perf.run_spread is not None:
+        return None
+
+    def measured(nodeid: str, profile: str, label: str, relative: bool,
+                 prior: float) -> tuple[float, str] | None:
+        from pytest_omni_perf.history.spread import series_spread
+
+        try:
+            found = series_spread(where, nodeid=nodeid, profile=profile, label=label,
+                                  hardware_key=state.hardware.key, relative=relative,
+                                  prior=prior)
+        except HistoryError:
+            return None  # the default spread stands; recording the run reports the history
+        return None if found is None else (found.spread, found.describe())
+
+    return measured
 
 
 def record(config: pytest.Config, state: SessionState) -> list[str]:

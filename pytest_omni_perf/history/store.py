@@ -148,12 +148,25 @@ class HistoryStore:
                         n: int, metric: str = LATENCY) -> list[HistoryPoint]:
         """The last ``n`` accepted results of one series, oldest first, counted from the
         latest accepted row that started a level (earlier levels are not mixed in)."""
-        where = ("nodeid = :t AND profile = :p AND label = :l AND hardware_key = :h "
-                 "AND accepted = 1")
+        return self._recent_in_level(test, profile, label, hardware_key, n, metric,
+                                     "accepted = 1")
+
+    def recent_unfailed(self, test: str, profile: str, label: str, hardware_key: str,
+                        n: int, metric: str = LATENCY) -> list[HistoryPoint]:
+        """The last ``n`` results of one series' current level that no gate failed (passed,
+        inconclusive, or accepted by a record run), oldest first: how much unchanged runs
+        differ. Inconclusive runs count (leaving them out would keep only the runs that
+        happened to land near the level); failed ones do not (they are the regressions)."""
+        return self._recent_in_level(test, profile, label, hardware_key, n, metric,
+                                     "(accepted = 1 OR outcome IN ('pass', 'inconclusive'))")
+
+    def _recent_in_level(self, test: str, profile: str, label: str, hardware_key: str,
+                         n: int, metric: str, which: str) -> list[HistoryPoint]:
+        series = "nodeid = :t AND profile = :p AND label = :l AND hardware_key = :h"
         sql = (f"SELECT {_POINT_COLUMNS.format(metric=metric_sql(metric))} "
-               f"FROM {RESULTS_TABLE} WHERE {where} AND recorded >= COALESCE("
-               f"(SELECT MAX(recorded) FROM {RESULTS_TABLE} WHERE {where} AND new_level = 1),"
-               " '') ORDER BY recorded DESC, run_id DESC LIMIT :n")
+               f"FROM {RESULTS_TABLE} WHERE {series} AND {which} AND recorded >= COALESCE("
+               f"(SELECT MAX(recorded) FROM {RESULTS_TABLE} WHERE {series} AND accepted = 1 "
+               "AND new_level = 1), '') ORDER BY recorded DESC, run_id DESC LIMIT :n")
         with self.db.transaction(write=False) as tx:
             rows = tx.execute(sql, {"t": test, "p": profile, "l": label, "h": hardware_key,
                                     "n": n})
