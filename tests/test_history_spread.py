@@ -73,3 +73,20 @@ def test_failed_runs_and_earlier_levels_do_not_count(tmp_path: Path) -> None:
     assert found.history_sd == pytest.approx(own)
     assert found.spread == pytest.approx(pooled_spread(np.log([2.0, 2.1, 1.9]), 0.075))
     assert "3 unfailed runs of this series in the history" in found.describe()
+
+
+def test_the_spread_command_lists_each_series(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_omni_perf.history.cli import main
+
+    where = tmp_path / "history.sqlite"
+    with HistoryStore.open(where) as store:
+        for run, speedup in enumerate([2.0, 2.1, 1.9]):
+            _append(store, run, speedup, "pass", new_level=run == 0)
+    assert main(["spread", "--history", str(where)]) == 0
+    own = float(np.std(np.log([2.0, 2.1, 1.9]), ddof=1))
+    pooled = pooled_spread(np.log([2.0, 2.1, 1.9]), 0.02)
+    assert capsys.readouterr().out == (
+        f"t.py::test[cache_dit] [cache_dit] on cpu: log speedup: 3 unfailed runs, their sd "
+        f"{own:.1%}; gates use {pooled:.1%} (pooled with the default 2.0%)\n")
+    assert main(["spread", "--history", str(tmp_path / "none.sqlite")]) == 1

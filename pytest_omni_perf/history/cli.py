@@ -4,6 +4,9 @@
             [--metric M] [--max-pvalue P] [--min-change PCT]
         Per series (test x profile x request x hardware key): where the metric's level
         moved (time, run, commit), the size of the move and its p-value.
+    spread [--history H] [--test T] [--profile P] [--hardware-key K]
+        Per series: the run-to-run spread its unfailed runs show, and the spread the
+        plugin's gates widen its intervals by (pooled with the default; see .spread).
     export --format json|pytest-benchmark [--history H] [--output PATH]
     import-baselines BASELINE_DIR [--history H]
 
@@ -51,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
                          metavar="PCT", help="ignore moves smaller than this many percent "
                          f"(default {DEFAULT_MIN_CHANGE * 100:g})")
 
+    spread = commands.add_parser("spread", help="how much unchanged runs of a series differ")
+    history_arg(spread)
+    spread.add_argument("--test", help="node ids containing this text")
+    spread.add_argument("--profile")
+    spread.add_argument("--hardware-key")
+
     export = commands.add_parser("export", help="the history as JSON or pytest-benchmark files")
     history_arg(export)
     export.add_argument("--format", required=True, choices=("json", "pytest-benchmark"))
@@ -92,6 +101,35 @@ def _changes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spread(args: argparse.Namespace) -> int:
+    from pytest_omni_perf.hardware import CPU_KEY
+    from pytest_omni_perf.history.spread import series_spread
+    from pytest_omni_perf.measure.stats import RUN_SPREAD_CPU, RUN_SPREAD_GPU
+
+    with _open(args.history, True) as store:
+        speedups = store.series("speedup", test=args.test, profile=args.profile,
+                                hardware_key=args.hardware_key)
+    if not speedups:
+        print(f"no results in {args.history} match the filters")
+        return 0
+    for key, points in speedups.items():
+        # A profile measured beside a baseline profile is judged by its speedup.
+        relative = any(p.value is not None for p in points)
+        prior = RUN_SPREAD_CPU if key.hardware_key == CPU_KEY else RUN_SPREAD_GPU
+        found = series_spread(args.history, nodeid=key.nodeid, profile=key.profile,
+                              label=key.label, hardware_key=key.hardware_key,
+                              relative=relative, prior=prior)
+        what = "log speedup" if relative else "log latency"
+        if found is None:
+            print(f"{key}: {what}: too few unfailed runs in the current level; the default "
+                  f"{prior:.1%} applies")
+        else:
+            print(f"{key}: {what}: {found.runs} unfailed runs, their sd "
+                  f"{found.history_sd or 0:.1%}; gates use {found.spread:.1%} (pooled with "
+                  f"the default {prior:.1%})")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from pytest_omni_perf.history.export import write_benchmark_files, write_history_json
 
@@ -127,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; the exit status."""
     args = _parser().parse_args(argv)
     try:
-        command = {"changes": _changes, "export": _export, "import-baselines": _import}
+        command = {"changes": _changes, "spread": _spread, "export": _export,
+                   "import-baselines": _import}
         return command[args.command](args)
     except (HistoryError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
