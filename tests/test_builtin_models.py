@@ -20,6 +20,7 @@ pytest.importorskip("transformers")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from pytest_omni_perf import builtin_build as bb  # noqa: E402
 from pytest_omni_perf import builtin_models as bm  # noqa: E402
 
 TINY = ("tiny-flux", "tiny-wan")
@@ -200,11 +201,11 @@ def test_digest_ignores_file_layout_but_not_content(built: dict[str, pathlib.Pat
 
 def test_chunked_fill_equals_one_sequential_draw(monkeypatch: pytest.MonkeyPatch) -> None:
     whole = torch.empty(10_000)
-    bm._uniform_into([0, 1, 2], whole, 0, np.float32(0.5))
-    monkeypatch.setattr(bm, "_CHUNK", 999)
+    bb._uniform_into([0, 1, 2], whole, 0, np.float32(0.5))
+    monkeypatch.setattr(bb, "_CHUNK", 999)
     chunked = torch.empty(10_000)
     for start in range(0, 10_000, 999):
-        bm._uniform_into([0, 1, 2], chunked, start, np.float32(0.5))
+        bb._uniform_into([0, 1, 2], chunked, start, np.float32(0.5))
     assert torch.equal(whole, chunked)
     assert float(whole.abs().max()) <= 0.5 and float(whole.std()) > 0.25
 
@@ -227,7 +228,7 @@ def _count(module: Any) -> int:
 def test_medium_flux_sizes() -> None:
     recipe = bm._RECIPES["medium-flux"]
     with torch.device("meta"):  # sizes without allocating or filling ~0.9B params
-        pipe = bm._make_flux(recipe)
+        pipe = bb._make_flux(recipe)
     t = pipe.transformer.config
     assert (t.num_attention_heads * t.attention_head_dim, t.num_layers, t.num_single_layers) == (
         1536, 4, 8)
@@ -249,7 +250,7 @@ def test_medium_wan_sizes() -> None:
     with torch.device("meta"):  # component by component: the UniPC scheduler needs real data
         transformer = d.WanTransformer3DModel(**recipe.transformer)
         vae = d.AutoencoderKLWan(**recipe.vae)
-        text = t.UMT5EncoderModel(bm._t5_config(t.UMT5Config, bm._t5_tokenizer(),
+        text = t.UMT5EncoderModel(bb._t5_config(t.UMT5Config, bb._t5_tokenizer(),
                                                  recipe.text_encoder))
     config = transformer.config
     assert config.num_attention_heads * config.attention_head_dim == 1536
