@@ -171,6 +171,9 @@ class StoredFacts:
     refresh_command: str
     paired_reference: bool = True
     """False when the stored run kept only its baseline profile's median (older files)."""
+    against: str | None = None
+    """What the latency was compared with when not the stored run (e.g. the history's
+    level of accepted runs), in words."""
 
 
 def latency_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
@@ -183,8 +186,8 @@ def latency_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
     outcome = at_most(interval, limit)
     what = "latency" if facts.relative_to is None else \
         f"latency relative to {facts.relative_to!r} (both measured alongside)"
-    lead = (f"{what} is {interval.describe()} the stored baseline's in {facts.stored_path}, "
-            f"bound +{bounds.max_regression:.0%}")
+    reference = facts.against or f"the stored baseline's in {facts.stored_path}"
+    lead = f"{what} is {interval.describe()} {reference}, bound +{bounds.max_regression:.0%}"
     refresh = f"if the change is intended, refresh it with: {facts.refresh_command}"
     message = f"{lead}: the whole interval is above the bound; {refresh}" \
         if outcome == "fail" else f"{lead}: {_undecided(interval)}"

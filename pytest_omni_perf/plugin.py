@@ -89,7 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_omni_perf.history import session as history_session
 
     history_session.check(config, state)
-    state.spread_source = history_session.spread_source(config, state)
+    state.history_source = history_session.history_source(config, state)
     from pytest_omni_perf import outcomes
 
     config.pluginmanager.register(outcomes, "omni-perf-outcomes")
@@ -386,7 +386,7 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
             store=BaselineStore(perf.baseline_dir, state.hardware.key),
             update=perf.update_baselines,
             refresh_command=state.refresh_command(nodeid, omni_profile.name, model),
-            spread=state.run_spread, spread_for=state.spread_source),
+            spread=state.run_spread, history_for=state.history_source),
         baseline_cache=state.baseline_cache, cost=state.suite_cost,
     )
     request.node.stash.setdefault(harness_key, []).append(harness)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pytest_omni_perf.gpu_pool import GpuPool
     from pytest_omni_perf.harness import Harness, RequestKey
     from pytest_omni_perf.results import Measurement
-    from pytest_omni_perf.verdict import SpreadSource
+    from pytest_omni_perf.verdict import HistorySource
 
 
 @dataclasses.dataclass
@@ -39,8 +39,8 @@ class SessionState:
     """What this process's measurements cost (rounds run, baselines measured or reused)."""
     starts_saved_by_order: int = 0
     """Engine starts the test order saved (ordering.expected_starts, before - after)."""
-    spread_source: SpreadSource | None = None
-    """Measures a series' run-to-run spread from the history (history.session)."""
+    history_source: HistorySource | None = None
+    """Reads a series' run-to-run spread and level from the history (history.session)."""
 
     @property
     def hardware(self) -> HardwareInfo:

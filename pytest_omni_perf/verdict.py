@@ -21,7 +21,7 @@ from pytest_omni_perf.baselines import (
 )
 from pytest_omni_perf.hardware import CPU_KEY, HardwareInfo, fingerprint
 from pytest_omni_perf.measure.stats import (
-    Arm, RatioInterval, ratio_interval, speedup_interval, widened,
+    Arm, RatioInterval, ratio_interval, ratio_to_level, speedup_interval, widened,
 )
 from pytest_omni_perf.profiles import Bounds, Profile
 from pytest_omni_perf.results import Measurement, PerfResult, Violation
@@ -39,12 +39,26 @@ class StoredLookup:
     problem: Violation | None = None
 
 
-class SpreadSource(Protocol):
-    """Measures one series' run-to-run spread (``history.spread.series_spread``): returns
-    ``(spread, why)`` or None to keep the default ``prior``."""
+@dataclasses.dataclass(frozen=True)
+class SeriesHistory:
+    """What the history knows of one series (test, profile, label, hardware key)."""
+
+    spread: float | None = None
+    """Its own run-to-run spread (pooled with the default), or None: the default applies."""
+    spread_note: str | None = None
+    level: float | None = None
+    """The level of its accepted runs in the units of a latency arm's value: seconds for a
+    reference profile, latency relative to the baseline profile (1 / speedup) otherwise;
+    None with too few accepted runs (the stored run is the reference then)."""
+    level_runs: int = 0
+    level_note: str | None = None
+
+
+class HistorySource(Protocol):
+    """Reads one series from the history (``history.session.history_source``)."""
 
     def __call__(self, nodeid: str, profile: str, label: str, relative: bool,
-                 prior: float) -> tuple[float, str] | None: ...
+                 prior: float) -> SeriesHistory | None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,22 +73,22 @@ class References:
     spread: float = 0.0
     """Run-to-run sd of the log of a ratio on this hardware (measure.stats.RUN_SPREAD_*),
     folded into every interval: one run's rounds cannot show it."""
-    spread_for: SpreadSource | None = None
-    """Where a series' own spread is measured (the history), if anywhere."""
-    spread_note: str | None = None
-    """Where ``spread`` came from, when a series' history measured it."""
+    history_for: HistorySource | None = None
+    """Where a series' own spread and level are read (the history), if anywhere."""
+    series: SeriesHistory | None = None
+    """What the history knows of the series being measured (set by :meth:`for_series`)."""
 
     def for_series(self, nodeid: str, profile: Profile, label: str) -> References:
-        """These references with the spread of (test, profile, label) measured from the
-        history where it holds enough runs; unchanged otherwise."""
-        if self.spread_for is None:
+        """These references with what the history knows of (test, profile, label): its
+        own spread and its level, where it holds enough runs; unchanged otherwise."""
+        if self.history_for is None:
             return self
-        found = self.spread_for(nodeid, profile.name, label, profile.baseline is not None,
-                                self.spread)
+        found = self.history_for(nodeid, profile.name, label, profile.baseline is not None,
+                                 self.spread)
         if found is None:
             return self
-        spread, why = found
-        return dataclasses.replace(self, spread=spread, spread_note=why)
+        spread = self.spread if found.spread is None else found.spread
+        return dataclasses.replace(self, spread=spread, series=found)
 
     @property
     def strict(self) -> bool:
@@ -112,26 +126,37 @@ class _Latency:
     stored: RatioInterval | None
     relative_to: str | None
     paired_reference: bool
+    against: str | None = None
+    """What the stored latency was compared with, when not the stored run itself."""
 
 
 def _intervals(profile: Profile, samples: Sequence[float], reference: Sequence[float] | None,
                paired: bool, stored: StoredLookup, request: Mapping[str, Any],
-               confidence: float, spread: float) -> _Latency:
+               confidence: float, references: References) -> _Latency:
+    spread = references.spread
     speedup = None if reference is None else widened(speedup_interval(
         reference, samples, paired=paired, confidence=confidence), spread)
-    run, relative_to, paired_reference = None, None, True
+    run, relative_to, paired_reference, against = None, None, True, None
     if stored.baseline is not None and stored.baseline.metrics.get("request") == dict(request):
         metrics = stored.baseline.metrics
         relative = reference is not None and profile.baseline is not None
         then = stored_metrics.stored_arm(metrics, relative=relative)
-        if then is not None and (not relative or then.relative):
-            now = Arm(tuple(samples), None if reference is None else tuple(reference),
-                      paired=paired) if relative else Arm(tuple(samples))
+        now = Arm(tuple(samples), None if reference is None else tuple(reference),
+                  paired=paired) if relative else Arm(tuple(samples))
+        series = references.series
+        if series is not None and series.level is not None:
+            # The level of the accepted runs, not one recording run, is the reference; it
+            # carries the spread of a mean of level_runs runs beside this run's own.
+            run = widened(ratio_to_level(now, series.level, confidence=confidence), spread,
+                          runs=1 + 1 / series.level_runs)
+            relative_to = profile.baseline if relative else None
+            against = series.level_note
+        elif then is not None and (not relative or then.relative):
             # Two runs' worth of run-to-run variation: this one and the stored one.
             run = widened(ratio_interval(now, then, confidence=confidence), spread, runs=2)
             relative_to = profile.baseline if relative else None
             paired_reference = then.reference is not None
-    return _Latency(speedup, run, relative_to, paired_reference)
+    return _Latency(speedup, run, relative_to, paired_reference, against)
 
 
 def latency_gates(*, bounds: Bounds, profile: Profile, samples: Sequence[float],
@@ -140,7 +165,7 @@ def latency_gates(*, bounds: Bounds, profile: Profile, samples: Sequence[float],
                   confidence: float) -> judge.Judgement:
     """The gates more rounds can decide (speedup, stored latency), on the rounds so far."""
     found = _intervals(profile, samples, reference, paired, stored, request, confidence,
-                       references.spread)
+                       references)
     judged = judge.speedup_judgement(bounds, judge.SessionFacts(
         profile=profile.name, baseline=profile.baseline, speedup=found.speedup, ssim=None,
         ssim_worst=None, memory_gib=0.0, memory_ratio=None, memory_is_vram=False))
@@ -157,7 +182,8 @@ def _stored_facts(baseline: StoredBaseline, found: _Latency, ssim: float | None,
         stored_path=str(baseline.path), ssim=ssim, latency=found.stored,
         relative_to=found.relative_to, memory_gib=memory_gib,
         stored_memory_gib=stored_memory_gib, strict=references.strict,
-        refresh_command=references.refresh_command, paired_reference=found.paired_reference)
+        refresh_command=references.refresh_command, paired_reference=found.paired_reference,
+        against=found.against)
 
 
 def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
@@ -174,7 +200,7 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     )
     paired = base is not None and measured.interleaved_with == base.profile
     found = _intervals(profile, measured.samples, None if base is None else base.samples,
-                       paired, stored, measured.request, confidence, references.spread)
+                       paired, stored, measured.request, confidence, references)
     if base is not None:
         result.speedup_interval = found.speedup
         result.speedup = None if found.speedup is None else found.speedup.estimate
@@ -207,8 +233,8 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     result.violations += judged.violations
     result.undecided += judged.undecided
     result.notes += judged.notes
-    if references.spread_note is not None:
-        result.notes.append(references.spread_note)
+    if references.series is not None and references.series.spread_note is not None:
+        result.notes.append(references.series.spread_note)
     return result
 
 

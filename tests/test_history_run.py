@@ -203,3 +203,34 @@ def test_the_history_measures_the_run_to_run_spread_of_a_series(
     fixed = run(standin_pytester, *args, "--omni-run-spread=0.02", "-rA")
     fixed.assert_outcomes(passed=1)
     assert "unfailed runs of this series" not in fixed.stdout.str()
+
+
+def test_the_level_of_accepted_runs_is_the_stored_reference(
+        standin_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unlucky recording run (3x slow) is not the reference once three runs are accepted:
+    the stored-latency gate compares with their level, and says so. (The spread is fixed:
+    that unlucky run would otherwise widen this series' measured spread to ~35%.)"""
+    standin_pytester.makepyfile(test_perf=ONE_TEST)
+    args = ("--omni-rounds=5", "--omni-report-json=r.json", "-rA", "--omni-run-spread=0.02")
+    monkeypatch.setenv("STANDIN_DELAY_EAGER", "0.06")  # the recording run, 3x slow
+    run(standin_pytester, *args, "--omni-update-baselines").assert_outcomes(passed=1)
+    monkeypatch.setenv("STANDIN_DELAY_EAGER", "0.02")
+    for _ in range(2):
+        run(standin_pytester, *args).assert_outcomes(passed=1)
+    with HistoryStore.open(standin_pytester.path / "baselines" / "history.sqlite") as store:
+        assert [r["accepted"] for r in store.results()] == [1, 1, 1]  # recorded, passed
+    # Against the stored 0.06 s run this would read 0.33x; against the level (the median
+    # of 0.06, 0.02 and 0.02 s), about 1x.
+    result = run(standin_pytester, *args)
+    result.assert_outcomes(passed=1)
+    (only,) = json.loads((standin_pytester.path / "r.json").read_text())["results"]
+    assert 0.8 < only["latency_ratio"]["estimate"] < 1.25, only["latency_ratio"]
+    monkeypatch.setenv("STANDIN_DELAY_EAGER", "0.04")  # now 2x the level
+    slow = run(standin_pytester, *args)
+    slow.assert_outcomes(passed=1)  # a reference profile's absolute latency only warns
+    slow.stdout.fnmatch_lines([
+        "*latency_regression*latency is *x [[]*[]] (95% CI, 5 rounds*) the level of the last 4 "
+        "accepted runs of this series in the history *history.sqlite (their median), bound "
+        "+5%: the whole interval is above the bound*"])
+    (only,) = json.loads((standin_pytester.path / "r.json").read_text())["results"]
+    assert 1.7 < only["latency_ratio"]["estimate"] < 2.3, only["latency_ratio"]

@@ -15,6 +15,7 @@ from pytest_omni_perf.measure.stats import (
     LatencyStats,
     location,
     ratio_interval,
+    ratio_to_level,
     speedup_interval,
 )
 
@@ -154,6 +155,20 @@ def test_stored_ratio_of_relative_latencies() -> None:
     fixed = ratio_interval(Arm(tuple(now), tuple(now_base), paired=True),
                            Arm(tuple(then), reference_point=1.01))
     assert fixed.estimate == pytest.approx(1.5, rel=0.03)
+
+
+def test_ratio_to_a_level_resamples_only_the_arm() -> None:
+    """Now: the profile 1.5x its baseline beside it; the level of earlier runs: 1.0."""
+    rng = random.Random(4)
+    base = [2.0 + rng.uniform(0, 0.04) for _ in range(10)]
+    arm = Arm(tuple(b * 1.5 for b in base), tuple(base), paired=True)
+    interval = ratio_to_level(arm, 1.0)
+    assert 1.45 < interval.low <= interval.estimate <= interval.high < 1.55
+    assert ratio_to_level(arm, 1.5).estimate == pytest.approx(1.0, rel=0.01)
+    assert not ratio_to_level(Arm((1.0, 1.1)), 1.0).decisive  # 2 rounds: no interval
+    for bad in (0.0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="level must be a finite number > 0"):
+            ratio_to_level(arm, bad)
 
 
 def test_arm_rejects_unequal_pairs_and_bad_samples() -> None:

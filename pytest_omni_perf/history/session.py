@@ -19,13 +19,17 @@ from pytest_omni_perf.history.backends import HistoryError, is_url
 if TYPE_CHECKING:
     from pytest_omni_perf.history.store import HistoryPoint, HistoryStore
     from pytest_omni_perf.state import SessionState
-    from pytest_omni_perf.verdict import SpreadSource
+    from pytest_omni_perf.history.spread import SeriesSpread
+    from pytest_omni_perf.verdict import HistorySource, SeriesHistory
 
 DEFAULT_FILE = "history.sqlite"
 OFF = ("none", "off")
 TREND_POINTS = 30
 LEVEL_RUNS = 10
-"""Recent accepted runs that make the level shown in the trend chart."""
+"""Recent accepted runs that make a series' level: the trend chart's, and the reference of
+the stored-latency gate."""
+MIN_LEVEL_RUNS = 3
+"""Fewer accepted runs than this: the stored run, not the level, is the reference."""
 
 _started_key = pytest.StashKey[str]()
 
@@ -66,26 +70,66 @@ def check(config: pytest.Config, state: SessionState) -> None:
         raise pytest.UsageError(f"--omni-history: {exc}") from None
 
 
-def spread_source(config: pytest.Config, state: SessionState) -> SpreadSource | None:
-    """What measures each series' run-to-run spread from this session's history (see
-    :mod:`.spread`); None where there is no history or ``--omni-run-spread`` fixes it."""
+def history_source(config: pytest.Config, state: SessionState) -> HistorySource | None:
+    """What reads each series' run-to-run spread (see :mod:`.spread`) and level from this
+    session's history; None where there is no history. ``--omni-run-spread`` fixes the
+    spread; the level still applies."""
     where = _target(config, state)
-    if where is None or state.perf.run_spread is not None:
+    if where is None:
         return None
+    fixed_spread = state.perf.run_spread is not None
 
-    def measured(nodeid: str, profile: str, label: str, relative: bool,
-                 prior: float) -> tuple[float, str] | None:
-        from pytest_omni_perf.history.spread import series_spread
+    def read(nodeid: str, profile: str, label: str, relative: bool,
+             prior: float) -> SeriesHistory | None:
+        from pytest_omni_perf.verdict import SeriesHistory
 
+        key = (nodeid, profile, label, state.hardware.key)
         try:
-            found = series_spread(where, nodeid=nodeid, profile=profile, label=label,
-                                  hardware_key=state.hardware.key, relative=relative,
-                                  prior=prior)
+            spread = None if fixed_spread else _spread(where, key, relative, prior)
+            level = _level(where, key, relative)
         except HistoryError:
-            return None  # the default spread stands; recording the run reports the history
-        return None if found is None else (found.spread, found.describe())
+            return None  # the stored run stands; recording the run reports the history
+        if spread is None and level is None:
+            return None
+        return SeriesHistory(
+            spread=None if spread is None else spread.spread,
+            spread_note=None if spread is None else spread.describe(),
+            level=None if level is None else level[0],
+            level_runs=0 if level is None else level[1],
+            level_note=None if level is None else (
+                f"the level of the last {level[1]} accepted runs of this series in the "
+                f"history {where} (their median)"))
 
-    return measured
+    return read
+
+
+def _spread(where: str | Path, key: tuple[str, str, str, str], relative: bool,
+            prior: float) -> SeriesSpread | None:
+    from pytest_omni_perf.history.spread import series_spread
+
+    nodeid, profile, label, hardware_key = key
+    return series_spread(where, nodeid=nodeid, profile=profile, label=label,
+                         hardware_key=hardware_key, relative=relative, prior=prior)
+
+
+def _level(where: str | Path, key: tuple[str, str, str, str],
+           relative: bool) -> tuple[float, int] | None:
+    """(level, runs): the median of the series' last LEVEL_RUNS accepted runs, in a latency
+    arm's units (seconds, or 1 / speedup when ``relative``); None with fewer than
+    MIN_LEVEL_RUNS of them, or where the history does not exist yet."""
+    import statistics
+
+    from pytest_omni_perf.history.store import LATENCY, HistoryStore
+
+    if isinstance(where, Path) and not where.exists():
+        return None
+    with HistoryStore.open(where) as store:
+        points = store.recent_accepted(*key, LEVEL_RUNS, "speedup" if relative else LATENCY)
+    values = [p.value for p in points if p.value is not None and p.value > 0]
+    if len(values) < MIN_LEVEL_RUNS:
+        return None
+    middle = statistics.median(values)
+    return (1.0 / middle if relative else middle), len(values)
 
 
 def record(config: pytest.Config, state: SessionState) -> list[str]:

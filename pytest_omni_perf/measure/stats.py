@@ -297,6 +297,21 @@ def ratio_interval(numerator: Arm, denominator: Arm, *,
     return RatioInterval(estimate, min(low, estimate), max(high, estimate), confidence, rounds)
 
 
+def ratio_to_level(arm: Arm, level: float, *,
+                   confidence: float = CONFIDENCE) -> RatioInterval:
+    """Interval of value(arm) / ``level``, a fixed number in the arm's units (e.g. the level
+    of a series' accepted runs in the history); only the arm's rounds are resampled. Raises
+    ``ValueError`` for a level that is not a finite number > 0."""
+    if not (math.isfinite(level) and level > 0):
+        raise ValueError(f"level must be a finite number > 0, got {level!r}")
+    estimate = _value(arm) / level
+    rounds = len(arm.samples)
+    if rounds < MIN_ROUNDS_FOR_INTERVAL:
+        return RatioInterval(estimate, estimate, estimate, confidence, rounds)
+    low, high = _bootstrap([arm], confidence, lambda values: values[0] / level)
+    return RatioInterval(estimate, min(low, estimate), max(high, estimate), confidence, rounds)
+
+
 def speedup_interval(baseline: Sequence[float], profile: Sequence[float], *, paired: bool,
                      confidence: float = CONFIDENCE) -> RatioInterval:
     """How many times faster ``profile`` is than ``baseline`` (latencies in s), with an
@@ -351,12 +366,13 @@ def _z(confidence: float) -> float:
     return float(scipy_stats.norm.ppf(0.5 + confidence / 2))
 
 
-def widened(interval: RatioInterval, spread: float, runs: int = 1) -> RatioInterval:
+def widened(interval: RatioInterval, spread: float, runs: float = 1) -> RatioInterval:
     """``interval`` with the run-to-run variation added: in log space the bootstrap's half-
     widths and ``z * spread * sqrt(runs)`` add in quadrature (independent variances), on
     each side. ``spread``: sd of the log ratio between unchanged runs (RUN_SPREAD_GPU,
     RUN_SPREAD_CPU, or measured); ``runs``: how many runs' variation the ratio carries (2 for
-    this run against a stored one). Undecisive intervals are returned as they are."""
+    this run against a stored one; 1 + 1/n against the level of n runs). Undecisive
+    intervals are returned as they are."""
     if not (math.isfinite(spread) and spread >= 0):
         raise ValueError(f"spread must be a finite number >= 0, got {spread!r}")
     if not interval.decisive or spread == 0 or interval.estimate <= 0:
