@@ -187,6 +187,12 @@ def _plan(entry: CaseEntry, timeout_s: float) -> Any:
         extra_body=entry.extra_body, seed=entry.seed, timeout_s=timeout_s)
 
 
+def _state_key() -> Any:
+    from pytest_omni_perf.state import state_key
+
+    return state_key
+
+
 def summary_lines(reports: Iterable[pytest.TestReport]) -> list[str]:
     """One line per measured case item (throughput, latency, memory) and its notes."""
     lines = []
@@ -224,6 +230,27 @@ class CasesPlugin:
         if file_path.resolve() in self.paths:
             return CaseFile.from_parent(parent, path=file_path)
         return None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Run the items of one server configuration together (first appearance order), so
+        rows and files asking for the same server start it once: the pool keeps one."""
+        slots = [i for i, item in enumerate(items) if isinstance(item, CaseItem)]
+        cases = [items[i] for i in slots]
+        first: dict[str, int] = {}
+        for item in cases:
+            assert isinstance(item, CaseItem)
+            first.setdefault(self._server_key(item), len(first))
+        cases.sort(key=lambda item: first[self._server_key(item)])  # stable: file order kept
+        for slot, item in zip(slots, cases):
+            items[slot] = item
+
+    def _server_key(self, item: pytest.Item) -> str:
+        assert isinstance(item, CaseItem)
+        state = item.config.stash[_state_key()]
+        entry = item.entry
+        return json.dumps([model_for(entry, state.perf.cases_model), entry.options,
+                           entry.passthrough], sort_keys=True, default=str)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """Each case item's load: throughput, latency percentiles, memory, notes."""

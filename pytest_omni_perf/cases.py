@@ -41,6 +41,8 @@ _MISSING_BY_TASK = {
     "t2s": "audio outputs (the load client handles images and videos only)",
     "tts": "audio outputs (the load client handles images and videos only)",
 }
+# The endpoint the load client uses per task, as the case files' "backend" spells it.
+_ENDPOINTS = {"t2i": "v1/images/generations", "t2v": "v1/videos"}
 _ROW_KEYS = frozenset({"test_name", "description", "server_type", "server_params",
                        "benchmark_params", "mark"})
 _ENTRY_KEYS = frozenset({
@@ -240,6 +242,10 @@ def _entries(raw: object, where: str, index: int, common: Mapping[str, Any]
     if task not in RUNNABLE_TASKS:
         missing = _MISSING_BY_TASK.get(task, "a task the case reader does not know")
         skip = f"task {task!r} needs {missing}"
+    elif (endpoint := fields.get("backend")) is not None and \
+            endpoint != _ENDPOINTS[task]:
+        skip = skip or (f"backend {endpoint!r}: the load client drives {_ENDPOINTS[task]} "
+                        f"for {task} only")
     elif dataset != "random":
         skip = skip or f"dataset {dataset!r}: only 'random' prompts are generated yet"
     elif _number(fields, "num-input-images", where, _WHOLE, 0):
