@@ -74,3 +74,24 @@ def test_load_statistics_are_numpys() -> None:
     assert (m["peak_memory_mb_max"], m["peak_memory_mb_mean"]) == (104.0, 102.0)
     assert result.first_error() == "HTTP 500: boom"
     assert random_prompts(3, 7) == random_prompts(3, 7) != random_prompts(3, 8)
+
+
+def test_serve_args_split_into_canonical_options_and_flags() -> None:
+    from pytest_omni_perf.cases import passthrough_argv, split_serve_args
+
+    # test_qwen_image_vllm_omni.json / test_wan22_i2v_vllm_omni.json / test_hunyuan_image_
+    # tp2_cfgp2.json spellings (vllm-project/vllm-omni, commits in tests/vllm_omni_cases).
+    options, rest = split_serve_args({
+        "usp": 2, "ring-degree": 1, "cfg-parallel-size": 2, "vae-use-tiling": True,
+        "cache-backend": "cache_dit", "cache-config": '{"max_warmup_steps": 4}',
+        "deploy_config": "dit.yaml", "enable-diffusion-pipeline-profiler": True,
+        "max_num_seqs": 2, "off": False}, "f.json: row 0")
+    assert options == {"ulysses_degree": 2, "ring_degree": 1, "cfg_parallel_size": 2,
+                       "vae_use_tiling": True, "cache_backend": "cache_dit",
+                       "cache_config": {"max_warmup_steps": 4}}
+    assert passthrough_argv(rest) == ["--deploy_config", "dit.yaml",
+                                      "--enable-diffusion-pipeline-profiler",
+                                      "--max_num_seqs", "2"]
+    with pytest.raises(CaseError, match=r"f.json: row 0.ulysses-degree: the same option as "
+                       r"'usp'"):
+        split_serve_args({"usp": 2, "ulysses-degree": 2}, "f.json: row 0")

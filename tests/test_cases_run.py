@@ -155,3 +155,16 @@ def test_ini_key_reads_paths_beside_the_ini_file(pytester: pytest.Pytester) -> N
     result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*task 'i2v' needs image inputs*"])
+
+
+def test_options_the_shipped_server_lacks_skip_naming_them(pytester: pytest.Pytester) -> None:
+    row = _row()
+    row["server_params"]["serve_args"] = {"max_num_seqs": 2,
+                                          "enable-diffusion-pipeline-profiler": True}
+    (pytester.path / "case.json").write_text(json.dumps([row]))
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--omni-cases=case.json",
+                                SERVER)
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*serve_args max_num_seqs: the shipped server "
+                                 "(pytest_omni_perf.serve) takes no such option; they pass "
+                                 "through to a vllm serve --omni command only"])
