@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,13 @@ _OPTIONS = (
     _Opt("--omni-history", "Run history every session appends to: an SQLite file, a database "
          "URL (postgresql://...; pip install pytest-omni-perf[history]) or 'none'. "
          "Default: <baseline dir>/history.sqlite.", metavar="PATH_OR_URL"),
+    _Opt("--omni-cases", "vLLM-Omni nightly perf case files (tests/dfx/perf/tests/*.json "
+         "layout), comma separated: each row's entries become tests, run through the "
+         "omni-server backend with the row's load and checked against its baseline for this "
+         "hardware. As an ini key, paths are relative to the ini file.", metavar="PATH[,PATH]"),
+    _Opt("--omni-cases-model", "Serve this model instead of the case files' own (e.g. "
+         "tiny-flux to try real files on a small model): NAME for every task, or "
+         "t2i=NAME,t2v=NAME. Reports name both.", metavar="NAME|TASK=NAME,..."),
 )
 
 
@@ -191,6 +198,10 @@ class PerfConfig:
     """None: measure.stats.RUN_SPREAD_GPU or RUN_SPREAD_CPU by hardware key."""
     history: str | None = None
     """--omni-history as given (None: the default file; see history.session.target)."""
+    cases: tuple[Path, ...] = ()
+    """--omni-cases files, absolute."""
+    cases_model: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """--omni-cases-model: task (or '*') -> model."""
 
 
 def _value(config: pytest.Config, opt: _Opt) -> Any:
@@ -271,6 +282,7 @@ def read_config(config: pytest.Config) -> PerfConfig:
         raise pytest.UsageError(
             f"--omni-max-rounds={values['omni_max_rounds']} is below --omni-rounds="
             f"{values['omni_rounds']}: the budget must allow the first look")
+    cases, cases_model = _cases(config)
     return PerfConfig(
         profile_names=names,
         model=values["omni_model"],
@@ -297,4 +309,31 @@ def read_config(config: pytest.Config) -> PerfConfig:
         confidence=values["omni_confidence"],
         run_spread=values["omni_run_spread"],
         history=values["omni_history"],
+        cases=cases,
+        cases_model=cases_model,
     )
+
+
+def _cases(config: pytest.Config) -> tuple[tuple[Path, ...], dict[str, str]]:
+    """--omni-cases (relative to the invocation folder) or ini omni_cases (relative to the
+    ini file), each an existing file; --omni-cases-model parsed. UsageError otherwise."""
+    from pytest_omni_perf.cases import parse_model_override
+
+    given, base, name = config.getoption("omni_cases"), config.invocation_params.dir, \
+        "--omni-cases"
+    if given is None and config.getini("omni_cases"):
+        given, base, name = config.getini("omni_cases"), anchor_dir(config), \
+            _ini_name(config, "omni_cases")
+    paths = []
+    for part in str(given or "").split(","):
+        if part.strip():
+            path = (base / Path(part.strip()).expanduser()).resolve()
+            if not path.is_file():
+                raise pytest.UsageError(f"{name}: no case file {part.strip()!r} ({path})")
+            paths.append(path)
+    model = _given(config, "omni_cases_model")
+    try:
+        override = parse_model_override(str(model)) if model is not None else {}
+    except ValueError as exc:
+        raise pytest.UsageError(f"--omni-cases-model: {exc}") from None
+    return tuple(paths), override

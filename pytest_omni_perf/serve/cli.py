@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     for option in CANONICAL_OPTIONS.values():
         if option.flag:
             _add_option(parser, option)
+    # vLLM-Omni's switch for per-stage timings in each answer; this server always reports
+    # them (stage_durations), so the flag changes nothing here. Taken so that case files,
+    # whose every row sets it, start this server as they start vllm serve.
+    parser.add_argument("--enable-diffusion-pipeline-profiler", action="store_true",
+                        help="accepted for 'vllm serve' compatibility (stage timings are "
+                        "always reported)")
     parser.add_argument("--diffusion-quantization-config", dest="quantization_config",
                         type=_json_value, default=None, metavar="JSON",
                         help='e.g. {"method":"fp8","ignored_layers":["img_mod"]}')

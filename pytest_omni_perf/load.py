@@ -1,0 +1,210 @@
+"""Load against a vLLM-Omni-compatible HTTP server: N requests at a max concurrency or rate.
+
+Concurrency is real only on the client side: engine objects run one request at a time and
+are not shared between threads, so the load goes through HTTP, one ``httpx.Client`` per
+worker thread (a thread pool of ``concurrency`` workers bounds the requests in flight). A
+server queues what it cannot run at once, as vLLM-Omni's does; latencies include that wait,
+as its benchmark client measures them.
+
+Images go to ``POST /v1/images/generations`` (JSON), videos to ``POST /v1/videos/sync``
+(multipart; both vLLM-Omni and the shipped server answer the mp4 with ``X-Peak-Memory-MB``).
+Units: seconds, requests per second, MB (2**20 bytes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from pytest_omni_perf.engines.base import GenerationRequest
+from pytest_omni_perf.omni_wire import (
+    DEFAULT_FPS, IMAGES_PATH, VIDEOS_SYNC_PATH, error_message, image_payload, multipart,
+    video_fields,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+_WORDS = ("fox", "river", "city", "lantern", "mountain", "robot", "garden", "ocean", "violin",
+          "desert", "castle", "forest", "neon", "storm", "portrait", "market", "glacier")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadPlan:
+    """What to send: measured requests, unmeasured warmup requests, and how fast."""
+
+    requests: Sequence[GenerationRequest]
+    concurrency: int
+    """Most requests in flight at once (>= 1)."""
+    request_rate: float | None = None
+    """Requests per second with Poisson arrivals (seeded); None sends as fast as allowed."""
+    warmup: Sequence[GenerationRequest] = ()
+    warmup_concurrency: int = 1
+    fps: int = DEFAULT_FPS
+    """Frames per second asked of video requests."""
+    extra_body: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Fields merged into every request body as given (the server decides what it takes)."""
+    seed: int = 0
+    """Seeds the arrival times."""
+    timeout_s: float = 600.0
+    """Most seconds one request may take."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestRecord:
+    """One measured request."""
+
+    ok: bool
+    latency_s: float
+    """Client-side end-to-end seconds, queueing on the server included."""
+    peak_memory_mb: float | None = None
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadResult:
+    """The measured phase of a load at one concurrency level."""
+
+    concurrency: int
+    completed: int
+    failed: int
+    duration_s: float
+    """First request sent to last answer received."""
+    records: tuple[RequestRecord, ...]
+
+    def metrics(self) -> dict[str, float | None]:
+        """Throughput (req/s), latency statistics of completed requests (s), peak memory
+        (MB; None when the server reported none) under the names case baselines use."""
+        import numpy as np
+
+        latencies = np.array([r.latency_s for r in self.records if r.ok], dtype=float)
+        peaks = np.array([r.peak_memory_mb for r in self.records
+                          if r.ok and r.peak_memory_mb], dtype=float)
+        found: dict[str, float | None] = {
+            "throughput_qps": self.completed / self.duration_s if self.duration_s > 0 else None,
+            "completed": float(self.completed), "failed": float(self.failed)}
+        if latencies.size:
+            p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+            found.update(latency_mean=float(np.mean(latencies)),
+                         latency_median=float(np.median(latencies)),
+                         latency_p50=float(p50), latency_p95=float(p95), latency_p99=float(p99))
+        else:
+            found.update(dict.fromkeys(("latency_mean", "latency_median", "latency_p50",
+                                        "latency_p95", "latency_p99")))
+        found["peak_memory_mb_max"] = float(peaks.max()) if peaks.size else None
+        found["peak_memory_mb_mean"] = float(peaks.mean()) if peaks.size else None
+        return found
+
+    def first_error(self) -> str:
+        return next((r.error for r in self.records if not r.ok), "")
+
+
+def random_prompts(count: int, seed: int) -> list[str]:
+    """``count`` prompts drawn from a fixed word list with numpy's PCG64 (the same on every
+    machine), standing in for the benchmark's ``random`` dataset."""
+    import numpy as np
+
+    rng = np.random.Generator(np.random.PCG64(seed))
+    return [" ".join(str(w) for w in rng.choice(_WORDS, size=6)) for _ in range(count)]
+
+
+def run_load(url: str, plan: LoadPlan) -> LoadResult:
+    """Send the warmup (unmeasured), then the measured requests; never raises for a failed
+    request (it is counted and its error kept)."""
+    if plan.warmup:
+        _send_all(url, plan, plan.warmup, plan.warmup_concurrency, None)
+    began = time.perf_counter()
+    records = _send_all(url, plan, plan.requests, plan.concurrency, plan.request_rate)
+    duration = time.perf_counter() - began
+    completed = sum(r.ok for r in records)
+    return LoadResult(concurrency=plan.concurrency, completed=completed,
+                      failed=len(records) - completed, duration_s=duration,
+                      records=tuple(records))
+
+
+def _arrivals(count: int, rate: float | None, seed: int) -> list[float]:
+    """Send offsets in seconds: all 0 without a rate, else a seeded Poisson process."""
+    if rate is None:
+        return [0.0] * count
+    import numpy as np
+
+    gaps = np.random.Generator(np.random.PCG64(seed)).exponential(1.0 / rate, size=count)
+    return [float(t) for t in np.cumsum(gaps) - gaps[0]]
+
+
+def _send_all(url: str, plan: LoadPlan, requests: Sequence[GenerationRequest],
+              concurrency: int, rate: float | None) -> list[RequestRecord]:
+    local = threading.local()
+    clients: list[httpx.Client] = []
+    lock = threading.Lock()
+
+    def client() -> httpx.Client:
+        import httpx
+
+        if getattr(local, "client", None) is None:
+            local.client = httpx.Client(trust_env=False)
+            with lock:
+                clients.append(local.client)
+        return local.client  # type: ignore[no-any-return]
+
+    def send(request: GenerationRequest) -> RequestRecord:
+        return _send(client(), url, request, plan)
+
+    start = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency,
+                                thread_name_prefix="omni-load") as pool:
+            futures = []
+            for request, offset in zip(requests, _arrivals(len(requests), rate, plan.seed)):
+                if (wait := start + offset - time.perf_counter()) > 0:
+                    time.sleep(wait)
+                futures.append(pool.submit(send, request))
+            return [f.result() for f in futures]
+    finally:
+        for c in clients:
+            c.close()
+
+
+def _send(client: httpx.Client, url: str, request: GenerationRequest,
+          plan: LoadPlan) -> RequestRecord:
+    import httpx
+
+    began = time.perf_counter()
+    try:
+        if request.is_video:
+            body, content_type = multipart({**video_fields(request, plan.fps),
+                                            **plan.extra_body})
+            response = client.post(url + VIDEOS_SYNC_PATH, content=body,
+                                   headers={"Content-Type": content_type},
+                                   timeout=plan.timeout_s)
+        else:
+            response = client.post(url + IMAGES_PATH, timeout=plan.timeout_s,
+                                    content=json.dumps({**image_payload(request),
+                                                        **plan.extra_body}).encode(),
+                                    headers={"Content-Type": "application/json"})
+    except httpx.HTTPError as exc:
+        return RequestRecord(False, time.perf_counter() - began,
+                             error=f"{type(exc).__name__}: {exc}")
+    latency = time.perf_counter() - began
+    if response.status_code != 200:
+        return RequestRecord(False, latency, error=f"HTTP {response.status_code}: "
+                             f"{error_message(response.content)}")
+    return RequestRecord(True, latency, peak_memory_mb=_peak_mb(response, request.is_video))
+
+
+def _peak_mb(response: httpx.Response, video: bool) -> float | None:
+    """The server's reported peak memory in MB, None when absent or zero."""
+    try:
+        if video:
+            value: Any = response.headers.get("X-Peak-Memory-MB")
+        else:
+            value = (response.json().get("metrics") or {}).get("peak_memory_mb")
+        peak = float(value)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return peak if peak > 0 and peak == peak and peak != float("inf") else None

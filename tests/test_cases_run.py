@@ -1,0 +1,170 @@
+"""vLLM-Omni case files run as they are: the six files of tests/vllm_omni_cases through the
+shipped server (pass, a violated bound, skips with their reasons, notes), and bad fields
+rejected at collection with file, row and field named."""
+
+from __future__ import annotations
+
+import glob
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CASES = Path(__file__).parent / "vllm_omni_cases"
+SERVER = ("--omni-server-command={python} -m pytest_omni_perf.serve {model} --omni "
+          "--port {port} --enforce-eager")
+
+
+def _tight_file(folder: Path) -> Path:
+    """The qwen single-device row with the real model's name and bounds no load meets."""
+    rows = json.loads((CASES / "test_qwen_image_vllm_omni.json").read_text())
+    row = rows[0]
+    row["test_name"] = "test_qwen_image_single_device_tight"
+    row["server_params"]["model"] = "Qwen/Qwen-Image"
+    row["benchmark_params"][0]["baseline"] = {"latency_mean": 0.001, "throughput_qps": 1000,
+                                              "latency_p99": 3.5}
+    path = folder / "test_tight.json"
+    path.write_text(json.dumps([row], indent=2))
+    return path
+
+
+def test_six_case_files_through_the_shipped_server(pytester: pytest.Pytester) -> None:
+    folder = pytester.mkdir("cases")
+    files = [Path(shutil.copy(p, folder)) for p in sorted(CASES.glob("*.json"))]
+    files.append(_tight_file(folder))
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-rs", "--strict-markers", SERVER,
+        "--omni-cases=" + ",".join(str(f.relative_to(pytester.path)) for f in files),
+        "--omni-cases-model=t2i=tiny-flux")
+    result.assert_outcomes(passed=7, failed=1, skipped=3)
+    result.stdout.fnmatch_lines_random([
+        # a violated bound: file, row, entry, field, measured value and bound
+        "*cases/test_tight.json: row 0 (test_qwen_image_single_device_tight), "
+        "benchmark_params?0? (512x512_steps20), concurrency 1, hardware 'cpu':",
+        "*baseline.latency_mean: measured latency_mean * s > maximum 0.001 s",
+        "*baseline.throughput_qps: measured throughput_qps * req/s < minimum 1000 req/s",
+        # the model override is said
+        "*note: model tiny-flux served instead of the file's Qwen/Qwen-Image "
+        "(--omni-cases-model)",
+        # a sweep reported per level; a hardware-keyed baseline with no key here is noted
+        "*test_boogu_image_single_device?512x512_steps28-c1? ?passed? c=1: * req/s*",
+        "*test_boogu_image_single_device?512x512_steps28-c2? ?passed? c=2: * req/s*",
+        "*note: baseline keyed by H100: no key for this machine (no GPU; hardware key "
+        "'cpu'), its bounds are not applied",
+        # memory the server did not report is a note, not a silent pass
+        "*note: baseline.peak_memory_mb_mean: peak_memory_mb_mean was not measured here*",
+        # videos at concurrency 2
+        "*test_ltx2_baseline_eager?480x768_41f_steps20? ?passed? c=2: *3 ok / 0 failed",
+        "*test_hunyuanvideo15_t2v_single_device?832x480_frames33_steps4? ?passed? c=2:*",
+        # skips name what is missing
+        "SKIPPED ?1? cases/test_wan22_i2v_vllm_omni.json: task 'i2v' needs image inputs*",
+        "SKIPPED ?1? cases/test_hunyuan_image_tp2_cfgp2.json: requires 4 GPU(s), found none*",
+    ])
+
+
+def _collect(pytester: pytest.Pytester, rows: list[dict[str, Any]], *args: str
+             ) -> pytest.RunResult:
+    (pytester.path / "case.json").write_text(json.dumps(rows))
+    return pytester.runpytest("-p", "no:cacheprovider", "--collect-only", "-q",
+                              "--omni-cases=case.json", *args)
+
+
+def _row(**changes: Any) -> dict[str, Any]:
+    entry = {"name": "e", "dataset": "random", "task": "t2i", "width": 64, "height": 64,
+             "num-inference-steps": 2, "num-prompts": 2, "max-concurrency": 1}
+    row: dict[str, Any] = {"test_name": "test_x", "server_type": "vllm-omni",
+                           "server_params": {"model": "tiny-flux", "serve_args": {}},
+                           "benchmark_params": [entry]}
+    for key, value in changes.items():
+        if key == "serve_args":
+            row["server_params"]["serve_args"] = value
+        elif key in ("mark",):
+            row[key] = value
+        else:
+            entry[key.replace("_", "-")] = value
+    return row
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"num_inference_steps": 0},
+     "*case.json: row 0 (test_x).benchmark_params[0] (e).num-inference-steps: "
+     "expected a whole number >= 1, got 0"),
+    ({"max_concurrency": [1, "2"]},
+     "*row 0 (test_x).benchmark_params[0] (e).max-concurrency[1]: expected a whole number "
+     ">= 1, got str '2'"),
+    ({"baseline": {"latency_mean": [1.0, 2.0]}},
+     "*benchmark_params[0] (e).baseline.latency_mean: a list of 2 needs a max-concurrency "
+     "list of as many levels"),
+    ({"baseline": {"H100": {"latency_mean": float("nan")}}},
+     "*benchmark_params[0] (e).baseline.H100.latency_mean: expected a finite number > 0, "
+     "got nan"),
+    ({"serve_args": {"cfg-parallel-size": 3}},
+     "*row 0 (test_x).server_params.serve_args.cfg-parallel-size: expected one of 1, 2, "
+     "got 3"),
+    ({"serve_args": {"cache-backend": "cache_dit", "cache-config": {"max_warmup_step": 4}}},
+     "*serve_args.cache-config.max_warmup_step: not a cache_dit setting*"),
+    ({"mark": [{"hardware_marks": {"res": {"cuda": "H100"}, "num_cards": 1}},
+               {"hardware_marks": {"res": {"cuda": "H100"}, "num_cards": 2}}]},
+     "*row 0 (test_x).mark[1]: a second hardware_marks (one row, one cards_<n> mark)"),
+])
+def test_bad_fields_name_file_row_and_field(pytester: pytest.Pytester,
+                                            changes: dict[str, Any], message: str) -> None:
+    result = _collect(pytester, [_row(**changes)])
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*" + glob.escape(message.lstrip("*")).replace(
+        glob.escape("*"), "*")])
+
+
+def test_marks_select_as_their_ci_does(pytester: pytest.Pytester) -> None:
+    for path in CASES.glob("*.json"):
+        shutil.copy(path, pytester.path)
+    names = ",".join(p.name for p in sorted(CASES.glob("*.json")))
+    selected = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers",
+                                  "--collect-only", "-q", f"--omni-cases={names}",
+                                  "-m", "H100 and cards_1")
+    assert sorted(line.split("::")[1] for line in selected.outlines if "::" in line) == [
+        "test_boogu_image_cache_dit_single_device[512x512_steps28_cache_dit]",
+        "test_hunyuanvideo15_t2v_single_device[832x480_frames33_steps4]",
+        "test_ltx2_baseline_eager[256x256_145f_steps6]",
+        "test_ltx2_baseline_eager[480x768_41f_steps20]",
+        "test_wan22_i2v_single_device[832x480_frames81_steps4]"]
+    everything, _ = pytester.inline_genitems("-p", "no:cacheprovider",
+                                             f"--omni-cases={names}")
+    for item in everything:
+        cards = [m.name for m in item.iter_markers() if m.name.startswith("cards_")]
+        assert len(set(cards)) <= 1, (item.name, cards)
+    by_name = {item.name: item for item in everything}
+    hunyuan = by_name["test_hunyuan_image_tp2_cfgp2[1024x1024_steps8]"]
+    assert {"cuda", "H100", "cards_4", "diffusion", "local_model"} <= \
+        {m.name for m in hunyuan.iter_markers()}
+    video = by_name["test_hunyuanvideo15_t2v_single_device[832x480_frames33_steps4]"]
+    assert {"cuda", "H100", "B200", "cards_1"} <= {m.name for m in video.iter_markers()}
+
+
+def test_missing_case_file_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("-p", "no:cacheprovider", "--omni-cases=nope.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--omni-cases: no case file 'nope.json'*"])
+
+
+def test_ini_key_reads_paths_beside_the_ini_file(pytester: pytest.Pytester) -> None:
+    shutil.copy(CASES / "test_wan22_i2v_vllm_omni.json", pytester.path)
+    pytester.makeini("[pytest]\nomni_cases = test_wan22_i2v_vllm_omni.json\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*task 'i2v' needs image inputs*"])
+
+
+def test_options_the_shipped_server_lacks_skip_naming_them(pytester: pytest.Pytester) -> None:
+    row = _row()
+    row["server_params"]["serve_args"] = {"max_num_seqs": 2,
+                                          "enable-diffusion-pipeline-profiler": True}
+    (pytester.path / "case.json").write_text(json.dumps([row]))
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--omni-cases=case.json",
+                                SERVER)
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*serve_args max_num_seqs: the shipped server "
+                                 "(pytest_omni_perf.serve) takes no such option; they pass "
+                                 "through to a vllm serve --omni command only"])
