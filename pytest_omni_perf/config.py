@@ -314,11 +314,26 @@ def read_config(config: pytest.Config) -> PerfConfig:
     )
 
 
+def parse_model_override(text: str) -> dict[str, str]:
+    """``--omni-cases-model``: ``NAME`` (every task) or ``t2i=NAME,t2v=NAME``; ValueError."""
+    text = text.strip()
+    if "=" not in text:
+        if not text:
+            raise ValueError("expected a model name or TASK=NAME pairs")
+        return {"*": text}
+    pairs: dict[str, str] = {}
+    for part in text.split(","):
+        task, eq, model = (p.strip() for p in part.partition("="))
+        if not eq or not task or not model:
+            raise ValueError(f"expected TASK=NAME, got {part!r}")
+        pairs[task] = model
+    return pairs
+
+
+
 def _cases(config: pytest.Config) -> tuple[tuple[Path, ...], dict[str, str]]:
     """--omni-cases (relative to the invocation folder) or ini omni_cases (relative to the
     ini file), each an existing file; --omni-cases-model parsed. UsageError otherwise."""
-    from pytest_omni_perf.cases import parse_model_override
-
     given, base, name = config.getoption("omni_cases"), config.invocation_params.dir, \
         "--omni-cases"
     if given is None and config.getini("omni_cases"):

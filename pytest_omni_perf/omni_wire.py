@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from pytest_omni_perf.engines.base import GenerationRequest
+    from pytest_omni_perf.request import GenerationRequest
 
 # -- the shipped server's exit codes, read by the client during start-up ------------------
 EXIT_STOPPED = 0

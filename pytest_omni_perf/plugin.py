@@ -95,7 +95,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(outcomes, "omni-perf-outcomes")
     config.pluginmanager.register(outcomes.ResultCollector(state), "omni-perf-results")
     if perf.cases:
-        from pytest_omni_perf.case_items import add_case_paths
+        from pytest_omni_perf.cases.items import add_case_paths
 
         add_case_paths(config, perf.cases)
     _interrupt_on_sigterm(config)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_omni_perf.case_bounds import bounds_for, check_baseline, hardware_matches, judge
-from pytest_omni_perf.cases import CaseError
-from pytest_omni_perf.load import LoadResult, RequestRecord, random_prompts
+from pytest_omni_perf.cases.bounds import bounds_for, check_baseline, hardware_matches, judge
+from pytest_omni_perf.cases.reader import CaseError
+from pytest_omni_perf.cases.load import LoadResult, RequestRecord, random_prompts
 
 # test_boogu_image_vllm_omni.json at 62d7e70 (vllm-project/vllm-omni): an H100-keyed sweep.
 BOOGU = {"H100": {"throughput_qps": [0.0549, 0.0547, 0.0549],
@@ -77,7 +77,7 @@ def test_load_statistics_are_numpys() -> None:
 
 
 def test_serve_args_split_into_canonical_options_and_flags() -> None:
-    from pytest_omni_perf.cases import passthrough_argv, split_serve_args
+    from pytest_omni_perf.cases.reader import passthrough_argv, split_serve_args
 
     # test_qwen_image_vllm_omni.json / test_wan22_i2v_vllm_omni.json / test_hunyuan_image_
     # tp2_cfgp2.json spellings (vllm-project/vllm-omni, commits in tests/vllm_omni_cases).

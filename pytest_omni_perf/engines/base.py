@@ -12,7 +12,10 @@ import numbers
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pytest_omni_perf.numeric import NON_NEGATIVE, Range
+from pytest_omni_perf.numeric import NON_NEGATIVE
+# Re-exported: the request is part of what engines exchange (engines import it from here).
+from pytest_omni_perf.request import GenerationRequest as GenerationRequest
+from pytest_omni_perf.request import RequestError as RequestError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -85,55 +88,6 @@ class EngineSpec:
     lease_fds: tuple[int, ...] = dataclasses.field(default=(), compare=False)
     """Locked descriptors of the GPU lease: engine processes inherit them, so GPUs stay
     locked while an engine lives, even one orphaned by a killed pytest worker."""
-
-
-class RequestError(ValueError):
-    """A request field is of the wrong type, not finite or out of range; names the field."""
-
-
-_REQUEST_RANGES = {
-    "width": Range(1, whole=True),
-    "height": Range(1, whole=True),
-    "num_inference_steps": Range(1, whole=True),
-    "num_frames": Range(1, whole=True),
-    "seed": Range(whole=True),
-    "guidance_scale": Range(),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class GenerationRequest:
-    """One generation call; the same request is sent to a profile and to its baseline."""
-
-    prompt: str = "a red fox in a snowy forest, photograph"
-    width: int = 128
-    height: int = 128
-    num_inference_steps: int = 12
-    num_frames: int | None = None
-    """None for images; a frame count (4k+1 for Wan) for video."""
-    seed: int = 0
-    guidance_scale: float | None = None
-    negative_prompt: str | None = None
-
-    def __post_init__(self) -> None:
-        # The one place every request is built (omni_perf.measure, the shipped server, the
-        # worker): NaN or 0 here would reach a torch kernel or a gate as a silent default.
-        for name, rule in _REQUEST_RANGES.items():
-            value = getattr(self, name)
-            if value is not None or name in ("width", "height", "num_inference_steps", "seed"):
-                rule.check(value, f"request field {name}", RequestError)
-        for name in ("prompt", "negative_prompt"):
-            value = getattr(self, name)
-            if not isinstance(value, str) and (value is not None or name == "prompt"):
-                raise RequestError(f"request field {name}: expected a string, got "
-                                   f"{type(value).__name__} {value!r}"[:200])
-
-    @property
-    def is_video(self) -> bool:
-        return self.num_frames is not None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_omni_perf.cases import (
+from pytest_omni_perf.cases.reader import (
     NEGATIVE_PROMPT, CaseEntry, CaseError, model_for, passthrough_argv, read_case_file,
     unknown_flags,
 )
@@ -84,8 +84,8 @@ class CaseItem(pytest.Item):
         return self.path, 0, f"{self.entry.where}, concurrency {self.entry.concurrency}"
 
     def runtest(self) -> None:
-        from pytest_omni_perf.case_bounds import bounds_for, judge
-        from pytest_omni_perf.load import run_load
+        from pytest_omni_perf.cases.bounds import bounds_for, judge
+        from pytest_omni_perf.cases.load import run_load
         from pytest_omni_perf.state import state_key
 
         state = self.config.stash[state_key]
@@ -170,7 +170,7 @@ class CaseItem(pytest.Item):
 
 def _plan(entry: CaseEntry, timeout_s: float) -> Any:
     from pytest_omni_perf.engines.base import GenerationRequest
-    from pytest_omni_perf.load import LoadPlan, random_prompts
+    from pytest_omni_perf.cases.load import LoadPlan, random_prompts
 
     def requests(count: int, steps: int, seed: int) -> list[GenerationRequest]:
         return [GenerationRequest(

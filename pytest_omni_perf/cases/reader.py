@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_omni_perf import canonical
-from pytest_omni_perf.case_bounds import check_baseline
-from pytest_omni_perf.case_marks import MarkError, read_marks
+from pytest_omni_perf.cases.bounds import check_baseline
+from pytest_omni_perf.cases.marks import MarkError, read_marks
 from pytest_omni_perf.numeric import Range
 
 
@@ -317,22 +317,6 @@ def _number(raw: Mapping[str, Any], key: str, where: str, rule: Range,
     if key not in raw:
         return default
     return int(rule.check(raw[key], f"{where}.{key}", CaseError))
-
-
-def parse_model_override(text: str) -> dict[str, str]:
-    """``--omni-cases-model``: ``NAME`` (every task) or ``t2i=NAME,t2v=NAME``; ValueError."""
-    text = text.strip()
-    if "=" not in text:
-        if not text:
-            raise ValueError("expected a model name or TASK=NAME pairs")
-        return {"*": text}
-    pairs: dict[str, str] = {}
-    for part in text.split(","):
-        task, eq, model = (p.strip() for p in part.partition("="))
-        if not eq or not task or not model:
-            raise ValueError(f"expected TASK=NAME, got {part!r}")
-        pairs[task] = model
-    return pairs
 
 
 def model_for(entry: CaseEntry, override: Mapping[str, str]) -> str:
