@@ -284,3 +284,13 @@ def fingerprint(hw: HardwareInfo, devices: Sequence[int] = ()) -> dict[str, Any]
         "platform": platform.platform(terse=True),
         "versions": package_versions(),
     }
+
+
+def names_this_machine(key: str, gpu_names: Sequence[str], hardware_key: str) -> bool:
+    """Whether a key of a per-hardware table (``H100``, ``nvidia-h100-80gb-hbm3``, ``cpu``)
+    names this machine: the plugin's hardware key itself, or a word of a GPU's model name
+    (``H100`` in ``NVIDIA H100 80GB HBM3``), case-insensitively. No GPU: only ``cpu``."""
+    wanted = key.strip().lower()
+    if wanted == hardware_key:
+        return True
+    return any(wanted in re.split(r"[^a-z0-9]+", name.lower()) for name in gpu_names)

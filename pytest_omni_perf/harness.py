@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pytest_omni_perf import verdict
@@ -127,7 +127,7 @@ class Harness:
                  pool: EnginePool, spec_for: Callable[[Profile], EngineSpec],
                  budget: RoundBudget, warmup: int, references: verdict.References,
                  baseline_cache: dict[RequestKey, Measurement],
-                 cost: SuiteCost | None = None) -> None:
+                 cost: SuiteCost | None = None, bound_notes: Sequence[str] = ()) -> None:
         self.nodeid = nodeid
         self.profile = profile
         self.profiles = profiles
@@ -142,6 +142,8 @@ class Harness:
         self.references = references
         self.baseline_cache = baseline_cache
         self.cost = cost if cost is not None else SuiteCost()
+        self.bound_notes = tuple(bound_notes)
+        """Why a bound of this test is not applied here (hardware_bounds.resolve_keyed)."""
         self.results: list[PerfResult] = []
 
     def measure(self, request: GenerationRequest, label: str | None = None) -> PerfResult:
@@ -158,6 +160,7 @@ class Harness:
             measured=measured, base=base, stored=stored, references=references,
             fingerprint_devices=self.spec_for(self.profile).devices, hardware=self.hardware,
             confidence=self.budget.confidence)
+        result.notes += self.bound_notes
         self.results.append(result)
         return result
 

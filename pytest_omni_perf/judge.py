@@ -119,6 +119,20 @@ def speedup_judgement(bounds: Bounds, facts: SessionFacts) -> Judgement:
     return judged
 
 
+def absolute_latency_judgement(bounds: Bounds, latency: RatioInterval | None) -> Judgement:
+    """The max_latency_s bound: ``latency`` is the robust estimate's interval in seconds."""
+    judged = Judgement()
+    if bounds.max_latency_s is None or latency is None:
+        return judged
+    outcome = at_most(latency, bounds.max_latency_s)
+    lead = f"latency is {latency.describe(' s')}, bound max_latency_s={bounds.max_latency_s:g} s"
+    if outcome == "fail":
+        judged.add(outcome, "max_latency", f"{lead}: the whole interval is above the bound")
+    else:
+        judged.add(outcome, "max_latency", f"{lead}: {_undecided(latency)}", interval=latency)
+    return judged
+
+
 def session_judgement(bounds: Bounds, facts: SessionFacts) -> Judgement:
     """Speedup, SSIM against the baseline profile, and VRAM bounds."""
     judged = speedup_judgement(bounds, facts)

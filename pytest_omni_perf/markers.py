@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from pytest_omni_perf.hardware import HardwareInfo
+from pytest_omni_perf.hardware_bounds import resolve_keyed
 from pytest_omni_perf.profiles import Bounds, ProfileError, Requirements, parse_bounds, parse_sm
 
 MARKER_DOCS = {
@@ -25,9 +26,10 @@ MARKER_DOCS = {
     "omni_model": "omni_model(id_or_path): the model this test measures (default: --omni-model).",
     "omni_profiles": "omni_profiles(*names): run this test only for these profiles.",
     "omni_bounds": "omni_bounds(min_speedup=, min_ssim=, max_vram_gib=, max_vram_ratio=, "
-                   "max_regression=, max_vram_regression=, profile=None): override the "
-                   "profile's bounds for this test (only for the named profile(s) when "
-                   "profile= is given).",
+                   "max_latency_s=, max_regression=, max_vram_regression=, profile=None): "
+                   "override the profile's bounds for this test (only for the named "
+                   "profile(s) when profile= is given); max_latency_s and max_vram_gib "
+                   "also take a mapping of hardware name to number ({'H100': 3.5}).",
 }
 CARDS_DOC = "cards_{n}: set on tests that need {n} GPUs (requires_gpus or a profile's "\
             "requirement), as vLLM-Omni CI selects with -m 'H100 and cards_{n}'."
@@ -166,8 +168,13 @@ def model_from_marks(marks: Iterable[pytest.Mark]) -> str | None:
 
 
 def bounds_from_marks(marks: Iterable[pytest.Mark], base: Bounds, profile: str | None = None,
-                      known: Iterable[str] | None = None) -> Bounds:
+                      known: Iterable[str] | None = None,
+                      machine: tuple[str, Sequence[str]] | None = None,
+                      notes: list[str] | None = None) -> Bounds:
     """Apply omni_bounds marks onto ``base`` (farthest first, so the closest wins).
+
+    Values keyed by hardware (``hardware_bounds``) take this ``machine``'s number (hardware
+    key, GPU names); where none is named, the bound is left off and ``notes`` says why.
 
     A mark with ``profile="name"`` (or a tuple of names) applies only to those profiles;
     with ``profile=None`` every mark is checked but only the unscoped ones apply. With
@@ -190,11 +197,15 @@ def bounds_from_marks(marks: Iterable[pytest.Mark], base: Bounds, profile: str |
         if names is not None and known is not None:
             _unknown_profiles(names, known, "@pytest.mark.omni_bounds(profile=...)")
         try:  # Bounds checks every number (profiles.BOUND_RANGES), as for profile files
+            values, unkeyed = resolve_keyed(values, "@pytest.mark.omni_bounds",
+                                            ProfileError, machine)
             scoped = parse_bounds(values, "@pytest.mark.omni_bounds", bounds)
         except ProfileError as exc:
             raise MarkerArgumentError(str(exc)) from None
         if names is None or profile in names:
             bounds = scoped
+            if notes is not None:
+                notes += unkeyed
     return bounds
 
 

@@ -376,10 +376,12 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
     perf = state.perf
     model = _model_of(request, state)
     nodeid = config_mod.baseline_nodeid(request.node)
+    hw, unapplied = state.hardware, list[str]()  # why a hardware-keyed bound is off here
     harness = Harness(
         nodeid=nodeid, profile=omni_profile, profiles=state.profiles,
         bounds=bounds_from_marks(request.node.iter_markers("omni_bounds"), omni_profile.bounds,
-                                 omni_profile.name),
+                                 omni_profile.name, machine=(hw.key, [g.name for g in hw.gpus]),
+                                 notes=unapplied), bound_notes=unapplied,
         model=model, backend=state.backend[0], hardware=state.hardware, pool=state.pool,
         spec_for=lambda p: _spec(state, p, model, _omni_gpu_lease),
         budget=RoundBudget(first=perf.rounds, max_rounds=perf.max_rounds,

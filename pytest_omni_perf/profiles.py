@@ -74,6 +74,9 @@ class Bounds:
     max_vram_ratio: float | None = None
     """Peak memory relative to the baseline profile's peak."""
     max_vram_gib: float | None = None
+    max_latency_s: float | None = None
+    """The robust latency estimate (s) must stay at or below this (judged on its interval);
+    an ``omni_bounds`` marker may key it by hardware (``hardware_bounds``)."""
     max_regression: float | None = 0.05
     """Allowed growth of the robust latency estimate over the stored run's, each relative to
     its baseline profile measured alongside (0.05 = 5%; judged on its interval)."""
@@ -114,6 +117,7 @@ BOUND_RANGES: Mapping[str, Range] = {
     "min_ssim": UNIT_INTERVAL,
     "max_vram_ratio": POSITIVE,
     "max_vram_gib": POSITIVE,
+    "max_latency_s": POSITIVE,
     "max_regression": NON_NEGATIVE,
     "max_vram_regression": NON_NEGATIVE,
 }

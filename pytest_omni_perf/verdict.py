@@ -128,12 +128,17 @@ class _Latency:
     paired_reference: bool
     against: str | None = None
     """What the stored latency was compared with, when not the stored run itself."""
+    absolute: RatioInterval | None = None
+    """The robust latency estimate in seconds (for max_latency_s), when it is bounded."""
 
 
 def _intervals(profile: Profile, samples: Sequence[float], reference: Sequence[float] | None,
                paired: bool, stored: StoredLookup, request: Mapping[str, Any],
-               confidence: float, references: References) -> _Latency:
+               confidence: float, references: References, bounds: Bounds) -> _Latency:
     spread = references.spread
+    # Seconds: the estimate over a level of 1 s, widened as any run is.
+    absolute = None if bounds.max_latency_s is None else widened(
+        ratio_to_level(Arm(tuple(samples)), 1.0, confidence=confidence), spread)
     speedup = None if reference is None else widened(speedup_interval(
         reference, samples, paired=paired, confidence=confidence), spread)
     run, relative_to, paired_reference, against = None, None, True, None
@@ -156,7 +161,7 @@ def _intervals(profile: Profile, samples: Sequence[float], reference: Sequence[f
             run = widened(ratio_interval(now, then, confidence=confidence), spread, runs=2)
             relative_to = profile.baseline if relative else None
             paired_reference = then.reference is not None
-    return _Latency(speedup, run, relative_to, paired_reference, against)
+    return _Latency(speedup, run, relative_to, paired_reference, against, absolute)
 
 
 def latency_gates(*, bounds: Bounds, profile: Profile, samples: Sequence[float],
@@ -165,10 +170,11 @@ def latency_gates(*, bounds: Bounds, profile: Profile, samples: Sequence[float],
                   confidence: float) -> judge.Judgement:
     """The gates more rounds can decide (speedup, stored latency), on the rounds so far."""
     found = _intervals(profile, samples, reference, paired, stored, request, confidence,
-                       references)
+                       references, bounds)
     judged = judge.speedup_judgement(bounds, judge.SessionFacts(
         profile=profile.name, baseline=profile.baseline, speedup=found.speedup, ssim=None,
         ssim_worst=None, memory_gib=0.0, memory_ratio=None, memory_is_vram=False))
+    judged.extend(judge.absolute_latency_judgement(bounds, found.absolute))
     if found.stored is not None and stored.baseline is not None:
         judged.extend(judge.latency_judgement(bounds, _stored_facts(
             stored.baseline, found, None, 0.0, None, references)))
@@ -200,7 +206,7 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     )
     paired = base is not None and measured.interleaved_with == base.profile
     found = _intervals(profile, measured.samples, None if base is None else base.samples,
-                       paired, stored, measured.request, confidence, references)
+                       paired, stored, measured.request, confidence, references, bounds)
     if base is not None:
         result.speedup_interval = found.speedup
         result.speedup = None if found.speedup is None else found.speedup.estimate
@@ -219,6 +225,7 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
         ssim=result.ssim, ssim_worst=None if result.quality is None else result.quality.ssim_min,
         memory_gib=measured.memory.peak_gib, memory_ratio=result.memory_ratio,
         memory_is_vram=measured.memory.is_vram, memory_unmeasured=measured.memory.unmeasured))
+    judged.extend(judge.absolute_latency_judgement(bounds, found.absolute))
     if references.update:
         view = choose_view(measured.frames)
         path = references.store.save(nodeid, stored.name,

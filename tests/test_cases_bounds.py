@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_omni_perf.cases.bounds import bounds_for, check_baseline, hardware_matches, judge
+from pytest_omni_perf.cases.bounds import bounds_for, check_baseline, judge
+from pytest_omni_perf.hardware import names_this_machine
 from pytest_omni_perf.cases.reader import CaseError
 from pytest_omni_perf.cases.load import LoadResult, RequestRecord, random_prompts
 
@@ -30,7 +31,7 @@ def test_keyed_baseline_picks_the_gpu_model_and_the_level() -> None:
     (H100, "nvidia-h100-80gb-hbm3", True), ([], "H100", False)])
 def test_hardware_keys(names: list[str], key: str, matches: bool) -> None:
     here = "cpu" if not names else names[0].lower().replace(" ", "-")
-    assert hardware_matches(key, names, here) is matches
+    assert names_this_machine(key, names, here) is matches
 
 
 def test_no_key_for_this_machine_is_a_note() -> None:

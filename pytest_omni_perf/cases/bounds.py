@@ -10,10 +10,10 @@ second, memory MB (2**20 bytes, as the server reports ``peak_memory_mb``).
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from pytest_omni_perf.hardware import names_this_machine
 from pytest_omni_perf.numeric import Range
 
 Direction = Literal["max", "min"]
@@ -88,16 +88,6 @@ def is_keyed(baseline: Mapping[str, Any]) -> bool:
     return any(isinstance(v, dict) for v in baseline.values())
 
 
-def hardware_matches(key: str, gpu_names: Sequence[str], hardware_key: str) -> bool:
-    """Whether a baseline key (``H100``, ``nvidia-h100-80gb-hbm3``, ``cpu``) names this machine:
-    the plugin's hardware key itself, or a word of the GPU's model name (``H100`` in ``NVIDIA
-    H100 80GB HBM3``). No GPU: only ``cpu`` matches."""
-    wanted = key.strip().lower()
-    if wanted == hardware_key:
-        return True
-    return any(wanted in re.split(r"[^a-z0-9]+", name.lower()) for name in gpu_names)
-
-
 def bounds_for(baseline: Mapping[str, Any], level: int | None, gpu_names: Sequence[str],
                hardware_key: str) -> tuple[list[Bound], list[str]]:
     """The bounds that apply here at concurrency ``level`` (index into list values), and notes
@@ -106,7 +96,7 @@ def bounds_for(baseline: Mapping[str, Any], level: int | None, gpu_names: Sequen
     table: Mapping[str, Any] = baseline
     prefix = "baseline"
     if is_keyed(baseline):
-        chosen = next((k for k in baseline if hardware_matches(k, gpu_names, hardware_key)),
+        chosen = next((k for k in baseline if names_this_machine(k, gpu_names, hardware_key)),
                       None)
         if chosen is None:
             here = ", ".join(gpu_names) or "no GPU"
