@@ -19,6 +19,7 @@ from pytest_omni_perf.numeric import Range
 
 BACKENDS = ("auto", "diffusers", "omni", "omni-server")
 INCONCLUSIVE_POLICIES = ("warn", "fail", "retry")
+REFERENCE_REGRESSION_POLICIES = ("warn", "fail")
 DEFAULT_SERVER_COMMAND = "vllm serve {model} --omni --host 127.0.0.1 --port {port}"
 
 
@@ -98,6 +99,12 @@ _OPTIONS = (
          "budget does to the test: warn (passes, reported INCONCLUSIVE), fail, or retry "
          "(measure once more with twice the budget, then fail). Default: warn.",
          _choice("--omni-inconclusive", INCONCLUSIVE_POLICIES), "warn", metavar="POLICY"),
+    _Opt("--omni-reference-regressions", "What a latency regression of a reference profile "
+         "(eager: no baseline profile beside it to normalize by) against its stored run or "
+         "history level does on a GPU key: warn (hosts of one GPU model differ) or fail (one "
+         "host, or a pinned fleet). Default: warn.",
+         _choice("--omni-reference-regressions", REFERENCE_REGRESSION_POLICIES), "warn",
+         metavar="POLICY"),
     _Opt("--omni-run-spread", "Run-to-run sd of the log of a ratio on this hardware, added "
          "to every interval (one run's rounds cannot show it). Default: 0.075 on GPU keys "
          "(measured across H100 hosts), 0.02 on the cpu key; 0 turns it off.",
@@ -193,6 +200,9 @@ class PerfConfig:
     max_seconds: float = 120.0
     inconclusive: str = "warn"
     """What an undecided gate at the budget does: one of INCONCLUSIVE_POLICIES."""
+    reference_regressions: str = "warn"
+    """What a reference profile's stored-latency regression does on a GPU key: one of
+    REFERENCE_REGRESSION_POLICIES."""
     confidence: float = 0.95
     run_spread: float | None = None
     """None: measure.stats.RUN_SPREAD_GPU or RUN_SPREAD_CPU by hardware key."""
@@ -306,6 +316,7 @@ def read_config(config: pytest.Config) -> PerfConfig:
         max_rounds=values["omni_max_rounds"],
         max_seconds=values["omni_max_seconds"],
         inconclusive=values["omni_inconclusive"],
+        reference_regressions=values["omni_reference_regressions"],
         confidence=values["omni_confidence"],
         run_spread=values["omni_run_spread"],
         history=values["omni_history"],

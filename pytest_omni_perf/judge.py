@@ -188,6 +188,9 @@ class StoredFacts:
     against: str | None = None
     """What the latency was compared with when not the stored run (e.g. the history's
     level of accepted runs), in words."""
+    reference_fails: bool = False
+    """--omni-reference-regressions=fail: a reference profile's regression fails on GPU
+    keys instead of warning."""
 
 
 def latency_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
@@ -208,11 +211,12 @@ def latency_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
     if not facts.strict:
         judged.add(outcome, "latency_regression", message, warn_only=True,
                    why_warn="on the 'cpu' key, machines differ", interval=interval)
-    elif facts.relative_to is None:
+    elif facts.relative_to is None and not facts.reference_fails:
         # A reference profile has nothing alongside to normalize by, and hosts of one
         # GPU model differ by more than any useful tolerance: report, do not fail.
         judged.add(outcome, "latency_regression", message, warn_only=True,
-                   why_warn="absolute latency of a reference profile varies between hosts")
+                   why_warn="absolute latency of a reference profile varies between hosts; "
+                   "--omni-reference-regressions=fail makes it fail")
     elif not facts.paired_reference:
         judged.add(outcome, "latency_regression", message, warn_only=True,
                    why_warn="the stored baseline predates intervals and kept no samples of "

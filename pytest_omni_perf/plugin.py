@@ -390,7 +390,7 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
         warmup=perf.warmup,
         references=References(
             store=BaselineStore(perf.baseline_dir, state.hardware.key),
-            update=perf.update_baselines,
+            update=perf.update_baselines, reference_fails=perf.reference_regressions == "fail",
             refresh_command=state.refresh_command(nodeid, omni_profile.name, model),
             spread=state.run_spread, history_for=state.history_source),
         baseline_cache=state.baseline_cache, cost=state.suite_cost,

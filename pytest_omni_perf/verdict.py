@@ -70,6 +70,8 @@ class References:
     update: bool
     """Record run: write the stored run instead of comparing."""
     refresh_command: str
+    reference_fails: bool = False
+    """A reference profile's latency regression fails on GPU keys (else it warns)."""
     spread: float = 0.0
     """Run-to-run sd of the log of a ratio on this hardware (measure.stats.RUN_SPREAD_*),
     folded into every interval: one run's rounds cannot show it."""
@@ -189,7 +191,7 @@ def _stored_facts(baseline: StoredBaseline, found: _Latency, ssim: float | None,
         relative_to=found.relative_to, memory_gib=memory_gib,
         stored_memory_gib=stored_memory_gib, strict=references.strict,
         refresh_command=references.refresh_command, paired_reference=found.paired_reference,
-        against=found.against)
+        against=found.against, reference_fails=references.reference_fails)
 
 
 def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from pytest_omni_perf import judge
 from pytest_omni_perf.measure.stats import RatioInterval
 from pytest_omni_perf.profiles import Bounds
@@ -80,6 +82,20 @@ def test_absolute_cpu_and_unpaired_old_regressions_only_warn() -> None:
         assert judged.violations == [] and judged.undecided == [] and why in judged.notes[0]
 
 
+def test_reference_regressions_fail_when_asked_on_gpu_keys_only() -> None:
+    """--omni-reference-regressions=fail: a reference profile's slowdown fails on a GPU key;
+    on the 'cpu' key it still only warns (CPU machines differ)."""
+    slow = interval(1.3, 1.25, 1.35)
+    judged = judge.stored_judgement(Bounds(), stored(latency=slow, relative_to=None,
+                                                     reference_fails=True))
+    assert [v.metric for v in judged.violations] == ["latency_regression"]
+    warned = judge.stored_judgement(Bounds(), stored(latency=slow, relative_to=None))
+    assert warned.violations == [] and "--omni-reference-regressions=fail" in warned.notes[0]
+    cpu = judge.stored_judgement(Bounds(), stored(latency=slow, relative_to=None,
+                                                  reference_fails=True, strict=False))
+    assert cpu.violations == [] and "'cpu' key" in cpu.notes[0]
+
+
 def test_noise_is_not_a_regression() -> None:
     assert judge.stored_judgement(Bounds(), stored(latency=interval(1.0, 0.97, 1.03))) == \
         judge.Judgement()
@@ -101,3 +117,12 @@ def test_undecided_within_the_spread_says_more_rounds_cannot_help() -> None:
     open_ = judge.session_judgement(Bounds(min_speedup=1.2), dataclasses.replace(
         SESSION, speedup=interval(1.3, 1.0, 1.6)))
     assert open_.undecided and open_.narrowable
+
+
+def test_reference_regressions_option_takes_warn_or_fail(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_a(): pass\n")
+    assert pytester.runpytest("--omni-reference-regressions=fail").ret == 0
+    result = pytester.runpytest("--omni-reference-regressions=sometimes")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--omni-reference-regressions: expected one of warn, fail, "
+                                 "got 'sometimes'*"])
