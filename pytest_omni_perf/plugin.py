@@ -389,7 +389,8 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
         references=References(
             store=BaselineStore(perf.baseline_dir, state.hardware.key),
             update=perf.update_baselines,
-            refresh_command=state.refresh_command(nodeid, omni_profile.name, model),
+            refresh_command=state.refresh_command(nodeid, omni_profile.name, model,
+                                                  pyargs=request.node.nodeid.startswith("::")),
             spread=state.run_spread, history_for=state.history_source),
         baseline_cache=state.baseline_cache, cost=state.suite_cost,
     )
