@@ -55,7 +55,7 @@ def test_stand_in_row_and_recommendations(standin_pytester: pytest.Pytester,
     result = standin_pytester.runpytest_subprocess(
         *SUITE, "-p", "conftest", "--omni-rounds=6", "--omni-max-rounds=6",
         "--omni-profile=eager,cache_dit,fewer_steps,vae_slicing,tea_cache,usp2",
-        "--omni-ssim-budget=0.95")
+        "--omni-ssim-budget=0.95", "--omni-report-html=report.html")
     result.stdout.fnmatch_lines([
         "*omni-perf recommendation (speedup intervals wholly above 1 only)*",
         "tiny-flux [[]short[]] fastest lossless, 1 GPU: none: no speedup interval lies wholly "
@@ -80,6 +80,8 @@ def test_stand_in_row_and_recommendations(standin_pytester: pytest.Pytester,
     support = {e["profile"]: e for e in document["support"]["tiny-flux"]}
     assert support["tea_cache"]["status"] == "unsupported by the model"
     assert support["cache_dit"]["measured"][0]["low"] > 1
+    html = (standin_pytester.path / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Support table</h2>" in html and "stand-in: tea_cache is unsupported" in html
     chosen = {r["branch"]: r["profile"] for r in document["recommendations"]}
     assert chosen["fastest with SSIM >= 0.95, 1 GPU"] == "cache_dit"
     assert chosen["fastest lossless, 1 GPU"] is None
@@ -115,6 +117,26 @@ def test_tiny_flux_on_the_diffusers_engine(pytester: pytest.Pytester, tiny_model
     # The first run of a model has no stored baselines: noted, not failed.
     result.stdout.fnmatch_lines(["*no stored run of pytest_omni_perf.suite::test_support"
                                  "?vae_slicing? @ short*record one with: pytest --pyargs*"])
+
+
+def test_tiny_wan_row_under_xdist(standin_pytester: pytest.Pytester, tiny_model_cache: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A video model gets vLLM-Omni's VideoGen layout; skips on xdist workers reach the
+    controller's table (their reports carry profile, model and reason)."""
+    monkeypatch.setenv("OMNI_PERF_CACHE_DIR", str(tiny_model_cache))
+    result = standin_pytester.runpytest_subprocess(
+        *SUITE, "-p", "conftest", "-n", "2", "--omni-rounds=5", "--omni-model=tiny-wan",
+        "--omni-suite-request=width=32,height=32,num_inference_steps=2,num_frames=5",
+        "--omni-profile=eager,vae_slicing,usp2,hsdp2,fp8")
+    result.assert_outcomes(passed=2, skipped=3)
+    markdown = (standin_pytester.path / "support.md").read_text(encoding="utf-8")
+    assert "### VideoGen" in markdown
+    row = marks(markdown, "tiny-wan")
+    assert [c for c in VLLM_OMNI_VIDEO_COLUMNS if c not in row] == []
+    assert (row["VAE-Slicing"], row["Ulysses-SP"], row["HSDP"], row["FP8"]) == \
+        ("✅", "⚠️", "⚠️", "⚠️")
+    rows = details(markdown)
+    assert rows["fp8"][8].startswith("requires a GPU with SM &gt;= 8.9")
 
 
 def test_suite_is_collected_only_when_named(pytester: pytest.Pytester) -> None:
