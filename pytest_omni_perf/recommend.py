@@ -8,7 +8,9 @@ Branches (seed-diffusion-perf-guide.txt, "Decision Flowchart"), per model and re
   profile whose output's mean SSIM against its baseline profile's is at least the budget;
 - lowest peak memory within the SSIM budget (the "OOM?" branch): the smallest peak memory
   ratio, if at least 5% below 1 (``MEMORY_SAVING``);
-- fastest on N GPUs, when profiles spanning several GPUs were measured.
+- fastest on N GPUs, when profiles spanning several GPUs were measured;
+- the combinations the guide suggests (FP8 + Cache-DiT, compile + Cache-DiT), where
+  measured, beside the numbers of their parts alone.
 
 "Faster" means the whole speedup interval lies above 1: a profile whose interval reaches 1
 or below is never recommended as faster, however high its estimate. The memory ratio is
@@ -67,6 +69,10 @@ MEMORY_SAVING = 0.95
 """A peak memory ratio counts as a saving at or below this: one peak against another has
 no interval, and unchanged profiles measure 0.98-1.02 on CPU (RSS) and GPU alike."""
 
+COMBINATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("fp8_cachedit", ("fp8", "cache_dit")), ("compile_cachedit", ("compile", "cache_dit")))
+"""The pairs the guide's tips suggest, shown beside their parts where measured."""
+
 Candidate = tuple[str, str, Measured]
 """(profile, its baseline profile, its measurement)."""
 
@@ -119,6 +125,13 @@ def recommend(results: Sequence[Mapping[str, Any]], facts: Callable[[str], Profi
                                       f"{ssim_budget:g}", None,
                                       f"none measured {1 - MEMORY_SAVING:.0%} or more "
                                       "below its baseline's peak"))
+        by_name = {c[0]: c for c in pool}
+        for combo, parts in COMBINATIONS:
+            if combo in by_name:
+                shown = "; ".join(numbers(*by_name[p]) for p in parts if p in by_name)
+                out.append(Recommendation(
+                    model, label, f"combination {combo} (guide: {' + '.join(parts)})", combo,
+                    numbers(*by_name[combo]) + (f" (alone: {shown})" if shown else "")))
         gpus = max((known(c).gpus for c in pool), default=1)
         if gpus > 1:
             out.append(_fastest(f"fastest on {gpus} GPUs, SSIM >= {ssim_budget:g}", model,

@@ -76,6 +76,11 @@ def test_a_speedup_interval_reaching_one_is_not_faster() -> None:
     assert chosen["fastest with SSIM >= 0.98, 1 GPU"].profile == "cache_dit"
     assert chosen["lowest peak memory, SSIM >= 0.98"].profile == "vae_tiling"
     assert chosen["fastest on 2 GPUs, SSIM >= 0.98"].profile == "usp2"
+    results.append(result("compile_cachedit", 1.3, 1.5, 1.4, ssim=0.97))
+    combo = next(r for r in recommend(results, FACTS.get, 0.98) if r.profile == "compile_cachedit")
+    assert combo.branch == "combination compile_cachedit (guide: compile + cache_dit)"
+    assert combo.text.startswith("compile_cachedit 1.40x [1.30-1.50 95%] vs eager")
+    assert "(alone: compile 1.30x" in combo.text and "; cache_dit 1.20x" in combo.text
     # Too few rounds for an interval: never recommended as faster, whatever the estimate.
     few = recommend([result("cache_dit", 2.0, 2.0, 2.0, rounds=3)], FACTS.get, 0.98)
     assert few[1].profile is None
