@@ -171,7 +171,12 @@ def model_kind(folder: pathlib.Path) -> str:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{folder} is not a diffusers pipeline folder "
                          f"(no readable model_index.json with _class_name): {exc}") from exc
-    return "video" if any(m in class_name for m in _VIDEO_MARKERS) else "image"
+    return class_kind(class_name)
+
+
+def class_kind(name: str) -> str:
+    """``"video"`` or ``"image"`` from a pipeline class name or a model id (``Wan-AI/...``)."""
+    return "video" if any(m in name for m in _VIDEO_MARKERS) else "image"
 
 
 def weights_digest(folder: pathlib.Path) -> str:

@@ -53,6 +53,12 @@ def _backend(text: str) -> str:
     return text
 
 
+def _suite_request(text: str) -> dict[str, Any]:
+    from pytest_omni_perf.suite_requests import parse_overrides
+
+    return parse_overrides(text)
+
+
 def _list_format(text: str) -> str:
     if text not in ("text", "json"):
         raise argparse.ArgumentTypeError(f"--omni-list-profiles takes 'json' or nothing, got {text!r}")
@@ -118,6 +124,15 @@ _OPTIONS = (
          "conftest.py (or the rootdir).", metavar="PATH"),
     _Opt("--omni-report-json", "Write the JSON report here.", metavar="PATH"),
     _Opt("--omni-report-html", "Write the self-contained HTML report here.", metavar="PATH"),
+    _Opt("--omni-report-markdown", "Write the measured support-table row of each model "
+         "(vLLM-Omni's table layout, one column per method of the guide) here.",
+         metavar="PATH"),
+    _Opt("--omni-ssim-budget", "SSIM a profile must keep against its baseline profile to be "
+         "recommended as 'fastest within the SSIM budget'. Default: 0.98.",
+         _number(Range(0, 1)), 0.98, metavar="SSIM"),
+    _Opt("--omni-suite-request", "Fields the zero-code suite (--pyargs pytest_omni_perf.suite) "
+         "sets on each of its requests, e.g. width=32,height=32,num_inference_steps=2.",
+         _suite_request, metavar="KEY=VALUE[,...]"),
     _Opt("--omni-report-benchmark", "Write a pytest-benchmark JSON export here (compare runs "
          "with 'pytest-benchmark compare A.json B.json').", metavar="PATH"),
     _Opt("--omni-cache-dir", "Built-in model folders and compile caches. Default: "
@@ -212,6 +227,10 @@ class PerfConfig:
     """--omni-cases files, absolute."""
     cases_model: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """--omni-cases-model: task (or '*') -> model."""
+    report_markdown: Path | None = None
+    ssim_budget: float = 0.98
+    suite_request: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """--omni-suite-request: request fields the zero-code suite overrides."""
 
 
 def _value(config: pytest.Config, opt: _Opt) -> Any:
@@ -271,6 +290,11 @@ def baseline_nodeid(item: pytest.Item) -> str:
     try:
         relative = item.path.relative_to(anchor).as_posix()
     except ValueError:
+        module = getattr(item, "module", None)
+        if item.nodeid.startswith("::") and module is not None:
+            # Outside the rootdir pytest names no file (``--pyargs pytest_omni_perf.suite``
+            # from a project folder): the module's name keys it wherever it is installed.
+            return f"{module.__name__}{item.nodeid}"
         return item.nodeid  # a test outside the anchor's tree keeps pytest's own id
     _, sep, rest = item.nodeid.partition("::")
     return relative + sep + rest
@@ -322,6 +346,9 @@ def read_config(config: pytest.Config) -> PerfConfig:
         history=values["omni_history"],
         cases=cases,
         cases_model=cases_model,
+        report_markdown=path(values["omni_report_markdown"]),
+        ssim_budget=values["omni_ssim_budget"],
+        suite_request=values["omni_suite_request"] or {},
     )
 
 

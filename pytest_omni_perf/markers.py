@@ -15,7 +15,9 @@ import pytest
 
 from pytest_omni_perf.hardware import HardwareInfo
 from pytest_omni_perf.hardware_bounds import resolve_keyed
-from pytest_omni_perf.profiles import Bounds, ProfileError, Requirements, parse_bounds, parse_sm
+from pytest_omni_perf.profiles import (
+    Bounds, Profile, ProfileError, Requirements, parse_bounds, parse_sm,
+)
 
 MARKER_DOCS = {
     "requires_gpus": "requires_gpus(n): skip unless at least n CUDA GPUs are visible to this "
@@ -207,6 +209,17 @@ def bounds_from_marks(marks: Iterable[pytest.Mark], base: Bounds, profile: str |
             if notes is not None:
                 notes += unkeyed
     return bounds
+
+
+def bounds_here(marks: Iterable[pytest.Mark], profile: Profile,
+                hardware: HardwareInfo) -> tuple[Bounds, list[str]]:
+    """A test's bounds for ``profile`` on this machine (its omni_bounds marks onto the
+    profile's own), and why a hardware-keyed bound is off here (notes for its results)."""
+    unapplied: list[str] = []
+    bounds = bounds_from_marks(marks, profile.bounds, profile.name,
+                               machine=(hardware.key, [g.name for g in hardware.gpus]),
+                               notes=unapplied)
+    return bounds, unapplied
 
 
 def cards_marker(req: Requirements) -> str | None:

@@ -17,6 +17,8 @@ import pytest
 from pytest_omni_perf.state import SessionState, harness_key, state_key
 
 USER_PROPERTY = "omni_perf"
+SKIP_PROPERTY = "omni_perf_skip"
+"""user_properties entry of a skipped perf test: {nodeid, profile, model, reason}."""
 OUTCOME_PROPERTY = "omni_perf_outcome"
 """user_properties entry ('omni_perf_outcome', 'inconclusive') that marks an undecided test;
 it travels with the report through xdist and into JUnit XML as a property."""
@@ -53,6 +55,28 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         warnings.warn(pytest.PytestWarning(
             "omni-perf gate(s) inconclusive at the round budget (reported, not failed: "
             "--omni-inconclusive=warn):\n" + "\n".join(undecided)), stacklevel=1)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A skipped perf test carries its profile, model and reason to the controller (the
+    support table tells "unsupported by the model" from "not runnable here")."""
+    report = yield
+    if report.skipped:
+        from pytest_omni_perf.markers import model_from_marks
+
+        callspec = getattr(item, "callspec", None)
+        profile = callspec.params.get("omni_profile") if callspec is not None else None
+        if isinstance(profile, str):
+            longrepr = report.longrepr
+            reason = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
+            model = (model_from_marks(item.iter_markers("omni_model"))
+                     or item.config.stash[state_key].perf.model)
+            report.user_properties.append((SKIP_PROPERTY, {
+                "nodeid": item.nodeid, "profile": profile, "model": model,
+                "reason": reason.removeprefix("Skipped: ")}))
+    return report
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
@@ -128,6 +152,11 @@ class ResultCollector:
         perf = self.state.perf
         paths = [self._path(config, p) for p in (perf.report_json, perf.report_html,
                                                    perf.report_benchmark)]
+        markdown = self._path(config, perf.report_markdown)
+        if markdown is not None:
+            from pytest_omni_perf.report.json_report import write_markdown
+
+            self.written.append(write_markdown(markdown, self.state))
         if not any(paths):
             return
         from pytest_omni_perf.report.json_report import write_reports
@@ -135,7 +164,10 @@ class ResultCollector:
         self.written += write_reports(config, self.state, self.processes, *paths)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Keep the omni_perf results of each finished test call."""
+        """Keep the omni_perf results of each finished test call, and skip records."""
+        for name, value in report.user_properties:
+            if name == SKIP_PROPERTY and isinstance(value, dict):
+                self.state.skipped.append(value)
         if report.when != "call":
             return
         for name, value in report.user_properties:
@@ -144,10 +176,14 @@ class ResultCollector:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """The summary table: test, profile, median, speedup, memory, SSIM, verdict."""
-        from pytest_omni_perf.report.terminal import write_suite_cost, write_summary
+        from pytest_omni_perf.report.terminal import (
+            write_recommendations, write_suite_cost, write_summary,
+        )
 
         if self.state.reported:
             write_summary(terminalreporter, self.state.reported)
             write_suite_cost(terminalreporter, self.state.reported, self.processes)
+            write_recommendations(terminalreporter, self.state.reported,
+                                  self.state.profiles, self.state.perf.ssim_budget)
         for line in self.written:
             terminalreporter.write_line(f"omni-perf: {line}")

@@ -368,7 +368,6 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
     """
     from pytest_omni_perf.baselines import BaselineStore
     from pytest_omni_perf.harness import Harness, RoundBudget
-    from pytest_omni_perf.markers import bounds_from_marks
     from pytest_omni_perf.omni_perf import OmniPerf
     from pytest_omni_perf.verdict import References
 
@@ -376,12 +375,11 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
     perf = state.perf
     model = _model_of(request, state)
     nodeid = config_mod.baseline_nodeid(request.node)
-    hw, unapplied = state.hardware, list[str]()  # why a hardware-keyed bound is off here
+    bounds, unapplied = markers.bounds_here(request.node.iter_markers("omni_bounds"),
+                                            omni_profile, state.hardware)
     harness = Harness(
-        nodeid=nodeid, profile=omni_profile, profiles=state.profiles,
-        bounds=bounds_from_marks(request.node.iter_markers("omni_bounds"), omni_profile.bounds,
-                                 omni_profile.name, machine=(hw.key, [g.name for g in hw.gpus]),
-                                 notes=unapplied), bound_notes=unapplied,
+        nodeid=nodeid, profile=omni_profile, profiles=state.profiles, bounds=bounds,
+        bound_notes=unapplied,
         model=model, backend=state.backend[0], hardware=state.hardware, pool=state.pool,
         spec_for=lambda p: _spec(state, p, model, _omni_gpu_lease),
         budget=RoundBudget(first=perf.rounds, max_rounds=perf.max_rounds,
@@ -391,7 +389,8 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
         references=References(
             store=BaselineStore(perf.baseline_dir, state.hardware.key),
             update=perf.update_baselines, reference_fails=perf.reference_regressions == "fail",
-            refresh_command=state.refresh_command(nodeid, omni_profile.name, model),
+            refresh_command=state.refresh_command(nodeid, omni_profile.name, model,
+                                                  pyargs=request.node.nodeid.startswith("::")),
             spread=state.run_spread, history_for=state.history_source),
         baseline_cache=state.baseline_cache, cost=state.suite_cost,
     )

@@ -35,6 +35,9 @@ class SessionState:
     baseline_cache: dict[RequestKey, Measurement] = dataclasses.field(default_factory=dict)
     reported: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """Results from this process's and (on the xdist controller) the workers' reports."""
+    skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Skipped perf tests ({nodeid, profile, model, reason}), as reports carried them: the
+    support table's "unsupported" and "not runnable here" cells."""
     suite_cost: SuiteCost = dataclasses.field(default_factory=SuiteCost)
     """What this process's measurements cost (rounds run, baselines measured or reused)."""
     starts_saved_by_order: int = 0
@@ -110,9 +113,16 @@ class SessionState:
 
         return RUN_SPREAD_GPU if self.hardware.gpus else RUN_SPREAD_CPU
 
-    def refresh_command(self, nodeid: str, profile: str, model: str) -> str:
-        """The command that (re)creates the stored baseline of one test and profile."""
+    def refresh_command(self, nodeid: str, profile: str, model: str,
+                        pyargs: bool = False) -> str:
+        """The command that (re)creates the stored baseline of one test and profile;
+        ``pyargs``: ``nodeid`` starts with a module name (see ``config.baseline_nodeid``)."""
         argv = ["pytest", nodeid, f"--omni-profile={profile}", "--omni-update-baselines"]
+        if pyargs:  # a module name (pytest_omni_perf.suite::test_support), not a path
+            argv.insert(1, "--pyargs")
+            if fields := getattr(self.perf, "suite_request", None):  # the same requests
+                argv.append("--omni-suite-request="
+                            + ",".join(f"{k}={v}" for k, v in fields.items()))
         if model != "tiny-flux":
             argv.append(f"--omni-model={model}")
         if self.perf.backend != "auto":

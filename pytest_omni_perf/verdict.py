@@ -37,6 +37,8 @@ class StoredLookup:
     name: str
     baseline: StoredBaseline | None = None
     problem: Violation | None = None
+    note: str | None = None
+    """Said instead of a problem: a missing run where ``References.missing_ok``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +81,9 @@ class References:
     """Where a series' own spread and level are read (the history), if anywhere."""
     series: SeriesHistory | None = None
     """What the history knows of the series being measured (set by :meth:`for_series`)."""
+    missing_ok: bool = False
+    """A missing stored run is a note, not a violation: the zero-code suite's first run of a
+    model is judged against the baseline profile measured beside it alone."""
 
     def for_series(self, nodeid: str, profile: Profile, label: str) -> References:
         """These references with what the history knows of (test, profile, label): its
@@ -110,6 +115,11 @@ class References:
             return StoredLookup(name, problem=Violation("baseline", (
                 f"stored baseline is unreadable: {exc}; recreate it with: "
                 f"{self.refresh_command}")))
+        if stored is None and self.missing_ok:
+            return StoredLookup(name, note=(
+                f"no stored run of {baseline_label(nodeid, name)} on hardware key "
+                f"{self.store.hardware_key!r} yet: judged against the baseline profile "
+                f"measured in this session only; record one with: {self.refresh_command}"))
         if stored is None:
             others = self.store.other_hardware_keys(nodeid, name)
             elsewhere = f" (there are baselines for {', '.join(others)})" if others else ""
@@ -237,6 +247,8 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
         judged.notes.append(f"baseline written to {path}")
     elif stored.problem is not None:
         judged.violations.append(stored.problem)
+    elif stored.note is not None:
+        judged.notes.append(stored.note)
     elif stored.baseline is not None:
         judged.extend(_against_stored(result, stored.baseline, found, bounds, references))
     result.violations += judged.violations

@@ -17,6 +17,7 @@ from typing import Any
 from pytest_omni_perf.report.trend import trend_html
 from pytest_omni_perf.escape import html_text as escape
 from pytest_omni_perf.escape import json_document
+from pytest_omni_perf.report.html_support import support_html
 from pytest_omni_perf.report.images import read_data_uris
 from pytest_omni_perf.atomic_files import write_atomic
 from pytest_omni_perf.report.html_charts import (
@@ -314,7 +315,8 @@ def render_html(document: Mapping[str, Any], report_dir: Path) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>pytest-omni-perf report</title><style>{_CSS}</style></head><body>"
         f"<header><h1>pytest-omni-perf report</h1>{head}</header><main>{tally}"
-        f"<h2>Summary</h2>{_summary_table(results)}<h2>Tests</h2>{''.join(sections)}"
+        f"<h2>Summary</h2>{_summary_table(results)}{support_html(document)}"
+        f"<h2>Tests</h2>{''.join(sections)}"
         "</main></body></html>\n")
 
 

@@ -54,6 +54,14 @@ of two identical images, are written as ``null``. Schema, version 1::
         to the HTML report's folder], error?}
     totals            {results, tests (distinct node ids), passed, failed (verdicts),
                       violations (count), outcomes {passed: n, failed: n, ...}}
+    skipped           [{nodeid, profile, model, reason}]: perf tests that skipped
+    support           {model: [{method (the table column), profile, guide (its section),
+                      status ("supported" | "unsupported by the model" | "not runnable
+                      here" | "not measured"), reason, measured [{label, nodeid, speedup,
+                      low, high, confidence, memory_ratio, ssim, cold_start_s, verdict}]}]}
+                      one entry per method of the guide (see support.py)
+    recommendations   [{model, label, branch, profile (null: none qualifies), text}]: the
+                      guide's decision flowchart answered from this run (recommend.py)
 """
 
 from __future__ import annotations
@@ -120,9 +128,12 @@ def session_facts(processes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 def build_document(results: Sequence[Mapping[str, Any]], *, hardware: Mapping[str, Any],
                    backend: tuple[str, str], run: Mapping[str, Any],
                    session: Mapping[str, Any], created: datetime.datetime | None = None,
+                   skipped: Sequence[Mapping[str, Any]] = (),
+                   recommendations: Sequence[Mapping[str, Any]] = (),
                    ) -> dict[str, Any]:
     """The whole report as a JSON-ready dict (see the module docstring for the schema)."""
     from pytest_omni_perf import __version__
+    from pytest_omni_perf.support import support_document
 
     when = created or datetime.datetime.now(datetime.timezone.utc)
     document = {
@@ -135,6 +146,9 @@ def build_document(results: Sequence[Mapping[str, Any]], *, hardware: Mapping[st
         "session": dict(session),
         "results": [dict(r) for r in results],
         "totals": totals(results),
+        "skipped": [dict(s) for s in skipped],
+        "support": support_document(results, skipped),
+        "recommendations": [dict(r) for r in recommendations],
     }
     return dict(_finite(document))
 
@@ -185,7 +199,8 @@ def write_reports(config: pytest.Config, state: SessionState,
         run={"model": perf.model, "profiles": list(perf.profile_names), "rounds": perf.rounds,
              "warmup": perf.warmup, "update_baselines": perf.update_baselines,
              "baseline_dir": str(perf.baseline_dir)},
-        session=session_facts(processes))
+        session=session_facts(processes), skipped=state.skipped,
+        recommendations=[r.to_dict() for r in _recommendations(state)])
     lines = []
     if json_path is not None:
         lines.append(_attempt("JSON report", json_path, lambda: write_json(json_path, document)))
@@ -219,3 +234,19 @@ def _attempt(what: str, path: Path, write: Callable[[], None]) -> str:
         # A report that cannot be written must be visible, but must not hide test results.
         return f"could not write the {what} to {path}: {exc}"
     return f"{what} written to {path}"
+
+
+def _recommendations(state: SessionState) -> list[Any]:
+    from pytest_omni_perf.recommend import recommend
+    from pytest_omni_perf.report.terminal import profile_facts
+
+    return recommend(state.reported, profile_facts(state.profiles), state.perf.ssim_budget)
+
+
+def write_markdown(path: Path, state: SessionState) -> str:
+    """Write the support table (``--omni-report-markdown``); the line for the terminal."""
+    from pytest_omni_perf.report.markdown import support_markdown
+
+    text = support_markdown(state.reported, state.skipped, backend=state.backend[0],
+                            hardware=state.hardware.summary())
+    return _attempt("Markdown support table", path, lambda: write_atomic(path, text))

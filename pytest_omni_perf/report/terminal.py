@@ -183,3 +183,30 @@ def write_suite_cost(terminalreporter: Any, results: Sequence[Mapping[str, Any]]
     from pytest_omni_perf.suite_cost import summary_line
 
     terminalreporter.write_line(f"omni-perf: {summary_line(results, processes)}")
+
+
+def profile_facts(profiles: Mapping[str, Any]) -> Callable[[str], Any]:
+    """Lossy flag and GPU count of each known profile, for ``recommend.recommend``."""
+    from pytest_omni_perf.recommend import ProfileFacts
+
+    def facts(name: str) -> ProfileFacts | None:
+        profile = profiles.get(name)
+        if profile is None:
+            return None
+        return ProfileFacts(lossy=profile.lossy, gpus=max(1, profile.requires.gpus))
+    return facts
+
+
+def write_recommendations(terminalreporter: Any, results: Sequence[Result],
+                          profiles: Mapping[str, Any], ssim_budget: float) -> None:
+    """The guide's flowchart answered from this run: the best profile per budget, each with
+    its numbers and interval (``recommend.recommend``)."""
+    from pytest_omni_perf.recommend import recommend, recommendation_lines
+
+    lines = recommendation_lines(recommend(results, profile_facts(profiles), ssim_budget))
+    if not lines:
+        return
+    terminalreporter.write_sep("-", "omni-perf recommendation (speedup intervals wholly "
+                               "above 1 only)")
+    for line in lines:
+        terminalreporter.write_line(terminal_text(line))

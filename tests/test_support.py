@@ -1,0 +1,98 @@
+"""The pure parts of the zero-code suite: skip reasons sorted, the support row, the
+Markdown escaping, the flowchart's choices and the suite's requests."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pytest
+
+from pytest_omni_perf.recommend import ProfileFacts, recommend
+from pytest_omni_perf.report.markdown import marks_table, support_markdown
+from pytest_omni_perf.suite_requests import parse_overrides, suite_requests
+from pytest_omni_perf.support import (
+    NOT_MEASURED, NOT_RUNNABLE, SUPPORTED, UNSUPPORTED, classify_skip, support_row,
+)
+
+
+@pytest.mark.parametrize(("reason", "status"), [
+    ("requires 2 GPU(s), found none (no NVIDIA GPU device in /dev)", NOT_RUNNABLE),
+    ("requires SM >= 8.9, found NVIDIA A100 (SM 8.0)", NOT_RUNNABLE),
+    ("diffusers backend: tea_cache: the diffusers backend has no TeaCache", NOT_RUNNABLE),
+    ("vLLM-Omni 0.26: cache_config key unknown", NOT_RUNNABLE),
+    ("ulysses_degree=2: FluxTransformer2DModel has no _sp_plan, vLLM-Omni would only warn",
+     UNSUPPORTED),
+    ("cache_backend=cache_dit: NextStep11Pipeline is in vLLM-Omni's _NO_CACHE_ACCELERATION",
+     UNSUPPORTED),
+    ("omni_profiles(eager) leaves this profile out", NOT_MEASURED),
+])
+def test_skip_reasons_are_sorted(reason: str, status: str) -> None:
+    assert classify_skip(reason) == status
+
+
+def result(profile: str, low: float, high: float, estimate: float, *, ssim: float = 1.0,
+           memory: float = 1.0, model: str = "m", rounds: int = 10) -> dict[str, Any]:
+    return {"nodeid": "t::x", "profile": profile, "label": "short", "verdict": "pass",
+            "speedup": estimate, "memory_ratio": memory, "baseline": {"profile": "eager"},
+            "speedup_interval": {"estimate": estimate, "low": low, "high": high,
+                                 "confidence": 0.95, "rounds": rounds},
+            "quality": {"ssim_mean": ssim},
+            "measurement": {"model": model, "cold_start_s": 3.0, "request": {}}}
+
+
+def test_row_prefers_the_models_reason_over_the_machines() -> None:
+    skips = [{"model": "m", "profile": "usp2", "reason": "requires 2 GPU(s), found 1 visible"},
+             {"model": "m", "profile": "usp2", "reason": "FooTransformer has no _sp_plan"}]
+    row = {e.method.profile: e for e in support_row("m", [result("cache_dit", 1.2, 1.4, 1.3)],
+                                                    skips)}
+    assert row["usp2"].status == UNSUPPORTED and row["usp2"].reason == "FooTransformer has no _sp_plan"
+    assert row["cache_dit"].status == SUPPORTED and row["cache_dit"].measured[0].low == 1.2
+    assert row["fp8"].status == NOT_MEASURED
+
+
+def test_markdown_escapes_names_and_reasons() -> None:
+    skips = [{"model": "a|b<x>", "profile": "tea_cache", "reason": "no | pipes\nhere"}]
+    text = support_markdown([], skips, backend="diffusers", hardware="cpu")
+    assert "| **a\\|b&lt;x&gt;** | a\\|b&lt;x&gt; |" in text
+    assert "no \\| pipes<br>here" in text
+    header = marks_table("m", "video", support_row("m", [], []))[0]
+    assert "| Ring-Attention |" in header and "Ring-SP" not in header
+
+
+FACTS = {"compile": ProfileFacts(lossy=False, gpus=1), "cache_dit": ProfileFacts(True, 1),
+         "fewer_steps": ProfileFacts(True, 1), "vae_tiling": ProfileFacts(True, 1),
+         "usp2": ProfileFacts(False, 2)}
+
+
+def test_a_speedup_interval_reaching_one_is_not_faster() -> None:
+    results = [result("compile", 0.99, 1.6, 1.3), result("cache_dit", 1.1, 1.3, 1.2, ssim=0.99),
+               result("fewer_steps", 1.8, 2.2, 2.0, ssim=0.7),
+               result("vae_tiling", 0.9, 1.0, 0.95, ssim=0.99, memory=0.6),
+               result("usp2", 1.4, 1.6, 1.5)]
+    chosen = {r.branch: r for r in recommend(results, FACTS.get, 0.98)}
+    lossless = chosen["fastest lossless, 1 GPU"]
+    assert lossless.profile is None and "compile 1.30x [0.99-1.60 95%]" in lossless.text
+    assert chosen["fastest with SSIM >= 0.98, 1 GPU"].profile == "cache_dit"
+    assert chosen["lowest peak memory, SSIM >= 0.98"].profile == "vae_tiling"
+    assert chosen["fastest on 2 GPUs, SSIM >= 0.98"].profile == "usp2"
+    results.append(result("compile_cachedit", 1.3, 1.5, 1.4, ssim=0.97))
+    combo = next(r for r in recommend(results, FACTS.get, 0.98) if r.profile == "compile_cachedit")
+    assert combo.branch == "combination compile_cachedit (guide: compile + cache_dit)"
+    assert combo.text.startswith("compile_cachedit 1.40x [1.30-1.50 95%] vs eager")
+    assert "(alone: compile 1.30x" in combo.text and "; cache_dit 1.20x" in combo.text
+    # Too few rounds for an interval: never recommended as faster, whatever the estimate.
+    few = recommend([result("cache_dit", 2.0, 2.0, 2.0, rounds=3)], FACTS.get, 0.98)
+    assert few[1].profile is None
+
+
+def test_suite_requests_by_kind_and_hardware() -> None:
+    cpu = suite_requests("video", on_gpu=False, overrides={"num_frames": 5})
+    assert [(r.label, r.fields["num_frames"]) for r in cpu] == [("short", 5)]
+    gpu = suite_requests("image", on_gpu=True)
+    assert [(r.label, r.fields["width"]) for r in gpu] == [("short", 512), ("realistic", 1024)]
+    assert parse_overrides("width=32, num_inference_steps=2") == {"width": 32,
+                                                                 "num_inference_steps": 2}
+    for bad in ("width", "colour=red", "width=0", "steps=x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_overrides(bad)
