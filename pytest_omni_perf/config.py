@@ -122,6 +122,11 @@ _OPTIONS = (
     _Opt("--omni-server-command", "Server command template for --omni-backend=omni-server; "
          "{model} and {port} are filled in, the profile's flags appended. "
          f"Default: '{DEFAULT_SERVER_COMMAND}'.", default=DEFAULT_SERVER_COMMAND, metavar="CMD"),
+    _Opt("--omni-server-url", "Measure already running vLLM-Omni servers (vllm serve --omni) "
+         "instead of starting them (implies --omni-backend=omni-server): URL for the one "
+         "profile named with --omni-profile, or NAME=URL,NAME=URL so a profile and its "
+         "baseline each run on their own server. No process is started or stopped.",
+         metavar="URL|NAME=URL,..."),
     _Opt("--omni-gpu-wait", "Seconds a test waits for the GPUs it needs while other tests "
          "or pytest sessions hold them, before it fails naming the holders. Default: 1800.",
          _SECONDS, 1800.0, metavar="S"),
@@ -202,6 +207,8 @@ class PerfConfig:
     """--omni-cases files, absolute."""
     cases_model: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """--omni-cases-model: task (or '*') -> model."""
+    server_urls: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """--omni-server-url: profile name -> URL of its running server (empty: start servers)."""
 
 
 def _value(config: pytest.Config, opt: _Opt) -> Any:
@@ -283,10 +290,20 @@ def read_config(config: pytest.Config) -> PerfConfig:
             f"--omni-max-rounds={values['omni_max_rounds']} is below --omni-rounds="
             f"{values['omni_rounds']}: the budget must allow the first look")
     cases, cases_model = _cases(config)
+    server_urls: dict[str, str] = {}
+    if values["omni_server_url"] is not None:
+        from pytest_omni_perf.server_urls import attached
+
+        names, server_urls = attached(
+            str(values["omni_server_url"]), values["omni_backend"], names,
+            command_given=_given(config, "omni_server_command") is not None)
+        if cases:
+            raise pytest.UsageError("--omni-cases starts a server per case row; it does not "
+                                    "attach to --omni-server-url")
     return PerfConfig(
         profile_names=names,
         model=values["omni_model"],
-        backend=values["omni_backend"],
+        backend="omni-server" if server_urls else values["omni_backend"],
         rounds=values["omni_rounds"],
         warmup=values["omni_warmup"],
         baseline_dir=path(values["omni_baseline_dir"]) or default_baseline_dir(config),
@@ -311,6 +328,7 @@ def read_config(config: pytest.Config) -> PerfConfig:
         history=values["omni_history"],
         cases=cases,
         cases_model=cases_model,
+        server_urls=server_urls,
     )
 
 
@@ -352,3 +370,4 @@ def _cases(config: pytest.Config) -> tuple[tuple[Path, ...], dict[str, str]]:
     except ValueError as exc:
         raise pytest.UsageError(f"--omni-cases-model: {exc}") from None
     return tuple(paths), override
+
