@@ -7,9 +7,11 @@ plugin must measure, and must neither start nor stop a server.
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationRequest
+from pytest_omni_perf.engines.omni_attached import AttachedServerEngine
 from pytest_omni_perf.engines.ports import free_port
 from pytest_omni_perf.server_urls import parse_server_urls
 
@@ -190,3 +194,70 @@ def test_nothing_at_the_url_fails_at_once_naming_it(pytester: pytest.Pytester) -
     result.stdout.fnmatch_lines([f"*nothing answers GET {url}/health (--omni-server-url for "
                                  "profile 'eager'): is the server running*"])
     assert time.monotonic() - began < 60
+
+
+# -- the engine against a hand-written server: hangs, loading, no /v1/models -----------------
+class _Stub(http.server.BaseHTTPRequestHandler):
+    health = 200
+    hang = threading.Event()
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        status, body = (self.health, b"{}") if self.path == "/health" else (404, b"{}")
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.hang.wait(30)  # a request that never gets its answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def stub() -> Iterator[tuple[str, type[_Stub]]]:
+    handler = type("Handler", (_Stub,), {"hang": threading.Event()})
+    server = http.server.ThreadingHTTPServer((served.HOST, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://{served.HOST}:{server.server_address[1]}", handler
+    handler.hang.set()
+    server.shutdown()
+    server.server_close()
+
+
+def _engine(url: str, **extra: float) -> AttachedServerEngine:
+    fields = {"start_timeout_s": 5.0, "request_timeout_s": 1.0, **extra}
+    return AttachedServerEngine(EngineSpec(
+        model="tiny-flux", profile_name="eager", options={}, backend="omni-server",
+        server_url=url, **fields))
+
+
+def test_a_hung_request_fails_and_leaves_the_server_alone(
+        stub: tuple[str, type[_Stub]]) -> None:
+    url, _ = stub
+    engine = _engine(url)
+    engine.start()
+    # No /v1/models answer: the model is recorded as named, not verified.
+    assert engine.applied["model"] == ("'tiny-flux' named by the user; not verified: GET "
+                                       "/v1/models named no model")
+    began = time.monotonic()
+    with pytest.raises(EngineError, match="did not answer the request within 1 s; the server "
+                                          "was left running"):
+        engine.generate(GenerationRequest(width=64, height=64, num_inference_steps=1))
+    assert time.monotonic() - began < 10
+    engine.stop()
+    engine.stop()  # twice is fine
+    assert served.status(int(url.rsplit(":", 1)[1]), "GET", "/health") == 200
+
+
+def test_a_server_still_loading_fails_at_the_start_timeout_with_its_status(
+        stub: tuple[str, type[_Stub]]) -> None:
+    url, handler = stub
+    handler.health = 503
+    began = time.monotonic()
+    with pytest.raises(EngineError, match=f"the server at {re.escape(url)} answered GET "
+                                          r"/health with HTTP 503 for 1 s, never 200"):
+        _engine(url, start_timeout_s=1.0).start()
+    assert time.monotonic() - began < 5

@@ -30,6 +30,9 @@ _WAKE_S = 3.0
 _POLL_S = 0.2
 NOT_VERIFIED = ("named by the user (--omni-server-url/--omni-profile); not verified: the "
                 "server does not report its diffusion configuration")
+OUTSIDE_VIEW = ("the server's processes are not the plugin's: peak memory is what the server "
+                "reports (peak_memory_mb), else not measured; on this machine its own CPU and "
+                "GPU use counts as other processes' in the interference figures")
 
 
 class AttachedServerEngine(OmniHttpClient):
@@ -59,7 +62,7 @@ class AttachedServerEngine(OmniHttpClient):
     def start(self) -> None:
         self._wait_healthy(time.monotonic() + self.spec.start_timeout_s)
         self.applied = {"attached": True, "url": self.url, "profile": NOT_VERIFIED,
-                        "model": self._confirmed_model()}
+                        "model": self._confirmed_model(), "outside_view": OUTSIDE_VIEW}
         self._read_version()
         self._started = True
 
