@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -261,3 +262,22 @@ def test_a_server_still_loading_fails_at_the_start_timeout_with_its_status(
                                           r"/health with HTTP 503 for 1 s, never 200"):
         _engine(url, start_timeout_s=1.0).start()
     assert time.monotonic() - began < 5
+
+
+def test_attached_profile_and_baseline_interleave_on_a_gpu_machine() -> None:
+    """On GPUs, two engines live at once only when the baseline's NVML peak shows room; two
+    attached servers hold no memory here, so their rounds always interleave."""
+    from types import SimpleNamespace
+
+    from pytest_omni_perf.harness import Harness
+
+    gpu = SimpleNamespace(index=0, vram_gib=80.0)
+    harness = SimpleNamespace(hardware=SimpleNamespace(gpus=[gpu]))
+
+    def spec(name: str, url: str) -> EngineSpec:
+        return EngineSpec(model="tiny-flux", profile_name=name, options={},
+                          backend="omni-server", devices=(0,), server_url=url)
+
+    room: Any = Harness._room_for_two
+    assert room(harness, spec("cache_dit", "http://h:1"), spec("eager", "http://h:2"), None)
+    assert not room(harness, spec("cache_dit", ""), spec("eager", ""), None)
