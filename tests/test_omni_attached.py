@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import served
 
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationRequest
 from pytest_omni_perf.engines.omni_attached import AttachedServerEngine
 from pytest_omni_perf.engines.ports import free_port
 from pytest_omni_perf.server_urls import parse_server_urls
-
-import served
 
 
 # -- the option --------------------------------------------------------------------------------
@@ -53,8 +52,8 @@ def test_server_url_mistakes(text: str, message: str) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--omni-server-url=http://127.0.0.1:1"],
-     "*--omni-server-url=http://127.0.0.1:1 measures one profile: name the one the server "
-     "runs with --omni-profile=NAME (got none)*"),
+     ("*--omni-server-url=http://127.0.0.1:1 measures one profile: name the one the server "
+      "runs with --omni-profile=NAME (got none)*")),
     (["--omni-server-url=http://127.0.0.1:1", "--omni-profile=eager,fp8"], "*(got eager,fp8)*"),
     (["--omni-server-url=eager=http://127.0.0.1:1", "--omni-profile=fp8"],
      "*--omni-profile asks for fp8, which --omni-server-url gives no server (eager have one)*"),
@@ -76,8 +75,8 @@ def test_the_ini_key_attaches_too(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nomni_server_url = eager=http://127.0.0.1:1\n")
     pytester.makepyfile("def test_x(omni_perf):\n    pass\n")
     result = pytester.runpytest("-p", "no:cacheprovider", "--collect-only")
-    result.stdout.fnmatch_lines(["*backend omni-server (attached to running servers with "
-                                 "--omni-server-url)*", "*test_x?eager?*"])
+    result.stdout.fnmatch_lines([("*backend omni-server (attached to running servers with "
+                                  "--omni-server-url)*"), "*test_x?eager?*"])
 
 
 # -- against running servers -------------------------------------------------------------------
@@ -182,8 +181,8 @@ def test_a_baseline_without_a_server_skips_naming_the_fix(
                      "-k", "test_image")
     result.assert_outcomes(skipped=1, deselected=1)
     result.stdout.fnmatch_lines([
-        "*SKIPPED*profile 'eager' has no running server: --omni-server-url names fewer_steps; "
-        "add eager=URL to measure it*"])
+        ("*SKIPPED*profile 'eager' has no running server: --omni-server-url names "
+         "fewer_steps; add eager=URL to measure it*")])
 
 
 def test_nothing_at_the_url_fails_at_once_naming_it(pytester: pytest.Pytester) -> None:
@@ -192,8 +191,8 @@ def test_nothing_at_the_url_fails_at_once_naming_it(pytester: pytest.Pytester) -
     result, _ = _run(pytester, f"--omni-server-url={url}", "--omni-profile=eager",
                      "-k", "test_image")
     result.assert_outcomes(errors=1, deselected=1)  # omni_engine's setup, before the body
-    result.stdout.fnmatch_lines([f"*nothing answers GET {url}/health (--omni-server-url for "
-                                 "profile 'eager'): is the server running*"])
+    result.stdout.fnmatch_lines([(f"*nothing answers GET {url}/health (--omni-server-url "
+                                  "for profile 'eager'): is the server running*")])
     assert time.monotonic() - began < 60
 
 
@@ -202,14 +201,14 @@ class _Stub(http.server.BaseHTTPRequestHandler):
     health = 200
     hang = threading.Event()
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         status, body = (self.health, b"{}") if self.path == "/health" else (404, b"{}")
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.hang.wait(30)  # a request that never gets its answer
 
     def log_message(self, *args: object) -> None:
