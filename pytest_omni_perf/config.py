@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pytest_omni_perf.case_options import case_paths, parse_model_override
 from pytest_omni_perf.numeric import Range
 
 BACKENDS = ("auto", "diffusers", "omni", "omni-server")
@@ -144,6 +145,11 @@ _OPTIONS = (
     _Opt("--omni-server-command", "Server command template for --omni-backend=omni-server; "
          "{model} and {port} are filled in, the profile's flags appended. "
          f"Default: '{DEFAULT_SERVER_COMMAND}'.", default=DEFAULT_SERVER_COMMAND, metavar="CMD"),
+    _Opt("--omni-server-url", "Measure already running vLLM-Omni servers (vllm serve --omni) "
+         "instead of starting them (implies --omni-backend=omni-server): URL for the one "
+         "profile named with --omni-profile, or NAME=URL,NAME=URL so a profile and its "
+         "baseline each run on their own server. No process is started or stopped.",
+         metavar="URL|NAME=URL,..."),
     _Opt("--omni-gpu-wait", "Seconds a test waits for the GPUs it needs while other tests "
          "or pytest sessions hold them, before it fails naming the holders. Default: 1800.",
          _SECONDS, 1800.0, metavar="S"),
@@ -231,6 +237,8 @@ class PerfConfig:
     ssim_budget: float = 0.98
     suite_request: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """--omni-suite-request: request fields the zero-code suite overrides."""
+    server_urls: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """--omni-server-url: profile name -> URL of its running server (empty: start servers)."""
 
 
 def _value(config: pytest.Config, opt: _Opt) -> Any:
@@ -317,10 +325,20 @@ def read_config(config: pytest.Config) -> PerfConfig:
             f"--omni-max-rounds={values['omni_max_rounds']} is below --omni-rounds="
             f"{values['omni_rounds']}: the budget must allow the first look")
     cases, cases_model = _cases(config)
+    server_urls: dict[str, str] = {}
+    if values["omni_server_url"] is not None:
+        from pytest_omni_perf.server_urls import attached
+
+        names, server_urls = attached(
+            str(values["omni_server_url"]), values["omni_backend"], names,
+            command_given=_given(config, "omni_server_command") is not None)
+        if cases:
+            raise pytest.UsageError("--omni-cases starts a server per case row; it does not "
+                                    "attach to --omni-server-url")
     return PerfConfig(
         profile_names=names,
         model=values["omni_model"],
-        backend=values["omni_backend"],
+        backend="omni-server" if server_urls else values["omni_backend"],
         rounds=values["omni_rounds"],
         warmup=values["omni_warmup"],
         baseline_dir=path(values["omni_baseline_dir"]) or default_baseline_dir(config),
@@ -349,24 +367,8 @@ def read_config(config: pytest.Config) -> PerfConfig:
         report_markdown=path(values["omni_report_markdown"]),
         ssim_budget=values["omni_ssim_budget"],
         suite_request=values["omni_suite_request"] or {},
+        server_urls=server_urls,
     )
-
-
-def parse_model_override(text: str) -> dict[str, str]:
-    """``--omni-cases-model``: ``NAME`` (every task) or ``t2i=NAME,t2v=NAME``; ValueError."""
-    text = text.strip()
-    if "=" not in text:
-        if not text:
-            raise ValueError("expected a model name or TASK=NAME pairs")
-        return {"*": text}
-    pairs: dict[str, str] = {}
-    for part in text.split(","):
-        task, eq, model = (p.strip() for p in part.partition("="))
-        if not eq or not task or not model:
-            raise ValueError(f"expected TASK=NAME, got {part!r}")
-        pairs[task] = model
-    return pairs
-
 
 
 def _cases(config: pytest.Config) -> tuple[tuple[Path, ...], dict[str, str]]:
@@ -377,16 +379,13 @@ def _cases(config: pytest.Config) -> tuple[tuple[Path, ...], dict[str, str]]:
     if given is None and config.getini("omni_cases"):
         given, base, name = config.getini("omni_cases"), anchor_dir(config), \
             _ini_name(config, "omni_cases")
-    paths = []
-    for part in str(given or "").split(","):
-        if part.strip():
-            path = (base / Path(part.strip()).expanduser()).resolve()
-            if not path.is_file():
-                raise pytest.UsageError(f"{name}: no case file {part.strip()!r} ({path})")
-            paths.append(path)
     model = _given(config, "omni_cases_model")
     try:
+        paths = case_paths(str(given or ""), base)
         override = parse_model_override(str(model)) if model is not None else {}
+    except FileNotFoundError as exc:
+        raise pytest.UsageError(f"{name}: {exc}") from None
     except ValueError as exc:
         raise pytest.UsageError(f"--omni-cases-model: {exc}") from None
-    return tuple(paths), override
+    return paths, override
+

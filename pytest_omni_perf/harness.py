@@ -232,7 +232,10 @@ class Harness:
     def _room_for_two(self, spec: EngineSpec, base_spec: EngineSpec,
                       base: Measurement | None) -> bool:
         """Both engines can live at once: on CPU, or when three times the baseline's measured
-        peak fits the smallest GPU it uses (the profile may need more than the baseline)."""
+        peak fits the smallest GPU it uses (the profile may need more than the baseline), or
+        when both are servers attached with --omni-server-url (neither holds memory here)."""
+        if spec.server_url and base_spec.server_url:
+            return True
         if base_spec.devices != spec.devices:
             return False
         if not self.hardware.gpus:

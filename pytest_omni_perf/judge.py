@@ -149,9 +149,11 @@ def session_judgement(bounds: Bounds, facts: SessionFacts) -> Judgement:
             judged.notes.append(f"peak VRAM not measured: {facts.memory_unmeasured}")
             return judged
         # A 0 that measured nothing must not pass a bound: refuse, saying why.
+        fix = ("have the server report peak_memory_mb in its replies" if "--omni-server-url"
+               in facts.memory_unmeasured else "run the container with --pid=host, or have "
+               "the engine report torch_peak_bytes in engine_metrics")
         judged.add("fail", "vram", (
-            f"VRAM bounds cannot be checked: {facts.memory_unmeasured}; run the container "
-            "with --pid=host, or have the engine report torch_peak_bytes in engine_metrics"))
+            f"VRAM bounds cannot be checked: {facts.memory_unmeasured}; {fix}"))
         return judged
     if vram_bounds and not facts.memory_is_vram:
         judged.notes.append("VRAM bounds not applied: CPU run (peak RSS is reported instead)")

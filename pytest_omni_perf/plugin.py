@@ -21,6 +21,7 @@ from pytest_omni_perf.engines.base import (
 from pytest_omni_perf.gpu_leases import LeaseTimeout
 from pytest_omni_perf.gpu_pool import gpus_needed
 from pytest_omni_perf.profiles import Profile, ProfileError, load_all
+from pytest_omni_perf.server_urls import url_for
 from pytest_omni_perf.state import SessionState, harness_key, state_key
 
 if TYPE_CHECKING:
@@ -48,11 +49,11 @@ def _load_profiles(config: pytest.Config, perf: config_mod.PerfConfig) -> dict[s
         raise pytest.UsageError(f"omni_profile_files: {exc}") from None
 
 
-def _check_profile_names(names: tuple[str, ...], profiles: dict[str, Profile]) -> None:
+def _check_profile_names(names: tuple[str, ...], profiles: dict[str, Profile], option: str) -> None:
     unknown = [n for n in names if n != "all" and n not in profiles]
     if unknown:
         raise pytest.UsageError(
-            f"--omni-profile: unknown profile(s) {', '.join(unknown)}. Known profiles: "
+            f"{option}: unknown profile(s) {', '.join(unknown)}. Known profiles: "
             f"{', '.join(sorted(profiles))} (or 'all'; see pytest --omni-list-profiles)")
 
 
@@ -83,13 +84,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", markers.CARDS_DOC.format(n=n))
     perf = config_mod.read_config(config)
     profiles = _load_profiles(config, perf)
-    _check_profile_names(perf.profile_names, profiles)
+    _check_profile_names(tuple(perf.server_urls), profiles, "--omni-server-url")
+    _check_profile_names(perf.profile_names, profiles, "--omni-profile")
     state = SessionState(config, perf, profiles)
     config.stash[state_key] = state
     from pytest_omni_perf.history import session as history_session
 
-    history_session.check(config, state)
-    state.history_source = history_session.history_source(config, state)
+    history_session.check(config, state)  # and wires state.history_source
     from pytest_omni_perf import outcomes
 
     config.pluginmanager.register(outcomes, "omni-perf-outcomes")
@@ -299,7 +300,7 @@ def _spec(state: SessionState, profile: Profile, model: str,
         # 2-GPU profile runs on the first GPU of the test's lease.
         devices=leased[:gpus_needed(profile.requires.gpus)], in_process=perf.in_process,
         start_timeout_s=perf.start_timeout_s, request_timeout_s=perf.request_timeout_s,
-        server_command=perf.server_command,
+        server_command=perf.server_command, server_url=url_for(perf.server_urls, profile.name),
         cache_dir=str(perf.cache_dir) if perf.cache_dir else "",
         lease_fds=state.gpus.lease_fds,
     )

@@ -58,7 +58,8 @@ class SessionState:
         if self._backend is None:
             from pytest_omni_perf.engines.factory import resolve_backend
 
-            self._backend = resolve_backend(self.perf.backend, self.hardware)
+            self._backend = resolve_backend(self.perf.backend, self.hardware,
+                                            attached=bool(self.perf.server_urls))
         return self._backend
 
     @property
@@ -125,7 +126,10 @@ class SessionState:
                             + ",".join(f"{k}={v}" for k, v in fields.items()))
         if model != "tiny-flux":
             argv.append(f"--omni-model={model}")
-        if self.perf.backend != "auto":
+        if self.perf.server_urls:  # the same running servers (implies the backend)
+            argv.append("--omni-server-url=" + ",".join(
+                f"{name}={url}" for name, url in self.perf.server_urls.items()))
+        elif self.perf.backend != "auto":
             argv.append(f"--omni-backend={self.perf.backend}")
         return shell_line(argv)
 

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from pytest_omni_perf import hardware, judge
-from pytest_omni_perf.measure.memory import MemoryPeak, sampler_for, with_engine_peak
+from pytest_omni_perf.measure.memory import (
+    NO_LOCAL_PROCESS, MemoryPeak, sampler_for, with_engine_peak,
+)
 from pytest_omni_perf.profiles import Bounds
 
 DOUBLE = Path(__file__).parent / "nvml_double"
@@ -195,18 +197,15 @@ def test_vram_bound_in_a_pid_namespace_is_checked_or_refused(
 
 
 def test_an_engine_without_local_processes_is_not_a_zero(nvml: ModuleType) -> None:
-    """A remote server: no PID of ours to match, on a GPU or on CPU."""
-    _state(nvml, {"pid": 1, "used": GIB})
-    sampler = sampler_for(lambda: [], [0], interval_s=0.01)
-    sampler.start()
-    peak = sampler.stop()
-    assert peak.kind == "none" and "none of them the engine's (it has no local process): other " \
-        "processes share the GPU" in peak.label
-    sampler = sampler_for(lambda: [], [], interval_s=0.01)
-    sampler.start()
-    cpu = sampler.stop()
-    assert cpu.kind == "rss" and cpu.label == (
-        "peak RSS (CPU run, no VRAM): the engine has no local process to measure")
+    """A server attached with --omni-server-url: no PID of ours, on a GPU or on CPU. Not
+    sampled at all: the only process on the GPU is not taken for the engine's."""
+    _state(nvml, {"pid": 10**7, "used": GIB})  # another PID namespace's only process
+    for devices in ([0], []):
+        sampler = sampler_for(lambda: [], devices, interval_s=0.01)
+        sampler.start()
+        peak = sampler.stop()
+        assert peak.kind == "none" and peak.peak_bytes == 0
+        assert peak.label == f"VRAM not measured: {NO_LOCAL_PROCESS}"
     sampler = sampler_for(lambda: [os.getpid()], [], interval_s=0.01)
     sampler.start()
     assert sampler.stop().label == "peak RSS (CPU run, no VRAM)"

@@ -83,6 +83,8 @@ class EngineSpec:
     request_timeout_s: float = 600.0
     server_command: str = ""
     """Template for server backends (``{model}``, ``{port}`` placeholders)."""
+    server_url: str = ""
+    """A running server to attach to instead of starting one (``--omni-server-url``)."""
     cache_dir: str = ""
     """Folder for built-in model folders and compile caches."""
     lease_fds: tuple[int, ...] = dataclasses.field(default=(), compare=False)

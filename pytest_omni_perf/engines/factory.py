@@ -10,8 +10,10 @@ from pytest_omni_perf.engines.base import Engine, EngineError, EngineSpec
 from pytest_omni_perf.hardware import HardwareInfo
 
 
-def resolve_backend(backend: str, hw: HardwareInfo) -> tuple[str, str]:
+def resolve_backend(backend: str, hw: HardwareInfo, attached: bool = False) -> tuple[str, str]:
     """The concrete backend for ``auto``, and why it was chosen (printed in the header)."""
+    if attached:
+        return "omni-server", "attached to running servers with --omni-server-url"
     if backend != "auto":
         return backend, "chosen with --omni-backend"
     if importlib.util.find_spec("vllm_omni") is None:
@@ -35,6 +37,10 @@ def make_engine(config: pytest.Config, spec: EngineSpec, hw: HardwareInfo) -> En
         from pytest_omni_perf.engines import omni_engine
 
         return omni_engine.create(spec, hw)
+    if spec.backend == "omni-server" and spec.server_url:
+        from pytest_omni_perf.engines.omni_attached import AttachedServerEngine
+
+        return AttachedServerEngine(spec)
     if spec.backend == "omni-server":
         from pytest_omni_perf.engines import omni_server
 

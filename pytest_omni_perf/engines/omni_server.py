@@ -1,18 +1,17 @@
-"""The ``omni-server`` backend: a vLLM-Omni-compatible HTTP server we start, talk to and kill.
+"""The ``omni-server`` backend's process half: a vLLM-Omni-compatible HTTP server we start
+and kill (requests: ``omni_client``; a server someone else runs: ``omni_attached``).
 
 The command is a template (``--omni-server-command``; default ``vllm serve {model} --omni
 --host 127.0.0.1 --port {port}``) to which the profile's ``vllm serve --omni`` flags are
 appended. Any server speaking vLLM-Omni's image/video API works, including the package's
-own ``python -m pytest_omni_perf.serve``. Requests go through httpx; what they carry (fields,
-PNG/mp4 payloads, error bodies, the shipped server's exit codes) is ``omni_wire``'s. Video
-content (mp4) is decoded with PyAV (``av``), which vLLM-Omni itself encodes with.
+own ``python -m pytest_omni_perf.serve``. What requests carry (fields, PNG/mp4 payloads,
+error bodies, the shipped server's exit codes) is ``omni_wire``'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import os
 import secrets
 import shlex
@@ -28,45 +27,30 @@ from pytest_omni_perf import builtin_models
 from pytest_omni_perf.canonical import serve_args
 from pytest_omni_perf.engines.compile_cache import compile_cache_env
 from pytest_omni_perf.engines.base import (
-    EngineError, EngineSpec, GenerationOutput, GenerationRequest, ProfileUnsupported,
-    checked_output, out_of_memory_line,
+    EngineError, EngineSpec, ProfileUnsupported, out_of_memory_line,
 )
 from pytest_omni_perf.engines.hosting import ProcessHost
+from pytest_omni_perf.engines.omni_client import OmniHttpClient
 from pytest_omni_perf.engines.ports import free_port, port_in_use
 from pytest_omni_perf.engines.server_command import command_argv, connect_host, flag_value
 from pytest_omni_perf.engines.process import ManagedProcess
 from pytest_omni_perf.hardware import HardwareInfo
-from pytest_omni_perf.omni_wire import (
-    EXIT_UNSUPPORTED, IMAGES_PATH, UNSUPPORTED_PREFIX, VIDEOS_PATH, decode_mp4, decode_png,
-    error_message, image_payload, multipart, server_metrics, video_fields,
-)
-
-try:
-    import httpx
-except ImportError:  # pragma: no cover - the server extra brings it
-    raise ImportError("the omni-server backend needs httpx: "
-                      "pip install pytest-omni-perf[server]") from None
+from pytest_omni_perf.omni_wire import EXIT_UNSUPPORTED, UNSUPPORTED_PREFIX
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
     from pytest_omni_perf.capabilities import ModelCapabilities
 
 _PORT_RETRIES = 3
 _HEALTH_POLL_S = 0.1
-_JOB_POLL_S = (0.01, 0.2)  # first and longest pause between job polls
 _ADDRESS_IN_USE = ("address already in use", "errno 98", "eaddrinuse")
-# Idle connections are dropped before uvicorn closes them (its keep-alive is 5 s), so a
-# request never goes out on a socket the server is closing.
-_KEEPALIVE_S = 2.0
 _CAPABILITIES: dict[str, tuple[ModelCapabilities | None, str]] = {}
 
 
 # -- the engine -----------------------------------------------------------------------------
 
-class OmniServerEngine(ProcessHost):
-    """A server process for one profile: start, wait for health, request, stop the tree."""
+class OmniServerEngine(OmniHttpClient, ProcessHost):
+    """A server process for one profile: start, wait for health, stop the tree (requests:
+    ``OmniHttpClient``)."""
 
     def __init__(self, spec: EngineSpec, *, device: str = "cpu", log_dir: Path | None = None,
                  env: Mapping[str, str] | None = None, capabilities_note: str = "") -> None:
@@ -82,7 +66,6 @@ class OmniServerEngine(ProcessHost):
         self._process: ManagedProcess | None = None
         self.versions: dict[str, str] = {}
         self.applied: dict[str, Any] = {}
-        self._client: httpx.Client | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -173,9 +156,7 @@ class OmniServerEngine(ProcessHost):
                            log_tail=tail)
 
     def stop(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self.close_client()
         if self._process is not None:
             self._process.terminate_tree()
 
@@ -187,34 +168,18 @@ class OmniServerEngine(ProcessHost):
         host, port = self.base
         return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
-    # -- requests -------------------------------------------------------------------------
-    def generate(self, request: GenerationRequest) -> GenerationOutput:
+    # -- what a failure does to the server we started -----------------------------------------
+    def _check_running(self) -> None:
         if not self.alive:
             raise EngineError(f"server for {self.spec.profile_name!r} is not running")
-        deadline = time.monotonic() + self.spec.request_timeout_s
-        began = time.perf_counter()
-        try:
-            if request.is_video:
-                frames, metrics = self._video(request, deadline)
-            else:
-                frames, metrics = self._image(request, deadline)
-        except TimeoutError:
-            assert self._process is not None
-            tail = self._process.kill_keeping_tail()
-            raise EngineError(
-                f"server for {self.spec.profile_name!r} did not answer the request within "
-                f"{self.spec.request_timeout_s:g} s: killed it (raise --omni-request-timeout "
-                "if that is expected)", log_tail=tail) from None
-        except (OSError, httpx.TransportError) as exc:
-            raise self._request_failure(exc) from None
-        except ImportError as exc:  # PyAV missing: the message names the extra
-            raise EngineError(str(exc)) from None
-        except ValueError as exc:  # a body that is not the JSON the API promises
-            raise EngineError(f"server's answer could not be read: {exc}") from None
-        latency, engine_metrics = server_metrics(metrics, time.perf_counter() - began)
-        return checked_output(GenerationOutput(frames=frames, engine_latency_s=latency,
-                                               engine_metrics=engine_metrics),
-                              f"server for {self.spec.profile_name!r}")
+
+    def _timed_out(self) -> EngineError:
+        assert self._process is not None
+        tail = self._process.kill_keeping_tail()
+        return EngineError(
+            f"server for {self.spec.profile_name!r} did not answer the request within "
+            f"{self.spec.request_timeout_s:g} s: killed it (raise --omni-request-timeout "
+            "if that is expected)", log_tail=tail)
 
     def _request_failure(self, exc: BaseException) -> EngineError:
         assert self._process is not None
@@ -231,100 +196,8 @@ class OmniServerEngine(ProcessHost):
         return EngineError(f"request to {self.url} for {self.spec.profile_name!r} failed: "
                            f"{how}; log: {self.log_path}", log_tail=tail)
 
-    def _http(self, method: str, path: str, deadline: float, body: bytes | None = None,
-              headers: Mapping[str, str] | None = None) -> tuple[int, Mapping[str, str], bytes]:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(path)
-        if self._client is None:
-            # trust_env off: the server is on this machine, never behind the user's proxy.
-            self._client = httpx.Client(trust_env=False, limits=httpx.Limits(
-                keepalive_expiry=_KEEPALIVE_S))
-        try:
-            response = self._client.request(method, self.url + path, content=body,
-                                            headers=dict(headers or {}), timeout=remaining)
-        except httpx.TimeoutException:
-            raise TimeoutError(f"{method} {path}") from None
-        return response.status_code, response.headers, response.content
-
-    def _checked(self, method: str, path: str, deadline: float, body: bytes | None = None,
-                 headers: Mapping[str, str] | None = None) -> bytes:
-        status, _, data = self._http(method, path, deadline, body, headers)
-        if status != 200:
-            assert self._process is not None
-            raise EngineError(f"server answered HTTP {status} to {method} {path}: "
-                              f"{error_message(data)}", log_tail=self._process.log_tail(15))
-        return data
-
-    def _image(self, request: GenerationRequest, deadline: float
-               ) -> tuple[list[npt.NDArray[np.uint8]], dict[str, Any]]:
-        body = json.dumps(image_payload(request)).encode()
-        answer = json.loads(self._checked("POST", IMAGES_PATH, deadline, body,
-                                          {"Content-Type": "application/json"}))
-        try:
-            frame = decode_png(answer["data"][0]["b64_json"])
-        except (KeyError, IndexError, TypeError, ValueError, OSError) as exc:
-            raise EngineError(f"server's image answer has no decodable data[0].b64_json ({exc})")
-        return [frame], dict(answer.get("metrics") or {})
-
-    def _video(self, request: GenerationRequest, deadline: float
-               ) -> tuple[list[npt.NDArray[np.uint8]], dict[str, Any]]:
-        body, content_type = multipart(video_fields(request))
-        job = json.loads(self._checked("POST", VIDEOS_PATH, deadline, body,
-                                       {"Content-Type": content_type}))
-        job_id = str(job.get("id") or "")
-        if not job_id:
-            raise EngineError(f"server's video answer has no job id: {job}")
-        pause = _JOB_POLL_S[0]
-        while job.get("status") != "completed":
-            if job.get("status") == "failed":
-                error = job.get("error") or {}
-                message = error.get("message") if isinstance(error, dict) else error
-                assert self._process is not None
-                raise EngineError(f"video job {job_id} failed on the server: {message}",
-                                  log_tail=self._process.log_tail(15))
-            time.sleep(pause)
-            pause = min(pause * 1.5, _JOB_POLL_S[1])
-            # 0.30 answers a failed job with its error status and the job as the body.
-            status, _, data = self._http("GET", f"/v1/videos/{job_id}", deadline)
-            try:
-                job = json.loads(data)
-            except ValueError:
-                job = {}
-            if not isinstance(job, dict) or "status" not in job:
-                raise EngineError(f"GET /v1/videos/{job_id} answered HTTP {status}: "
-                                  f"{error_message(data)}")
-        video = self._checked("GET", f"/v1/videos/{job_id}/content", deadline)
-        frames = decode_mp4(video)
-        if not frames:
-            raise EngineError(f"video job {job_id}: the server's mp4 holds no frames")
-        metrics = {k: job.get(k) for k in ("inference_time_s", "peak_memory_mb",
-                                            "stage_durations", "fps", "num_frames")}
-        if isinstance(job.get("metrics"), dict):
-            metrics = {**job["metrics"], **{k: v for k, v in metrics.items() if v is not None}}
-        return frames, metrics
-
-    def _health(self) -> int | None:
-        try:
-            status, _, _ = self._http("GET", "/health", time.monotonic() + 2.0)
-        except (OSError, httpx.TransportError):
-            return None
-        return status
-
-    def _read_version(self) -> None:
-        try:
-            status, _, data = self._http("GET", "/version", time.monotonic() + 5.0)
-            answer = json.loads(data) if status == 200 else {}
-        except (OSError, httpx.TransportError, ValueError):
-            return
-        if isinstance(answer, dict):
-            versions = answer.get("versions")
-            self.versions = {str(k): str(v) for k, v in versions.items()} \
-                if isinstance(versions, dict) else {}
-            if answer.get("version"):
-                self.versions.setdefault("server", str(answer["version"]))
-            if isinstance(answer.get("applied"), dict):
-                self.applied["server_applied"] = answer["applied"]
+    def _log_tail(self, lines: int) -> str:
+        return self._process.log_tail(lines) if self._process is not None else ""
 
 
 def resolve_model(model: str, cache_dir: str, timeout_s: float) -> str:

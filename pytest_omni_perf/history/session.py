@@ -52,11 +52,13 @@ def _target(config: pytest.Config, state: SessionState) -> str | Path | None:
 
 
 def check(config: pytest.Config, state: SessionState) -> None:
-    """At configure time on the controller: an existing history must be ours and of this
-    schema version (pytest.UsageError naming it otherwise), before any time is spent."""
+    """At configure time: set ``state.history_source`` (every process reads the history);
+    on the controller, an existing history must be ours and of this schema version
+    (pytest.UsageError naming it otherwise), before any time is spent."""
     from pytest_omni_perf.history.rows import now
 
     config.stash[_started_key] = now()
+    state.history_source = history_source(config, state)
     where = _target(config, state)
     if where is None or hasattr(config, "workerinput"):
         return

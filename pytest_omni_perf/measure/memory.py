@@ -12,6 +12,9 @@ counted as the engine's (the label says so); otherwise the peak is of kind ``non
 reason, and :func:`with_engine_peak` falls back to the allocator peak the engine reports
 (``torch_peak_bytes`` of the diffusers runner, ``peak_memory_mb`` of vLLM-Omni), kind
 ``engine``. VRAM bounds refuse a ``none`` peak instead of passing on a 0.
+
+An engine with no process on this machine (a server attached with ``--omni-server-url``) is
+not sampled at all: its peak is kind ``none``, then what the server reports, if anything.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 MemoryKind = Literal["nvml", "rss", "engine", "none"]
+NO_LOCAL_PROCESS = ("the engine has no process on this machine to measure (a server attached "
+                    "with --omni-server-url): only what the server reports counts")
 _LABELS: dict[str, str] = {
     "nvml": "VRAM (NVML)",
     "rss": "peak RSS (CPU run, no VRAM)",
@@ -281,7 +286,13 @@ class MemorySampler:
 
 def sampler_for(pids: Callable[[], Sequence[int]], device_indices: Sequence[int],
                 interval_s: float = 0.02) -> MemorySampler:
-    """NVML over ``device_indices`` when there are GPUs and NVML works, else RSS."""
+    """NVML over ``device_indices`` when there are GPUs and NVML works, else RSS; nothing
+    when the engine has no process here (a server attached with --omni-server-url)."""
+    if not pids():
+        # Sampling would measure someone else's processes (the only one on a GPU) or a 0:
+        # kind ``none``, and with_engine_peak takes what the server reports, if anything.
+        return MemorySampler("none", lambda _: 0, pids, interval_s, finish=lambda peak: (
+            dataclasses.replace(peak, note=NO_LOCAL_PROCESS)))
     if device_indices:
         try:
             reader = NvmlReader(device_indices)
@@ -290,17 +301,4 @@ def sampler_for(pids: Callable[[], Sequence[int]], device_indices: Sequence[int]
         else:
             return MemorySampler("nvml", reader.used_bytes, pids, interval_s, reader.close,
                                  device_peak=lambda: reader.device_peak, finish=reader.finish)
-    seen = False
-
-    def read(known: Sequence[int]) -> int:
-        nonlocal seen
-        seen = seen or bool(known)
-        return rss_bytes(known)
-
-    def finish(peak: MemoryPeak) -> MemoryPeak:
-        # An engine without a local process (a remote server) has no RSS to show: 0 is not
-        # a measurement, so say so.
-        return peak if seen else dataclasses.replace(
-            peak, note="the engine has no local process to measure")
-
-    return MemorySampler("rss", read, pids, interval_s, finish=finish)
+    return MemorySampler("rss", rss_bytes, pids, interval_s)
