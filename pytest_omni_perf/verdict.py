@@ -20,6 +20,7 @@ from pytest_omni_perf.baselines import (
     METRICS, BaselineError, BaselineStore, CorruptBaseline, StoredBaseline,
 )
 from pytest_omni_perf.hardware import CPU_KEY, HardwareInfo, fingerprint
+from pytest_omni_perf.measure.contention import contended
 from pytest_omni_perf.measure.stats import (
     Arm, RatioInterval, ratio_interval, ratio_to_level, speedup_interval, widened,
 )
@@ -251,12 +252,38 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
         judged.notes.append(stored.note)
     elif stored.baseline is not None:
         judged.extend(_against_stored(result, stored.baseline, found, bounds, references))
+    _busy_host_cannot_fail(judged, measured, base)
     result.violations += judged.violations
     result.undecided += judged.undecided
     result.notes += judged.notes
     if references.series is not None and references.series.spread_note is not None:
         result.notes.append(references.series.spread_note)
     return result
+
+
+_LATENCY_GATES = ("speedup", "latency_regression", "max_latency")
+
+
+def _busy_host_cannot_fail(judged: judge.Judgement, measured: Measurement,
+                           base: Measurement | None) -> None:
+    """Turn failed latency gates into undecided ones when either engine's CPU was contended
+    in most rounds (``measure.contention``): what was measured then is the load as
+    much as the code. Passes stand; quality and memory gates are not timings."""
+    why = next((f"{what}: {reason}" for what, m in (("this profile", measured),
+                                                     ("its baseline", base))
+                if m is not None and m.interference is not None
+                and (reason := contended(m.interference)) is not None), None)
+    if why is None:
+        return
+    kept = []
+    for violation in judged.violations:
+        if violation.metric in _LATENCY_GATES:
+            judged.undecided.append(Violation(violation.metric, (
+                f"{violation.message}; not failed, because the host was busy ({why}): a "
+                "slowdown cannot be told apart from the load here; run it on a quiet host")))
+        else:
+            kept.append(violation)
+    judged.violations = kept
 
 
 def _mapping(value: object) -> Mapping[str, Any] | None:

@@ -53,7 +53,8 @@ def test_slower_profile_fails_speedup_gate(standin_pytester: pytest.Pytester,
     result = run(standin_pytester, "--omni-profile=cache_dit")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*speedup: cache_dit is 0.6*x ?0.*, 0.*? (95% CI, 6 rounds, run-to-run spread 2.0%) "
+        # 1.5x slower sleeps read 0.65-0.72x (sleep overshoot on a loaded host).
+        "*speedup: cache_dit is 0.*x ?0.*, 0.*? (95% CI, 6 rounds, run-to-run spread 2.0%) "
         "against baseline profile "
         "'eager' measured in this session, bound min_speedup=1.2: the whole interval is below "
         "the bound, the optimization does not pay off here*"])

@@ -280,3 +280,19 @@ def test_bad_json_names_the_field(data: dict[str, object], message: str) -> None
     with pytest.raises(ValueError) as caught:
         InterferenceReport.from_dict(data)
     assert str(caught.value) == message
+
+
+def test_contention_needs_most_rounds_busy() -> None:
+    from pytest_omni_perf.measure.contention import contended
+    from pytest_omni_perf.measure.interference import InterferenceReport, RoundConditions
+
+    busy, idle, short = (RoundConditions(0.2, others_cpu_cores=1.5),
+                         RoundConditions(0.2, others_cpu_cores=0.05), RoundConditions(0.02))
+    assert contended(InterferenceReport((busy, busy, busy, idle, idle))) == \
+        "other processes used 1.5 cores in 3 of 5 rounds"
+    assert contended(InterferenceReport((busy, busy, idle, idle, idle))) is None
+    assert contended(InterferenceReport((short,) * 5)) is None  # no CPU shares: not contended
+    stolen = RoundConditions(0.2, steal_pct=20.0)
+    assert contended(InterferenceReport((stolen,) * 2)) == \
+        "the hypervisor stole CPU in 2 of 2 rounds"
+    assert contended(InterferenceReport(())) is None

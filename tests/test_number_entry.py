@@ -37,6 +37,7 @@ BOUND_ALLOWED: dict[str, Allowed] = {
     "min_ssim": lambda v: 0 <= v <= 1,
     "max_vram_ratio": lambda v: v > 0,
     "max_vram_gib": lambda v: v > 0,
+    "max_latency_s": lambda v: v > 0,
     "max_regression": lambda v: v >= 0,
     "max_vram_regression": lambda v: v >= 0,
 }
