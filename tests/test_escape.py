@@ -180,7 +180,7 @@ def test_junit_file_of_a_real_run_parses(standin_pytester: pytest.Pytester) -> N
        model=texts.filter(lambda t: "\x00" not in t), backend=st.sampled_from(["auto", "omni"]))
 def test_refresh_command_splits_back(nodeid: str, profile: str, model: str,
                                      backend: str) -> None:
-    owner = SimpleNamespace(perf=SimpleNamespace(backend=backend))
+    owner = SimpleNamespace(perf=SimpleNamespace(backend=backend, server_urls={}))
     line = SessionState.refresh_command(owner, nodeid, profile, model)  # type: ignore[arg-type]
     argv = shlex.split(line)
     assert argv[:4] == ["pytest", nodeid, f"--omni-profile={profile}", "--omni-update-baselines"]
