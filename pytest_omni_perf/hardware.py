@@ -10,7 +10,7 @@ import dataclasses
 import os
 import platform
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -294,3 +294,12 @@ def names_this_machine(key: str, gpu_names: Sequence[str], hardware_key: str) ->
     if wanted == hardware_key:
         return True
     return any(wanted in re.split(r"[^a-z0-9]+", name.lower()) for name in gpu_names)
+
+
+def key_for_this_machine(keys: Iterable[object], gpu_names: Sequence[str],
+                         hardware_key: str) -> str | None:
+    """The first of a per-hardware table's ``keys`` that names this machine (see
+    :func:`names_this_machine`; keys that are not strings name nothing), or None."""
+    return next((k for k in keys
+                 if isinstance(k, str) and names_this_machine(k, gpu_names, hardware_key)),
+                None)

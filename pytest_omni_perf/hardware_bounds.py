@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pytest_omni_perf.hardware import names_this_machine
+from pytest_omni_perf.hardware import key_for_this_machine
 from pytest_omni_perf.numeric import Range
 from pytest_omni_perf.profiles import BOUND_RANGES
 
@@ -43,8 +43,7 @@ def resolve_keyed(raw: Mapping[str, object], where: str, error: type[Exception],
         if machine is None:
             continue
         hardware_key, gpu_names = machine
-        chosen = next((k for k in value if names_this_machine(k, gpu_names, hardware_key)),
-                      None)
+        chosen = key_for_this_machine(value, gpu_names, hardware_key)
         if chosen is None:
             here = ", ".join(gpu_names) or "no GPU"
             notes.append(f"{where}.{field} is keyed by {', '.join(map(str, value))}: no key "

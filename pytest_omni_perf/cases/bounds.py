@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pytest_omni_perf.hardware import names_this_machine
+from pytest_omni_perf.hardware import key_for_this_machine
 from pytest_omni_perf.numeric import Range
 
 Direction = Literal["max", "min"]
@@ -96,8 +96,7 @@ def bounds_for(baseline: Mapping[str, Any], level: int | None, gpu_names: Sequen
     table: Mapping[str, Any] = baseline
     prefix = "baseline"
     if is_keyed(baseline):
-        chosen = next((k for k in baseline if names_this_machine(k, gpu_names, hardware_key)),
-                      None)
+        chosen = key_for_this_machine(baseline, gpu_names, hardware_key)
         if chosen is None:
             here = ", ".join(gpu_names) or "no GPU"
             return [], [f"baseline keyed by {', '.join(baseline)}: no key for this machine "

@@ -26,7 +26,7 @@ from pytest_omni_perf.history.backends import HistoryError, is_url
 from pytest_omni_perf.history.changes import (
     DEFAULT_MAX_PVALUE, DEFAULT_MIN_CHANGE, describe, find_changes,
 )
-from pytest_omni_perf.history.store import _METRIC_SQL, LATENCY, HistoryStore
+from pytest_omni_perf.history.store import _METRIC_SQL, LATENCY, HistoryStore, SeriesKey
 
 DEFAULT_HISTORY = "baselines/history.sqlite"
 
@@ -103,22 +103,23 @@ def _changes(args: argparse.Namespace) -> int:
 
 def _spread(args: argparse.Namespace) -> int:
     from pytest_omni_perf.hardware import CPU_KEY
-    from pytest_omni_perf.history.spread import series_spread
+    from pytest_omni_perf.history.spread import SeriesSpread, spread_in
     from pytest_omni_perf.measure.stats import RUN_SPREAD_CPU, RUN_SPREAD_GPU
 
+    found_in: list[tuple[SeriesKey, bool, float, SeriesSpread | None]] = []
     with _open(args.history, True) as store:
         speedups = store.series("speedup", test=args.test, profile=args.profile,
                                 hardware_key=args.hardware_key)
-    if not speedups:
+        for key, points in speedups.items():
+            # A profile measured beside a baseline profile is judged by its speedup.
+            relative = any(p.value is not None for p in points)
+            prior = RUN_SPREAD_CPU if key.hardware_key == CPU_KEY else RUN_SPREAD_GPU
+            found_in.append((key, relative, prior,
+                             spread_in(store, key, relative=relative, prior=prior)))
+    if not found_in:
         print(f"no results in {args.history} match the filters")
         return 0
-    for key, points in speedups.items():
-        # A profile measured beside a baseline profile is judged by its speedup.
-        relative = any(p.value is not None for p in points)
-        prior = RUN_SPREAD_CPU if key.hardware_key == CPU_KEY else RUN_SPREAD_GPU
-        found = series_spread(args.history, nodeid=key.nodeid, profile=key.profile,
-                              label=key.label, hardware_key=key.hardware_key,
-                              relative=relative, prior=prior)
+    for key, relative, prior, found in found_in:
         what = "log speedup" if relative else "log latency"
         if found is None:
             print(f"{key}: {what}: too few unfailed runs in the current level; the default "

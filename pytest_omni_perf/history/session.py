@@ -17,9 +17,8 @@ import pytest
 from pytest_omni_perf.history.backends import HistoryError, is_url
 
 if TYPE_CHECKING:
-    from pytest_omni_perf.history.store import HistoryPoint, HistoryStore
+    from pytest_omni_perf.history.store import HistoryPoint, HistoryStore, SeriesKey
     from pytest_omni_perf.state import SessionState
-    from pytest_omni_perf.history.spread import SeriesSpread
     from pytest_omni_perf.verdict import HistorySource, SeriesHistory
 
 DEFAULT_FILE = "history.sqlite"
@@ -83,12 +82,18 @@ def history_source(config: pytest.Config, state: SessionState) -> HistorySource 
 
     def read(nodeid: str, profile: str, label: str, relative: bool,
              prior: float) -> SeriesHistory | None:
+        from pytest_omni_perf.history.spread import spread_in
+        from pytest_omni_perf.history.store import HistoryStore, SeriesKey
         from pytest_omni_perf.verdict import SeriesHistory
 
-        key = (nodeid, profile, label, state.hardware.key)
+        if isinstance(where, Path) and not where.exists():
+            return None  # nothing recorded yet
+        key = SeriesKey(nodeid, profile, label, state.hardware.key)
         try:
-            spread = None if fixed_spread else _spread(where, key, relative, prior)
-            level = _level(where, key, relative)
+            with HistoryStore.open(where) as store:  # one open for both reads
+                spread = None if fixed_spread else spread_in(store, key, relative=relative,
+                                                               prior=prior)
+                level = _level(store, key, relative)
         except HistoryError:
             return None  # the stored run stands; recording the run reports the history
         if spread is None and level is None:
@@ -105,28 +110,16 @@ def history_source(config: pytest.Config, state: SessionState) -> HistorySource 
     return read
 
 
-def _spread(where: str | Path, key: tuple[str, str, str, str], relative: bool,
-            prior: float) -> SeriesSpread | None:
-    from pytest_omni_perf.history.spread import series_spread
-
-    nodeid, profile, label, hardware_key = key
-    return series_spread(where, nodeid=nodeid, profile=profile, label=label,
-                         hardware_key=hardware_key, relative=relative, prior=prior)
-
-
-def _level(where: str | Path, key: tuple[str, str, str, str],
-           relative: bool) -> tuple[float, int] | None:
+def _level(store: HistoryStore, key: SeriesKey, relative: bool) -> tuple[float, int] | None:
     """(level, runs): the median of the series' last LEVEL_RUNS accepted runs, in a latency
     arm's units (seconds, or 1 / speedup when ``relative``); None with fewer than
-    MIN_LEVEL_RUNS of them, or where the history does not exist yet."""
+    MIN_LEVEL_RUNS of them."""
     import statistics
 
-    from pytest_omni_perf.history.store import LATENCY, HistoryStore
+    from pytest_omni_perf.history.store import LATENCY
 
-    if isinstance(where, Path) and not where.exists():
-        return None
-    with HistoryStore.open(where) as store:
-        points = store.recent_accepted(*key, LEVEL_RUNS, "speedup" if relative else LATENCY)
+    points = store.recent_accepted(key.nodeid, key.profile, key.label, key.hardware_key,
+                                   LEVEL_RUNS, "speedup" if relative else LATENCY)
     values = [p.value for p in points if p.value is not None and p.value > 0]
     if len(values) < MIN_LEVEL_RUNS:
         return None

@@ -20,6 +20,10 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_omni_perf.history.store import HistoryStore, SeriesKey
 
 SPREAD_RUNS = 20
 """The most recent runs of the current level that measure a series' spread."""
@@ -72,23 +76,32 @@ class SeriesSpread:
 def series_spread(where: str | Path, *, nodeid: str, profile: str, label: str,
                   hardware_key: str, relative: bool, prior: float) -> SeriesSpread | None:
     """The spread of one series from the history at ``where``; None where the history does
-    not exist yet or holds fewer than MIN_SPREAD_RUNS unfailed runs of the current level.
-
-    ``relative``: the profile is compared through its speedup over a baseline profile (the
-    spread of log speedup), else through its latency (the robust estimate, seconds).
-    Raises HistoryError for a history that cannot be read."""
-    from pytest_omni_perf.history.store import LATENCY, HistoryStore
+    not exist yet or holds fewer than MIN_SPREAD_RUNS unfailed runs of the current level
+    (see :func:`spread_in`). Raises HistoryError for a history that cannot be read."""
+    from pytest_omni_perf.history.store import HistoryStore, SeriesKey
 
     if isinstance(where, Path) and not where.exists():
         return None
-    metric = "speedup" if relative else LATENCY
     with HistoryStore.open(where) as store:
-        points = store.recent_unfailed(nodeid, profile, label, hardware_key, SPREAD_RUNS,
-                                       metric)
+        return spread_in(store, SeriesKey(nodeid, profile, label, hardware_key),
+                         relative=relative, prior=prior)
+
+
+def spread_in(store: HistoryStore, key: SeriesKey, *, relative: bool,
+              prior: float) -> SeriesSpread | None:
+    """The spread of the series ``key`` in an open ``store``; None with fewer than
+    MIN_SPREAD_RUNS unfailed runs in its current level.
+
+    ``relative``: the profile is compared through its speedup over a baseline profile (the
+    spread of log speedup), else through its latency (the robust estimate, seconds)."""
+    from pytest_omni_perf.history.store import LATENCY
+
+    metric = "speedup" if relative else LATENCY
+    points = store.recent_unfailed(key.nodeid, key.profile, key.label, key.hardware_key,
+                                   SPREAD_RUNS, metric)
     logs = [math.log(p.value) for p in points if p.value is not None and p.value > 0]
     if len(logs) < MIN_SPREAD_RUNS:
         return None
     own = pooled_spread(logs, 0.0, prior_runs=0)
     return SeriesSpread(spread=pooled_spread(logs, prior), runs=len(logs), history_sd=own,
                         prior=prior, metric=metric)
-

@@ -16,7 +16,7 @@ from typing import Any
 
 from pytest_omni_perf.escape import markdown_cell
 from pytest_omni_perf.support import (
-    NOT_MEASURED, NOT_RUNNABLE, SUPPORTED, UNSUPPORTED, Entry, Measured, model_of, models,
+    NOT_MEASURED, NOT_RUNNABLE, SUPPORTED, UNSUPPORTED, Entry, model_of, models,
     support_row,
 )
 
