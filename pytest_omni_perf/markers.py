@@ -211,6 +211,12 @@ def bounds_from_marks(marks: Iterable[pytest.Mark], base: Bounds, profile: str |
     return bounds
 
 
+def model_of(node: pytest.Item, default: str) -> str:
+    """The model a test measures: its nearest ``omni_model`` mark, else ``default``
+    (``--omni-model``)."""
+    return model_from_marks(node.iter_markers("omni_model")) or default
+
+
 def bounds_here(marks: Iterable[pytest.Mark], profile: Profile,
                 hardware: HardwareInfo) -> tuple[Bounds, list[str]]:
     """A test's bounds for ``profile`` on this machine (its omni_bounds marks onto the

@@ -64,15 +64,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     support table tells "unsupported by the model" from "not runnable here")."""
     report = yield
     if report.skipped:
-        from pytest_omni_perf.markers import model_from_marks
+        from pytest_omni_perf.markers import model_of
 
         callspec = getattr(item, "callspec", None)
         profile = callspec.params.get("omni_profile") if callspec is not None else None
         if isinstance(profile, str):
             longrepr = report.longrepr
             reason = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
-            model = (model_from_marks(item.iter_markers("omni_model"))
-                     or item.config.stash[state_key].perf.model)
+            model = model_of(item, item.config.stash[state_key].perf.model)
             report.user_properties.append((SKIP_PROPERTY, {
                 "nodeid": item.nodeid, "profile": profile, "model": model,
                 "reason": reason.removeprefix("Skipped: ")}))

@@ -255,7 +255,7 @@ def _engine_use(state: SessionState, item: pytest.Item) -> tuple[str, str, str |
     name = callspec.params.get("omni_profile") if callspec is not None else None
     if not isinstance(name, str) or name not in state.profiles:
         return None
-    model = markers.model_from_marks(item.iter_markers("omni_model")) or state.perf.model
+    model = markers.model_of(item, state.perf.model)
     return model, name, state.profiles[name].baseline
 
 
@@ -287,7 +287,7 @@ def omni_profile(request: pytest.FixtureRequest) -> Profile:
 
 
 def _model_of(request: pytest.FixtureRequest, state: SessionState) -> str:
-    return markers.model_from_marks(request.node.iter_markers("omni_model")) or state.perf.model
+    return markers.model_of(request.node, state.perf.model)
 
 
 def _spec(state: SessionState, profile: Profile, model: str,
