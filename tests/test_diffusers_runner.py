@@ -21,7 +21,9 @@ skimage_metrics = pytest.importorskip("skimage.metrics")
 from pytest_omni_perf.builtin_models import ensure_model  # noqa: E402
 from pytest_omni_perf.engines import diffusers_options as opts  # noqa: E402
 from pytest_omni_perf.engines.base import GenerationRequest, ProfileUnsupported  # noqa: E402
-from pytest_omni_perf.engines.diffusers_runner import DiffusersRunner, fit_vae_tiles  # noqa: E402
+from pytest_omni_perf.engines.diffusers_runner import (  # noqa: E402
+    DiffusersRunner, fit_vae_tiles, release_cached_blocks, request_shape,
+)
 
 EAGER = {"enforce_eager": True}
 CACHE_DIT = {"enforce_eager": True, "cache_backend": "cache_dit"}
@@ -298,3 +300,12 @@ def test_close_is_idempotent_and_final(models: dict[str, Path]) -> None:
         runner.generate(SMALL_IMAGE)
     assert set(runner.versions()) >= {"torch", "diffusers", "cache_dit", "torchao",
                                       "transformers"}
+
+
+def test_cuda_cache_is_emptied_only_when_the_request_shape_changes() -> None:
+    """A reused engine must not report a larger earlier request's memory (NVML counts the
+    caching allocator's blocks), yet must not free and retake memory in every round."""
+    assert not release_cached_blocks(None, IMAGE)  # first request of the engine
+    assert not release_cached_blocks(request_shape(IMAGE), IMAGE)  # next round, same shape
+    assert release_cached_blocks(request_shape(IMAGE), SMALL_IMAGE)
+    assert release_cached_blocks(request_shape(SMALL_IMAGE), VIDEO)
