@@ -42,9 +42,10 @@ for step in "$@"; do
     record) run record 300 --omni-update-baselines ;;
     compare) run compare 270 ;;
     fixed15) run fixed15 225 --omni-rounds=15 --omni-max-rounds=15 ;;
-    detect) began=$SECONDS
-      timeout -s INT 330 $py benchmarks/detection_power.py --model medium-flux --width 1024 \
-        --height 1024 --steps 20 --same 10 --slow 20 --restart-every 100 --max-minutes 3.8 \
+    detect) began=$SECONDS minutes=${DETECT_MINUTES:-3.8}  # trials stop starting after this
+      timeout -s INT $(python3 -c "print(int(60 * $minutes + 100))") $py benchmarks/detection_power.py \
+        --model medium-flux --width 1024 --height 1024 --steps 20 --same 10 --slow 20 \
+        --restart-every 100 --max-minutes "$minutes" \
         --out "$out/$tag/detection-power-medium-flux.txt" > "$out/$tag/detect.log" 2>&1
       echo "detect: exit $? in $((SECONDS - began)) s" | tee -a "$out/$tag/steps.txt"
       tail -n 20 "$out/$tag/detect.log" ;;
