@@ -243,6 +243,21 @@ def _check_tiling(runner: DiffusersRunner, *, tiled: bool) -> None:
                                                    "tile_latent_min_size": 8}
 
 
+@pytest.mark.parametrize(("size", "tile"), [(48, 32), (64, 32), (80, 64)])
+def test_vae_tiles_return_the_image_at_its_size(models: dict[str, Path], size: int,
+                                                tile: int) -> None:
+    with loaded(models["tiny-flux"], {**EAGER, "vae_use_tiling": True}) as runner:
+        out = runner.generate(GenerationRequest(width=size, height=size, num_inference_steps=2))
+        assert out.engine_metrics["vae_tiles"]["tile_sample_min_size"] == tile
+        assert out.frames[0].shape == (size, size, 3)
+
+
+def test_image_too_small_to_tile_exactly_is_unsupported(models: dict[str, Path]) -> None:
+    with loaded(models["tiny-flux"], {**EAGER, "vae_use_tiling": True}) as runner:
+        with pytest.raises(ProfileUnsupported, match=r"a 32x32 image is too small .* 64x64"):
+            runner.generate(GenerationRequest(width=32, height=32, num_inference_steps=2))
+
+
 def test_fit_vae_tiles_keeps_defaults_for_large_images(models: dict[str, Path]) -> None:
     with loaded(models["tiny-wan"], {**EAGER, "vae_use_tiling": True}) as runner:
         small = fit_vae_tiles(runner.pipe.vae, 64, 64)

@@ -215,7 +215,14 @@ def fit_vae_tiles(vae: Any, height: int, width: int) -> dict[str, int]:
     if "tile_sample_min_size" in defaults:  # AutoencoderKL
         scale = 2 ** (len(vae.config.block_out_channels) - 1)
         keep = max(height, width) > defaults["tile_sample_min_size"]
-        tile = defaults["tile_sample_min_size"] if keep else _half(min(height, width), scale)
+        tile = defaults["tile_sample_min_size"] if keep else _exact_kl_tile(
+            height, width, scale, float(getattr(vae, "tile_overlap_factor", 0.25)))
+        if tile is None:
+            raise ProfileUnsupported(
+                f"vae_use_tiling: a {width}x{height} image is too small for "
+                f"{type(vae).__name__}'s tiled decode to return it at its size (no tile of "
+                f"{2 * scale}..{max(height, width) - scale} px comes out exact); "
+                "measure VAE tiling at 64x64 or more")
         settings = {"tile_sample_min_size": tile, "tile_latent_min_size": tile // scale}
     elif "tile_sample_min_height" in defaults:  # AutoencoderKLWan and its kin
         scale = int(getattr(vae, "spatial_compression_ratio", 8))
@@ -231,6 +238,19 @@ def fit_vae_tiles(vae: Any, height: int, width: int) -> dict[str, int]:
     for name, value in settings.items():
         setattr(vae, name, value)
     return settings
+
+
+def _exact_kl_tile(height: int, width: int, scale: int, overlap: float) -> int | None:
+    """A square tile (pixels) smaller than the image whose AutoencoderKL tiled decode returns
+    exactly ``height`` x ``width``, nearest half the image; None when there is none.
+
+    diffusers' ``AutoencoderKL._tiled_decode`` steps ``int(latent_tile * (1 - overlap))``
+    latents per tile and keeps ``tile - int(tile * overlap)`` pixels of each: unless the two
+    agree (latent tiles a multiple of 4 at overlap 0.25) the output grows or shrinks (a 16 px
+    tile turned 32x32 into 44x44 on tiny-flux)."""
+    exact = [tile for tile in range(2 * scale, max(height, width), scale)
+             if tile - int(tile * overlap) == int(tile // scale * (1 - overlap)) * scale]
+    return min(exact, key=lambda tile: abs(tile - min(height, width) / 2), default=None)
 
 
 def _half(size: int, scale: int) -> int:
