@@ -18,6 +18,7 @@ from typing import Any
 from pytest_omni_perf import verdict
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationRequest
 from pytest_omni_perf.engines.engine_pool import EnginePool, LiveEngine
+from pytest_omni_perf.engines.startup import startup_of
 from pytest_omni_perf.hardware import HardwareInfo
 from pytest_omni_perf.measure.interference import InterferenceMonitor, monitor_for
 from pytest_omni_perf.measure.memory import MemorySampler, sampler_for, with_engine_peak
@@ -311,6 +312,8 @@ class Harness:
             frames=list(run.last.frames),
             interleaved_with=interleaved, devices=list(run.spec.devices),
             stopped_by=stopped_by, interference=run.monitor.stop(),  # idempotent
+            startup=startup_of(info).completed(start_s=run.live.start_s,
+                                               first_request_s=run.live.first_request_s),
         )
 
 

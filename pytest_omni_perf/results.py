@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from pytest_omni_perf.engines.startup import StartupPhases
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -46,6 +48,8 @@ class Measurement:
     narrow), 'max_rounds' or 'max_seconds' (the budget spent with a gate still undecided)."""
     interference: InterferenceReport | None = None
     """What the host did during each measured round (GPU busy, clocks, other load)."""
+    startup: StartupPhases = dataclasses.field(default_factory=StartupPhases)
+    """Where the engine's start went, phase by phase (None where the engine cannot see it)."""
 
     @property
     def cold_start_s(self) -> float | None:
@@ -62,6 +66,7 @@ class Measurement:
             "engine_metrics": self.engine_metrics, "interleaved_with": self.interleaved_with,
             "devices": self.devices, "rounds": len(self.samples), "stopped_by": self.stopped_by,
             "interference": None if self.interference is None else self.interference.to_dict(),
+            "startup": self.startup.to_dict(),
             "output_shape": list(self.frames[0].shape) if self.frames else None,
             "output_frames": len(self.frames),
         }

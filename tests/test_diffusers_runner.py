@@ -212,6 +212,16 @@ def test_compile_compiles_the_repeated_blocks(models: dict[str, Path],
         assert ssim(out.frames[0], flux_eager.generate(SMALL_IMAGE).frames[0]) > 0.98
 
 
+def test_load_reports_its_startup_phases(models: dict[str, Path],
+                                         flux_eager: DiffusersRunner) -> None:
+    phases = flux_eager.startup_phases()
+    assert phases["compile"] == "none" and phases["compile_s"] is None
+    assert all(phases[name] >= 0 for name in ("imports_s", "load_s", "apply_s"))
+    with loaded(models["tiny-flux"], {}) as runner:  # compile: wrapped now, traced on 1st call
+        assert runner.startup_phases()["compile"] == "first_request"
+        assert runner.startup_phases()["compile_s"] is None
+
+
 def test_vae_tiling_tiles_and_slicing_is_set(models: dict[str, Path],
                                              flux_eager: DiffusersRunner) -> None:
     options = {**EAGER, "vae_use_tiling": True, "vae_use_slicing": True}

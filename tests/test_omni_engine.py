@@ -324,6 +324,10 @@ def test_worker_hosts_the_runner_and_survives_spawn(tmp_path: Path,
         info = engine.describe()
         assert info.applied["omni_kwargs"] == {"enforce_eager": True, "dtype": "bfloat16"}
         assert "not checked" in info.applied["capabilities"]  # the fake has no registry
+        # Omni(...) loads, applies and warms up in one call: only launch and import are seen
+        phases = info.startup
+        assert phases.interpreter_s is not None and phases.imports_s is not None
+        assert (phases.load_s, phases.apply_s, phases.compile_s, phases.compile) == (None,) * 4
         output = engine.generate(GenerationRequest(width=8, height=4, seed=9))
         assert output.frames[0].shape == (4, 8, 3) and int(output.frames[0][0, 0, 0]) == 9
         assert output.engine_metrics["stage_durations"] == {"stage_0_gen_ms": 1.5}

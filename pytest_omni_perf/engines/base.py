@@ -12,6 +12,7 @@ import numbers
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from pytest_omni_perf.engines.startup import StartupPhases
 from pytest_omni_perf.numeric import NON_NEGATIVE
 # Re-exported: the request is part of what engines exchange (engines import it from here).
 from pytest_omni_perf.request import GenerationRequest as GenerationRequest
@@ -182,6 +183,8 @@ class EngineInfo:
     """How each profile option was honoured (e.g. ``{"cache_backend": "cache_dit"}``)."""
     versions: Mapping[str, str]
     device: str
+    startup: StartupPhases = dataclasses.field(default_factory=StartupPhases)
+    """Seconds per phase of the start, None where the engine cannot see a phase."""
 
 
 @runtime_checkable

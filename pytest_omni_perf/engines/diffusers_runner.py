@@ -7,6 +7,7 @@ host several in one process (cache-dit's class-level patching is kept per pipeli
 from __future__ import annotations
 
 import gc
+import json
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,7 @@ class DiffusersRunner:
         self._cache_key: tuple[int, bool | None] | None = None
         self._request_shape: tuple[int, int, int | None, int] | None = None
         self._cache_described = ""
+        self._phases: dict[str, Any] = {}
 
     @property
     def pipe(self) -> Any:
@@ -76,8 +78,14 @@ class DiffusersRunner:
     def load(self) -> dict[str, Any]:
         """Load the folder (offline), apply the options; return how each was honoured.
 
-        Raises ProfileUnsupported (before loading anything when the options alone decide).
+        Raises ProfileUnsupported (before loading the model when the options alone decide;
+        the libraries are imported first, timed as start-up phase (b), since on CUDA the
+        device query below imports torch; the parent refused such profiles before ever
+        starting this worker).
         """
+        began = time.perf_counter()
+        import_pipeline_modules(self.folder)
+        imported = time.perf_counter()
         sm, gpu_count = self._hardware()
         reason = opts.unsupported_reason(self.options, device="cuda" if self._is_cuda()
                                          else "cpu", sm=sm, gpu_count=gpu_count)
@@ -92,23 +100,38 @@ class DiffusersRunner:
         from diffusers import DiffusionPipeline
 
         dtype = getattr(torch, self.dtype)
+        started = time.perf_counter()
         extra: dict[str, Any] = {}
         if self.options.get("quantization") == "gguf":
             extra["transformer"] = opts.load_gguf_transformer(
                 self.folder, str(self.options["gguf_model"]), dtype)
-        started = time.perf_counter()
         loader: Any = DiffusionPipeline  # untyped library
+        pretrained = time.perf_counter()
         pipe = loader.from_pretrained(self.folder, dtype=dtype, local_files_only=True, **extra)
         pipe.set_progress_bar_config(disable=True)
         self._pipe = pipe
+        loaded = time.perf_counter()
         try:
             applied = opts.apply_options(pipe, self.options, device=self.device)
         except BaseException:
             self.close()
             raise
+        done = time.perf_counter()
+        # compile_repeated_blocks only wraps the blocks: tracing and code generation run on
+        # the first call, so compile time is inside the first request, not a phase here.
+        self._phases = {"imports_s": imported - began, "load_s": loaded - started,
+                        "apply_s": done - loaded, "compile_s": None,
+                        "compile": "first_request" if opts.compile_enabled(self.options)
+                        else "none"}
+        # applied's load_s, as before: from_pretrained and the options together.
         self.applied = {"pipeline": type(pipe).__name__, "dtype": self.dtype, **applied,
-                        "load_s": round(time.perf_counter() - started, 3)}
+                        "load_s": round(done - pretrained, 3)}
         return dict(self.applied)
+
+    def startup_phases(self) -> dict[str, Any]:
+        """Seconds of each start-up phase ``load`` went through (engines/startup.py): the
+        heavy imports, ``from_pretrained``, the options; empty before ``load``."""
+        return dict(self._phases)
 
     def _prepare(self, request: GenerationRequest) -> dict[str, Any]:
         """Per-request settings: cache-dit's step count and CFG mode, VAE tile sizes."""
@@ -188,6 +211,22 @@ class DiffusersRunner:
     def versions(self) -> dict[str, str]:
         """Installed versions of the libraries that shape the results."""
         return installed_versions(_DISTRIBUTIONS)
+
+
+def import_pipeline_modules(folder: str) -> None:
+    """Import torch, diffusers and the modules of the folder's pipeline class (which import
+    transformers' text encoders), so that start-up phase (b) holds the imports that
+    diffusers would otherwise make lazily inside ``from_pretrained``."""
+    import diffusers
+    import torch  # noqa: F401
+
+    try:
+        with open(f"{folder}/model_index.json", encoding="utf-8") as handle:
+            name = json.load(handle).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return  # from_pretrained says what is wrong with the folder
+    if isinstance(name, str):
+        getattr(diffusers, name, None)  # a lazy module: the attribute imports it
 
 
 def request_shape(request: GenerationRequest) -> tuple[int, int, int | None, int]:

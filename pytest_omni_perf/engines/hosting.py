@@ -22,6 +22,7 @@ from pytest_omni_perf.engines.base import (
     cause_line, checked_output, engine_name, out_of_memory_line,
 )
 from pytest_omni_perf.engines.process import ManagedProcess
+from pytest_omni_perf.engines.startup import StartupPhases, interpreter_seconds
 from pytest_omni_perf.escape import path_component
 
 _POLL_S = 0.2
@@ -42,11 +43,15 @@ class ProcessHost:
         """(applied, versions) as the child reported them; empty before it did."""
         return {}, {}
 
+    def startup(self) -> StartupPhases:
+        """The phases of the start the child reported: none by default (a server's)."""
+        return StartupPhases()
+
     def describe(self) -> EngineInfo:
         applied, versions = self.reported()
         return EngineInfo(backend=self.spec.backend, model=self.spec.model,
                           pids=tuple(self.pids()), applied=applied, versions=versions,
-                          device=self.device)
+                          device=self.device, startup=self.startup())
 
     def pids(self) -> list[int]:
         """The child and its descendants: whose memory counts as this engine's."""
@@ -74,6 +79,9 @@ class IsolatedEngine(ProcessHost):
         self._process: ManagedProcess | None = None
         self._conn: Connection | None = None
         self._info: dict[str, Any] = {}
+        self._startup = StartupPhases()
+        self._spawned_at = self._answered_at = 0.0
+        """perf_counter before the worker was spawned, and when its last answer came."""
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -90,8 +98,13 @@ class IsolatedEngine(ProcessHost):
         return {"factory": self.factory, "kwargs": self.kwargs}
 
     def started(self, info: dict[str, Any]) -> None:
-        """Record the worker's answer to ``start`` (what it applied, library versions)."""
+        """Record the worker's answer to ``start`` (what it applied, library versions, the
+        phases of its start)."""
         self._info = info
+        reported = info.get("startup") if isinstance(info, dict) else None
+        reported = reported if isinstance(reported, dict) else {}
+        self._startup = StartupPhases.from_reported(reported, interpreter_s=interpreter_seconds(
+            self._answered_at - self._spawned_at, reported.get("worker_s")))
 
     def spawn(self) -> None:
         """Start the worker process and connect to it (no runner is built yet)."""
@@ -108,6 +121,7 @@ class IsolatedEngine(ProcessHost):
             log_path=self.log_path, env=env,
             pass_fds=[child_sock.fileno(), *self.spec.lease_fds],
         )
+        self._spawned_at = time.perf_counter()
         try:
             self._process.start()
         finally:
@@ -138,6 +152,9 @@ class IsolatedEngine(ProcessHost):
 
     def reported(self) -> tuple[Mapping[str, Any], Mapping[str, str]]:
         return self._info.get("applied", {}), self._info.get("versions", {})
+
+    def startup(self) -> StartupPhases:
+        return self._startup
 
     # -- protocol ---------------------------------------------------------------------------
     # A call is send + wait + answer; a rank group (rank_group.py) sends to every rank first
@@ -191,6 +208,7 @@ class IsolatedEngine(ProcessHost):
             status, value = self._conn.recv()
         except (EOFError, OSError) as exc:
             raise self._died(what, exc)
+        self._answered_at = time.perf_counter()
         if status == "ok":
             return value
         if status == "unsupported":
@@ -237,9 +255,10 @@ class InProcessEngine:
         self.device = device
         self._runner: Any = None
         self._applied: dict[str, Any] = {}
+        self._startup = StartupPhases()
 
     def start(self) -> None:
-        from pytest_omni_perf.engines.worker import build_runner
+        from pytest_omni_perf.engines.worker import build_runner, startup_report
 
         self._runner = build_runner(self.factory, self.kwargs)
         try:
@@ -247,6 +266,8 @@ class InProcessEngine:
         except BaseException:
             self.stop()
             raise
+        # No process is launched, and imports pytest already made cost nothing here.
+        self._startup = StartupPhases.from_reported(startup_report(self._runner, None))
 
     def generate(self, request: GenerationRequest) -> GenerationOutput:
         if self._runner is None:
@@ -261,7 +282,8 @@ class InProcessEngine:
     def describe(self) -> EngineInfo:
         versions = self._runner.versions() if self._runner is not None else {}
         return EngineInfo(backend=self.spec.backend, model=self.spec.model, pids=(os.getpid(),),
-                          applied=self._applied, versions=versions, device=self.device)
+                          applied=self._applied, versions=versions, device=self.device,
+                          startup=self._startup)
 
     def pids(self) -> list[int]:
         return [os.getpid()]

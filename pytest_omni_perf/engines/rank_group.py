@@ -87,8 +87,10 @@ class RankGroupEngine:
     def describe(self) -> EngineInfo:
         info = self.ranks[0].describe()
         applied = {**info.applied, "ranks": self.world_size}
+        # The ranks start side by side: rank 0's phases stand for the group's start.
         return EngineInfo(backend=info.backend, model=info.model, pids=tuple(self.pids()),
-                          applied=applied, versions=info.versions, device=info.device)
+                          applied=applied, versions=info.versions, device=info.device,
+                          startup=info.startup)
 
     def pids(self) -> list[int]:
         """Every rank's process tree: all of them hold this engine's memory."""

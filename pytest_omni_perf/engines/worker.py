@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
@@ -24,8 +25,21 @@ def build_runner(factory: str, kwargs: dict[str, Any]) -> Any:
     return getattr(importlib.import_module(module_name), attr)(**kwargs)
 
 
-def serve(conn: Connection) -> None:
-    """Answer messages until ``stop`` or until the parent goes away."""
+def startup_report(runner: Any, main_began: float | None) -> dict[str, Any]:
+    """The phases the runner measured (``startup_phases()``, where it has one) and
+    ``worker_s``, this process's time from ``main`` to now: the parent subtracts it from its
+    wait to learn the process launch (engines/startup.py)."""
+    phases = getattr(runner, "startup_phases", None)
+    reported = phases() if callable(phases) else None
+    report: dict[str, Any] = dict(reported) if isinstance(reported, dict) else {}
+    if main_began is not None:
+        report["worker_s"] = time.perf_counter() - main_began
+    return report
+
+
+def serve(conn: Connection, main_began: float | None = None) -> None:
+    """Answer messages until ``stop`` or until the parent goes away (``main_began``: the
+    perf_counter when ``main`` began, for the start-up phases)."""
     runner: Any = None
     while True:
         try:
@@ -36,8 +50,9 @@ def serve(conn: Connection) -> None:
             if op == "start":
                 runner = build_runner(payload["factory"], payload["kwargs"])
                 applied = runner.load()
-                conn.send(("ok", {"applied": applied, "versions": runner.versions(),
-                                  "pid": os.getpid()}))
+                versions = runner.versions()
+                conn.send(("ok", {"applied": applied, "versions": versions, "pid": os.getpid(),
+                                  "startup": startup_report(runner, main_began)}))
             elif op == "generate":
                 conn.send(("ok", runner.generate(GenerationRequest(**payload))))
             elif op == "stop":
@@ -55,9 +70,10 @@ def serve(conn: Connection) -> None:
 
 
 def main(argv: list[str]) -> int:
+    began = time.perf_counter()  # the end of the process launch, as start-up phase (a)
     conn = Connection(int(argv[1]))
     try:
-        serve(conn)
+        serve(conn, began)
     finally:
         conn.close()
     return 0

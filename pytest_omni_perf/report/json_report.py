@@ -38,6 +38,14 @@ of two identical images, are written as ``null``. Schema, version 1::
           others_cpu_cores, steal_pct, load_avg_1m}, null where not measurable], summary
           (plain words, "quiet" when nothing notable), noisy_rounds, notable} or null,
           see measure/interference.py,
+        startup {interpreter_s (worker launch until its main runs), imports_s (torch,
+          diffusers, the pipeline's modules), load_s (from_pretrained), apply_s (options,
+          move to the device), compile_s (a compile step of its own), first_request_s,
+          other_s (start_s less the four phases before it, when all are known), compile
+          (none|first_request|separate: where the profile compiles; first_request = inside
+          first_request_s)}: where the engine's start went, s; null for a phase the engine
+          cannot see (vLLM-Omni: launch and imports only; a server: none), see
+          engines/startup.py,
         output_shape [H, W, C], output_frames},
       baseline (the baseline profile's measurement, same keys; null for reference profiles),
       speedup (robust baseline latency / this profile's: Harrell-Davis 20% quantiles),
