@@ -29,6 +29,7 @@ from pytest_omni_perf.engines.base import (
 )
 from pytest_omni_perf.engines.compile_cache import compile_cache_env
 from pytest_omni_perf.engines.hosting import InProcessEngine, IsolatedEngine
+from pytest_omni_perf.engines.parent_death import guarded
 from pytest_omni_perf.hardware import HardwareInfo, installed_versions
 
 if TYPE_CHECKING:
@@ -370,8 +371,9 @@ def capabilities_in_subprocess(folder: str, timeout_s: float
             "caps, note = discover_capabilities(sys.argv[1])\n"
             "print(json.dumps({'caps': caps and dataclasses.asdict(caps), 'note': note}))\n")
     try:
-        done = subprocess.run([sys.executable, "-c", code, folder], capture_output=True,
-                              text=True, timeout=timeout_s, check=False)
+        # guarded: a pytest killed meanwhile must not leave it running (parent_death).
+        done = subprocess.run(guarded([sys.executable, "-c", code, folder]),
+                              capture_output=True, text=True, timeout=timeout_s, check=False)
         answer = json.loads(done.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
         return None, f"capabilities not checked: discovery failed ({exc})"

@@ -33,6 +33,7 @@ from pytest_omni_perf.engines.hosting import ProcessHost
 from pytest_omni_perf.engines.omni_client import OmniHttpClient
 from pytest_omni_perf.engines.ports import free_port, port_in_use
 from pytest_omni_perf.engines.server_command import command_argv, connect_host, flag_value
+from pytest_omni_perf.engines.parent_death import guarded
 from pytest_omni_perf.engines.process import ManagedProcess
 from pytest_omni_perf.hardware import HardwareInfo
 from pytest_omni_perf.omni_wire import EXIT_UNSUPPORTED, UNSUPPORTED_PREFIX
@@ -212,8 +213,10 @@ def resolve_model(model: str, cache_dir: str, timeout_s: float) -> str:
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     try:
-        done = subprocess.run([sys.executable, "-c", code, model, cache_dir], env=env,
-                              capture_output=True, text=True, timeout=timeout_s, check=False)
+        # guarded: a pytest killed meanwhile must not leave it building (parent_death).
+        done = subprocess.run(guarded([sys.executable, "-c", code, model, cache_dir]),
+                              env=env, capture_output=True, text=True, timeout=timeout_s,
+                              check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EngineError(f"building the built-in model {model!r} failed: {exc}") from None
     lines = done.stdout.strip().splitlines()

@@ -1,5 +1,7 @@
 """A child process we own with its whole tree: started in its own session, logged to a file,
-and killed with every descendant, so no engine outlives the test that started it.
+and killed with every descendant, so no engine outlives the test that started it; and tied
+to this process by the kernel's parent-death signal (``parent_death``), so no engine
+outlives a pytest (or xdist worker) killed before it could stop it.
 
 Process trees and liveness come from psutil (imported where used), not from /proc read by
 hand.
@@ -7,12 +9,16 @@ hand.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from pytest_omni_perf.engines import parent_death
 
 
 def descendants(root: int) -> list[int]:
@@ -50,14 +56,34 @@ class ManagedProcess:
         self._popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start the process (OSError when it cannot be; a missing command raises here)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._check_command()
         with open(self.log_path, "ab") as log:
-            self._popen = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, pass_fds=self.pass_fds, cwd=self.cwd,
-                # Own session and process group: one killpg reaches workers it spawns too.
-                start_new_session=True,
-            )
+            def spawn() -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    # Through the parent-death trampoline: the process execs ``argv`` in
+                    # place (same pid) and is sent SIGTERM when this process dies.
+                    parent_death.guarded(self.argv), stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, env=self.env, pass_fds=self.pass_fds,
+                    cwd=self.cwd,
+                    # Own session and process group: one killpg reaches workers it spawns too.
+                    start_new_session=True,
+                )
+
+            # Forked from a thread that lasts as long as this process: the kernel sends the
+            # parent-death signal when the forking *thread* ends (see parent_death).
+            self._popen = parent_death.in_lasting_thread(spawn)
+
+    def _check_command(self) -> None:
+        """A command name not on PATH fails here, as Popen would fail for it without the
+        trampoline (which could only report it from the child, as exit code 127)."""
+        command = self.argv[0] if self.argv else ""
+        if not command or os.sep in command:
+            return  # a path: the trampoline execs it from ``cwd``, as Popen would
+        path = (self.env if self.env is not None else os.environ).get("PATH", os.defpath)
+        if shutil.which(command, path=path) is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)
 
     @property
     def pid(self) -> int | None:
