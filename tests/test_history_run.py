@@ -164,7 +164,7 @@ def test_trend_chart_in_the_html_report(standin_pytester: pytest.Pytester,
 
     shot = tmp_path / "shot.png"
     subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1400",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,3200",
                     f"--screenshot={shot}", (standin_pytester.path / "out" / "report.html"
                                              ).as_uri()], capture_output=True, timeout=60)
     with Image.open(shot) as image:
