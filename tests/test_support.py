@@ -96,3 +96,14 @@ def test_suite_requests_by_kind_and_hardware() -> None:
     for bad in ("width", "colour=red", "width=0", "steps=x"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_overrides(bad)
+
+
+def test_html_leaves_out_models_with_nothing_measured() -> None:
+    from pytest_omni_perf.report.html_support import support_html
+
+    blank = [{"method": "Cache-DiT", "profile": "cache_dit", "status": "not measured",
+              "measured": [], "reason": None}]
+    assert support_html({"support": {"tiny-flux": blank}, "recommendations": []}) == ""
+    ran = [{**blank[0], "status": "not runnable here", "reason": "requires 2 GPU(s)"}]
+    page = support_html({"support": {"tiny-flux": blank, "tiny-wan": ran}})
+    assert "<b>tiny-wan</b>" in page and "<b>tiny-flux</b>" not in page

@@ -40,7 +40,11 @@ def _detail(entry: Mapping[str, Any]) -> list[str]:
 def support_html(document: Mapping[str, Any]) -> str:
     """``<h2>Support table</h2>`` per model (marks row, then the numbers or reasons), then
     the recommendations; empty when the document has neither."""
-    support: Mapping[str, Sequence[Mapping[str, Any]]] = document.get("support") or {}
+    # A model none of whose methods ran or skipped (a run of its reference profile alone)
+    # has nothing to say about support: a table of blanks would only push the tests down.
+    support: Mapping[str, Sequence[Mapping[str, Any]]] = {
+        model: entries for model, entries in (document.get("support") or {}).items()
+        if any(e.get("status") != "not measured" for e in entries)}
     recs: Sequence[Mapping[str, Any]] = document.get("recommendations") or []
     if not support and not recs:
         return ""
