@@ -19,7 +19,7 @@ class SuiteCost:
     measurements: int = 0
     """Profile measurements asked for (``omni_perf.measure`` calls)."""
     rounds_run: int = 0
-    """Warmup + rounds runs of any profile (one per engine per measurement that ran)."""
+    """Round series (warmup + rounds of one engine in one measurement) that ran."""
     baseline_measured: int = 0
     """Runs of a baseline profile for another profile (alone or interleaved with it)."""
     baseline_reused: int = 0
@@ -51,12 +51,13 @@ def summary_line(results: Sequence[Mapping[str, Any]],
     # Every process orders the same full collection: the saving is one number, not a sum.
     saved = max((int(f.get("starts_saved_by_order", 0) or 0) for f in processes.values()),
                 default=0)
-    ordered = f" (about {saved} fewer by running each model's tests together)" if saved else ""
+    ordered = f" (already about {saved} fewer than in collection order: each model's " \
+        "tests ran together)" if saved else ""
     def count(n: int, word: str) -> str:
         return f"{n} {word}{'' if n == 1 else 's'}"
 
     return (f"suite cost: {count(t, 'test')} x {count(p, 'profile')}: "
             f"{cost['engine_starts']} engine starts"
-            f"{ordered}{where}, {cost['measurements']} measurements, {cost['rounds_run']} rounds runs; "
+            f"{ordered}{where}, {cost['measurements']} measurements, {cost['rounds_run']} round series; "
             f"baseline profile measured {cost['baseline_measured']}, reused "
             f"{cost['baseline_reused']}")

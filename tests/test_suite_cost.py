@@ -28,7 +28,7 @@ def test_c(omni_perf):
     omni_perf.measure(width=32, height=32, num_inference_steps=2)
 """
 LINE = re.compile(r"omni-perf: suite cost: (\d+) tests x (\d+) profiles: (\d+) engine starts"
-                  r"(?: in (\d+) processes)?, (\d+) measurements, (\d+) rounds runs; baseline "
+                  r"(?: in (\d+) processes)?, (\d+) measurements, (\d+) round series; baseline "
                   r"profile measured (\d+), reused (\d+)")
 
 
@@ -51,7 +51,7 @@ def run(pytester: pytest.Pytester, *args: str) -> tuple[dict[str, int], dict[str
 def test_serial_run_counts_exactly(standin_pytester: pytest.Pytester) -> None:
     line, session = run(standin_pytester)
     # eager: a and b measured, c reused (same request as a); cache_dit: each test measures
-    # eager again beside itself (both fit on CPU), so 2 + 3 x 2 rounds runs.
+    # eager again beside itself (both fit on CPU), so 2 + 3 x 2 round series.
     assert line == {"tests": 3, "profiles": 2, "engine_starts": 2, "processes": 1,
                     "measurements": 6, "rounds_run": 8, "baseline_measured": 3,
                     "baseline_reused": 1}
@@ -81,5 +81,5 @@ def test_summary_line_of_given_facts() -> None:
                          "baseline_measured": 1, "baseline_reused": 1}}
     assert suite_cost.summary_line(results, processes) == (
         "suite cost: 2 tests x 3 profiles: 3 engine starts in 2 processes, 6 measurements, "
-        "9 rounds runs; baseline profile measured 3, reused 1")
+        "9 round series; baseline profile measured 3, reused 1")
     assert suite_cost.total({"main": {"engine_starts": 1}})["baseline_reused"] == 0

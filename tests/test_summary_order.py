@@ -51,7 +51,8 @@ def test_summary_names_every_model_and_each_speedups_reference(
     # One engine per profile and model: 4 starts, where pytest's own order (by profile
     # across models) would restart eager for each cache_dit test: 6.
     result.stdout.fnmatch_lines(["omni-perf: suite cost: 2 tests x 2 profiles: 4 engine starts"
-                                 " (about 2 fewer by running each model's tests together)*"])
+                                 " (already about 2 fewer than in collection order: each "
+                                 "model's tests ran together)*"])
 
 
 def test_order_and_expected_starts_pure() -> None:
