@@ -268,13 +268,16 @@ def _busy_host_cannot_fail(judged: judge.Judgement, measured: Measurement,
                            base: Measurement | None) -> None:
     """Turn failed latency gates into undecided ones when either engine's CPU was contended
     in most rounds (``measure.contention``): what was measured then is the load as
-    much as the code. Passes stand; quality and memory gates are not timings."""
+    much as the code. Passes stand; quality and memory gates are not timings. Latency gates
+    already undecided name the load too, so an inconclusive line says why by itself."""
     why = next((f"{what}: {reason}" for what, m in (("this profile", measured),
                                                      ("its baseline", base))
                 if m is not None and m.interference is not None
                 and (reason := contended(m.interference)) is not None), None)
     if why is None:
         return
+    judged.undecided = [Violation(u.metric, f"{u.message} (the host was busy: {why})")
+                        if u.metric in _LATENCY_GATES else u for u in judged.undecided]
     kept = []
     for violation in judged.violations:
         if violation.metric in _LATENCY_GATES:

@@ -296,3 +296,24 @@ def test_contention_needs_most_rounds_busy() -> None:
     assert contended(InterferenceReport((stolen,) * 2)) == \
         "the hypervisor stole CPU in 2 of 2 rounds"
     assert contended(InterferenceReport(())) is None
+
+
+def test_inconclusive_latency_gates_name_a_busy_host() -> None:
+    """A newcomer on a loaded machine read 12 inconclusive lines that never said why; the
+    load was only in the interference lines further down."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from pytest_omni_perf import judge, verdict
+    from pytest_omni_perf.measure.interference import InterferenceReport, RoundConditions
+    from pytest_omni_perf.results import Violation
+
+    busy = RoundConditions(0.2, others_cpu_cores=1.5)
+    measured: Any = SimpleNamespace(interference=InterferenceReport((busy,) * 4))
+    judged = judge.Judgement()
+    judged.undecided = [Violation("speedup", "speedup straddles"),
+                        Violation("ssim", "ssim unknown")]
+    verdict._busy_host_cannot_fail(judged, measured, None)
+    assert [u.message for u in judged.undecided] == [
+        "speedup straddles (the host was busy: this profile: other processes used 1.5 cores "
+        "in 4 of 4 rounds)", "ssim unknown"]
