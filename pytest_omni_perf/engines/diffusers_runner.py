@@ -7,7 +7,6 @@ host several in one process (cache-dit's class-level patching is kept per pipeli
 from __future__ import annotations
 
 import gc
-import json
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -220,12 +219,10 @@ def import_pipeline_modules(folder: str) -> None:
     import diffusers
     import torch  # noqa: F401
 
-    try:
-        with open(f"{folder}/model_index.json", encoding="utf-8") as handle:
-            name = json.load(handle).get("_class_name")
-    except (OSError, ValueError, AttributeError):
-        return  # from_pretrained says what is wrong with the folder
-    if isinstance(name, str):
+    from pytest_omni_perf.capabilities import pipeline_class_of
+
+    # None for an unreadable folder: from_pretrained says what is wrong with it.
+    if (name := pipeline_class_of(folder)) is not None:
         getattr(diffusers, name, None)  # a lazy module: the attribute imports it
 
 
