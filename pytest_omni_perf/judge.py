@@ -193,6 +193,8 @@ class StoredFacts:
     reference_fails: bool = False
     """--omni-reference-regressions=fail: a reference profile's regression fails on GPU
     keys instead of warning."""
+    memory_is_vram: bool = True
+    """False when the memory is a CPU run's peak RSS: no memory regression is judged then."""
 
 
 def latency_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
@@ -236,14 +238,16 @@ def stored_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
         judged.add("fail", "stored_ssim", (
             f"output SSIM {facts.ssim:.4f} against the stored baseline image in "
             f"{facts.stored_path} is below min_ssim={bounds.min_ssim:g}; {refresh}"))
-    # Not on the 'cpu' key: there the memory is the worker's peak RSS, which VRAM bounds do
-    # not apply to (the run says so once), and a Python heap moves by 10-30% between runs
-    # of one profile: a newcomer's run under load printed a "regression" for every profile.
-    if bounds.max_vram_regression is not None and facts.stored_memory_gib and facts.strict:
+    # Not on a CPU run's peak RSS, as no VRAM bound is (the run says so once): a Python heap
+    # moves by 10-30% between runs of one profile, and a newcomer's run under load printed
+    # a "regression" for every profile.
+    if bounds.max_vram_regression is not None and facts.stored_memory_gib \
+            and facts.memory_is_vram:
         ratio = facts.memory_gib / facts.stored_memory_gib
         if ratio > 1.0 + bounds.max_vram_regression:
             judged.add("fail", "vram_regression", (
                 f"peak memory {facts.memory_gib:.2f} GiB is {ratio:.3f}x the stored "
                 f"{facts.stored_memory_gib:.2f} GiB (bound +{bounds.max_vram_regression:.0%})"
-                f" in {facts.stored_path}; {refresh}"))
+                f" in {facts.stored_path}; {refresh}"),
+                warn_only=not facts.strict, why_warn="on the 'cpu' key, machines differ")
     return judged

@@ -190,19 +190,20 @@ def latency_gates(*, bounds: Bounds, profile: Profile, samples: Sequence[float],
     judged.extend(judge.absolute_latency_judgement(bounds, found.absolute))
     if found.stored is not None and stored.baseline is not None:
         judged.extend(judge.latency_judgement(bounds, _stored_facts(
-            stored.baseline, found, None, 0.0, None, references)))
+            stored.baseline, found, None, 0.0, None, references, memory_is_vram=False)))
     return judged
 
 
 def _stored_facts(baseline: StoredBaseline, found: _Latency, ssim: float | None,
                   memory_gib: float, stored_memory_gib: float | None,
-                  references: References) -> judge.StoredFacts:
+                  references: References, *, memory_is_vram: bool) -> judge.StoredFacts:
     return judge.StoredFacts(
         stored_path=str(baseline.path), ssim=ssim, latency=found.stored,
         relative_to=found.relative_to, memory_gib=memory_gib,
         stored_memory_gib=stored_memory_gib, strict=references.strict,
         refresh_command=references.refresh_command, paired_reference=found.paired_reference,
-        against=found.against, reference_fails=references.reference_fails)
+        against=found.against, reference_fails=references.reference_fails,
+        memory_is_vram=memory_is_vram)
 
 
 def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
@@ -329,5 +330,5 @@ def _against_stored(result: PerfResult, stored: StoredBaseline, found: _Latency,
     judged.extend(judge.stored_judgement(bounds, _stored_facts(
         stored, found, None if result.stored_quality is None
         else result.stored_quality.ssim_mean, measured.memory.peak_gib, stored_gib,
-        references)))
+        references, memory_is_vram=measured.memory.is_vram)))
     return judged

@@ -104,8 +104,11 @@ def test_noise_is_not_a_regression() -> None:
 def test_memory_regression_and_stored_ssim() -> None:
     judged = judge.stored_judgement(Bounds(min_ssim=0.99), stored(ssim=0.9, memory_gib=7.0))
     assert [v.metric for v in judged.violations] == ["stored_ssim", "vram_regression"]
-    cpu = judge.stored_judgement(Bounds(), stored(memory_gib=7.0, strict=False))
-    assert cpu.violations == [] and not any("vram_regression" in n for n in cpu.notes)
+    rss = judge.stored_judgement(Bounds(), stored(memory_gib=7.0, strict=False,
+                                                  memory_is_vram=False))
+    assert rss.violations == [] and not any("vram_regression" in n for n in rss.notes)
+    vram_on_cpu_key = judge.stored_judgement(Bounds(), stored(memory_gib=7.0, strict=False))
+    assert vram_on_cpu_key.violations == [] and "'cpu' key" in vram_on_cpu_key.notes[0]
 
 
 def test_undecided_within_the_spread_says_more_rounds_cannot_help() -> None:
