@@ -43,11 +43,17 @@ def at_most(interval: RatioInterval, bound: float) -> Outcome:
 
 @dataclasses.dataclass
 class Judgement:
-    """What the bounds say: failed gates, gates left undecided, and notes (warnings)."""
+    """What the bounds say: failed gates, gates left undecided, gates passed on an interval,
+    and notes (warnings)."""
 
     violations: list[Violation] = dataclasses.field(default_factory=list)
     undecided: list[Violation] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    passed: list[Violation] = dataclasses.field(default_factory=list)
+    """Gates whose whole interval cleared the bound, each with the message that says so:
+    kept because a pass is only as good as the conditions it was measured in (a busy host
+    turns it undecided, ``verdict``); a warn-only gate's pass decides nothing, so it is not
+    kept, as its undecided outcome is not."""
     narrowable: bool = False
     """Whether more rounds could still decide an undecided gate (its interval is not yet
     down to the run-to-run spread); the harness stops adding rounds when none can."""
@@ -55,7 +61,9 @@ class Judgement:
     def add(self, outcome: Outcome, metric: str, message: str, *, warn_only: bool = False,
             why_warn: str = "", interval: RatioInterval | None = None) -> None:
         """File one gate's outcome; a warn-only gate turns a failure into a note."""
-        if outcome == "fail" and warn_only:
+        if outcome == "pass" and not warn_only:
+            self.passed.append(Violation(metric, message))
+        elif outcome == "fail" and warn_only:
             self.notes.append(f"{metric} (warning only: {why_warn}): {message}")
         elif outcome == "fail":
             self.violations.append(Violation(metric, message))
@@ -68,6 +76,7 @@ class Judgement:
         self.violations += other.violations
         self.undecided += other.undecided
         self.notes += other.notes
+        self.passed += other.passed
         self.narrowable |= other.narrowable
 
 
@@ -83,6 +92,11 @@ def _undecided(interval: RatioInterval) -> str:
                 "would decide it)")
     return ("the interval straddles the bound, so it is not known yet; more rounds "
             "(--omni-max-rounds, --omni-max-seconds) or a quieter machine would decide it")
+
+
+def _not_failed(outcome: Outcome, interval: RatioInterval) -> str:
+    """The end of a message for a gate that passed or is undecided: what the interval says."""
+    return "the whole interval clears the bound" if outcome == "pass" else _undecided(interval)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +128,7 @@ def speedup_judgement(bounds: Bounds, facts: SessionFacts) -> Judgement:
         judged.add(outcome, "speedup", f"{lead}: the whole interval is below the bound, the "
                    "optimization does not pay off here")
     else:
-        judged.add(outcome, "speedup", f"{lead}: {_undecided(facts.speedup)}",
+        judged.add(outcome, "speedup", f"{lead}: {_not_failed(outcome, facts.speedup)}",
                    interval=facts.speedup)
     return judged
 
@@ -129,7 +143,8 @@ def absolute_latency_judgement(bounds: Bounds, latency: RatioInterval | None) ->
     if outcome == "fail":
         judged.add(outcome, "max_latency", f"{lead}: the whole interval is above the bound")
     else:
-        judged.add(outcome, "max_latency", f"{lead}: {_undecided(latency)}", interval=latency)
+        judged.add(outcome, "max_latency", f"{lead}: {_not_failed(outcome, latency)}",
+                   interval=latency)
     return judged
 
 
@@ -211,7 +226,7 @@ def latency_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
     lead = f"{what} is {interval.describe()} {reference}, bound +{bounds.max_regression:.0%}"
     refresh = f"if the change is intended, refresh it with: {facts.refresh_command}"
     message = f"{lead}: the whole interval is above the bound; {refresh}" \
-        if outcome == "fail" else f"{lead}: {_undecided(interval)}"
+        if outcome == "fail" else f"{lead}: {_not_failed(outcome, interval)}"
     if not facts.strict:
         judged.add(outcome, "latency_regression", message, warn_only=True,
                    why_warn="on the 'cpu' key, machines differ", interval=interval)

@@ -253,7 +253,7 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
         judged.notes.append(stored.note)
     elif stored.baseline is not None:
         judged.extend(_against_stored(result, stored.baseline, found, bounds, references))
-    _busy_host_cannot_fail(judged, measured, base)
+    _busy_host_cannot_decide(judged, measured, base)
     result.violations += judged.violations
     result.undecided += judged.undecided
     result.notes += judged.notes
@@ -265,12 +265,16 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
 _LATENCY_GATES = ("speedup", "latency_regression", "max_latency")
 
 
-def _busy_host_cannot_fail(judged: judge.Judgement, measured: Measurement,
-                           base: Measurement | None) -> None:
-    """Turn failed latency gates into undecided ones when either engine's CPU was contended
-    in most rounds (``measure.contention``): what was measured then is the load as
-    much as the code. Passes stand; quality and memory gates are not timings. Latency gates
-    already undecided name the load too, so an inconclusive line says why by itself."""
+def _busy_host_cannot_decide(judged: judge.Judgement, measured: Measurement,
+                             base: Measurement | None) -> None:
+    """Turn failed and passed latency gates into undecided ones when either engine's CPU was
+    contended in most rounds (``measure.contention``), naming the load: on an oversubscribed
+    host the engines of a pair do not share the load evenly, so pairing no longer cancels it
+    and an interval can be wrong in either direction (a no-op profile identical to eager
+    passed min_speedup=1.05 at 2.004x [1.148, 10.075] on a busy 2-core machine,
+    results/cpu/noop-drill-busy-3/). Quality and memory gates are not timings and stand.
+    Latency gates already undecided name the load too, so an inconclusive line says why by
+    itself."""
     why = next((f"{what}: {reason}" for what, m in (("this profile", measured),
                                                      ("its baseline", base))
                 if m is not None and m.interference is not None
@@ -279,15 +283,25 @@ def _busy_host_cannot_fail(judged: judge.Judgement, measured: Measurement,
         return
     judged.undecided = [Violation(u.metric, f"{u.message} (the host was busy: {why})")
                         if u.metric in _LATENCY_GATES else u for u in judged.undecided]
+    busy = f"because the host was busy ({why})"
     kept = []
     for violation in judged.violations:
         if violation.metric in _LATENCY_GATES:
             judged.undecided.append(Violation(violation.metric, (
-                f"{violation.message}; not failed, because the host was busy ({why}): a "
-                "slowdown cannot be told apart from the load here; run it on a quiet host")))
+                f"{violation.message}; not failed, {busy}: a slowdown cannot be told apart "
+                "from the load here; run it on a quiet host")))
         else:
             kept.append(violation)
     judged.violations = kept
+    stood = []
+    for passed in judged.passed:
+        if passed.metric in _LATENCY_GATES:
+            judged.undecided.append(Violation(passed.metric, (
+                f"{passed.message}, but not passed, {busy}: a pass cannot be told apart "
+                "from the load here; run it on a quiet host")))
+        else:
+            stood.append(passed)
+    judged.passed = stood
 
 
 def _mapping(value: object) -> Mapping[str, Any] | None:

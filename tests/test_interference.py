@@ -313,7 +313,63 @@ def test_inconclusive_latency_gates_name_a_busy_host() -> None:
     judged = judge.Judgement()
     judged.undecided = [Violation("speedup", "speedup straddles"),
                         Violation("ssim", "ssim unknown")]
-    verdict._busy_host_cannot_fail(judged, measured, None)
+    verdict._busy_host_cannot_decide(judged, measured, None)
     assert [u.message for u in judged.undecided] == [
         "speedup straddles (the host was busy: this profile: other processes used 1.5 cores "
         "in 4 of 4 rounds)", "ssim unknown"]
+
+
+def test_a_busy_host_turns_a_latency_pass_undecided_and_leaves_quality_and_memory() -> None:
+    """A no-op profile identical to eager passed min_speedup=1.05 at 2.004x [1.148, 10.075]
+    on a busy 2-core machine (results/cpu/noop-drill-busy-3/): under that load an interval
+    can be wrong in either direction, so a latency pass is undecided too, naming the load;
+    an SSIM or VRAM verdict is not a timing and stands."""
+    import dataclasses
+    from types import SimpleNamespace
+    from typing import Any
+
+    from pytest_omni_perf import judge, verdict
+    from pytest_omni_perf.measure.stats import RatioInterval
+    from pytest_omni_perf.profiles import Bounds
+
+    busy = RoundConditions(0.2, others_cpu_cores=1.0)
+    quiet = RoundConditions(0.2, others_cpu_cores=0.05)
+    bounds = Bounds(min_speedup=1.05, min_ssim=0.98, max_vram_gib=5.0, max_latency_s=2.0)
+
+    def judged_on(measured: Any, base: Any) -> judge.Judgement:
+        judged = judge.session_judgement(bounds, judge.SessionFacts(
+            profile="compile_off", baseline="eager",
+            speedup=RatioInterval(2.004, 1.148, 10.075, 0.95, 7), ssim=0.9, ssim_worst=None,
+            memory_gib=6.0, memory_ratio=None, memory_is_vram=True))
+        judged.extend(judge.absolute_latency_judgement(
+            bounds, RatioInterval(0.5, 0.4, 0.6, 0.95, 7)))
+        verdict._busy_host_cannot_decide(judged, measured, base)
+        return judged
+
+    on_quiet = judged_on(SimpleNamespace(interference=InterferenceReport((quiet,) * 7)), None)
+    assert [p.metric for p in on_quiet.passed] == ["speedup", "max_latency"]
+    assert on_quiet.undecided == [] and [v.metric for v in on_quiet.violations] == [
+        "ssim", "vram"]
+    assert on_quiet.passed[0].message.endswith(
+        "bound min_speedup=1.05: the whole interval clears the bound")
+
+    on_busy = judged_on(SimpleNamespace(interference=InterferenceReport((busy,) * 7)), None)
+    assert on_busy.passed == [] and on_busy.violations == on_quiet.violations
+    assert [u.metric for u in on_busy.undecided] == ["speedup", "max_latency"]
+    assert on_busy.undecided[0].message == (
+        "compile_off is 2.004x [1.148, 10.075] (95% CI, 7 rounds) against baseline profile "
+        "'eager' measured in this session, bound min_speedup=1.05: the whole interval clears "
+        "the bound, but not passed, because the host was busy (this profile: other processes "
+        "used 1.0 cores in 7 of 7 rounds): a pass cannot be told apart from the load here; "
+        "run it on a quiet host")
+    # The baseline's engine under load is as much the load as this profile's.
+    base_busy = judged_on(SimpleNamespace(interference=InterferenceReport((quiet,) * 7)),
+                          SimpleNamespace(interference=InterferenceReport((busy,) * 7)))
+    assert [u.metric for u in base_busy.undecided] == ["speedup", "max_latency"]
+    assert "because the host was busy (its baseline: other processes used 1.0 cores in 7 " \
+        "of 7 rounds)" in base_busy.undecided[1].message
+    # extend keeps the passes of both judgements, as it keeps everything else.
+    merged = judge.Judgement()
+    merged.extend(dataclasses.replace(on_quiet, passed=on_quiet.passed[:1]))
+    merged.extend(dataclasses.replace(on_quiet, passed=on_quiet.passed[1:]))
+    assert merged.passed == on_quiet.passed

@@ -40,7 +40,12 @@ def test_bound_against_interval_three_ways() -> None:
 
 def test_session_gates_pass_fail_and_undecided() -> None:
     passed = judge.session_judgement(Bounds(min_speedup=1.2, min_ssim=0.98), SESSION)
-    assert passed == judge.Judgement()
+    assert passed == judge.Judgement(passed=passed.passed)
+    # A pass is kept, saying so: a busy host turns it undecided later (verdict).
+    assert [(p.metric, p.message) for p in passed.passed] == [("speedup", (
+        "cache_dit is 1.500x [1.450, 1.550] (95% CI, 10 rounds) against baseline profile "
+        "'eager' measured in this session, bound min_speedup=1.2: the whole interval clears "
+        "the bound"))]
     failed = judge.session_judgement(Bounds(min_speedup=1.6, min_ssim=0.995), SESSION)
     assert [v.metric for v in failed.violations] == ["speedup", "ssim"]
     assert "1.500x [1.450, 1.550] (95% CI, 10 rounds) against baseline profile 'eager'" \
@@ -97,8 +102,14 @@ def test_reference_regressions_fail_when_asked_on_gpu_keys_only() -> None:
 
 
 def test_noise_is_not_a_regression() -> None:
-    assert judge.stored_judgement(Bounds(), stored(latency=interval(1.0, 0.97, 1.03))) == \
-        judge.Judgement()
+    judged = judge.stored_judgement(Bounds(), stored(latency=interval(1.0, 0.97, 1.03)))
+    assert judged == judge.Judgement(passed=judged.passed)
+    assert [p.metric for p in judged.passed] == ["latency_regression"]
+    assert judged.passed[0].message.endswith("bound +5%: the whole interval clears the bound")
+    # A warn-only gate decides nothing: its pass is not kept, as its undecided is not.
+    cpu = judge.stored_judgement(Bounds(), stored(latency=interval(1.0, 0.97, 1.03),
+                                                  strict=False))
+    assert cpu == judge.Judgement()
 
 
 def test_memory_regression_and_stored_ssim() -> None:
