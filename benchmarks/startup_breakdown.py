@@ -1,7 +1,7 @@
 """Where an engine start goes: each start-up phase of the built-in tiny models, N starts each.
 
     python benchmarks/startup_breakdown.py [--models tiny-flux,tiny-wan] [--profile eager] \
-        [--repeats 5] [--out results/cpu/startup-breakdown.txt]
+        [--repeats 5] [--launches exec,zygote] [--out results/cpu/startup-breakdown.txt]
 
 Each start goes through the plugin's own path: ``EnginePool.get`` starts a diffusers engine
 in its worker process (``start_s`` is what the pool measures, as in every report), then one
@@ -9,8 +9,10 @@ request of the suite's short size is timed around ``generate`` as the harness ti
 first request, and the engine is stopped. The phases are the ones the engine reports
 (engines/startup.py): (a) the worker's launch until its ``main`` runs, (b) heavy imports,
 (c) ``from_pretrained``, (d) the profile's options, the rest of ``start_s`` as ``other``,
-and (e) the first request. The models alternate start by start, so load hits both alike;
-the load average is recorded at every start, as the numbers move with it.
+and (e) the first request. Each model is started with each worker launch of
+``--omni-engine-launch`` (exec: a fresh interpreter; zygote: forked from a process that has
+made the imports, engines/zygote.py). Models and launches alternate start by start, so load
+hits all alike; the load average is recorded at every start, as the numbers move with it.
 
 Not a test: the numbers depend on the machine and on what else runs on it.
 """
@@ -97,6 +99,8 @@ def main() -> None:
     parser.add_argument("--models", default="tiny-flux,tiny-wan")
     parser.add_argument("--profile", default="eager")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--launches", default="exec,zygote",
+                        help="worker launches to alternate (--omni-engine-launch's values)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="where the built-in models are (default: the plugin's)")
     parser.add_argument("--out", type=Path, help="also write the table here (and .json beside)")
@@ -111,23 +115,31 @@ def main() -> None:
               f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
               f"before: {machine()}"]
     print("\n".join(header), flush=True)
-    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
+    launches = [x.strip() for x in args.launches.split(",") if x.strip()]
+    columns = [(m, launch) for m in models for launch in launches]
+    rows: dict[str, list[dict[str, Any]]] = {f"{m} {launch}": [] for m, launch in columns}
     for repeat in range(args.repeats):
-        for model in models:
+        for model, launch in columns:
             request = GenerationRequest(**requests[model])
             spec = EngineSpec(model=model, profile_name=profile.name, options=profile.options,
-                              backend="diffusers", cache_dir=str(cache),
+                              backend="diffusers", cache_dir=str(cache), launch=launch,
                               start_timeout_s=1800, request_timeout_s=1800)
             row = one_start(spec, request)
-            rows[model].append(row)
-            print(f"repeat {repeat} {model}: " + ", ".join(
+            rows[f"{model} {launch}"].append(row)
+            print(f"repeat {repeat} {model} {launch}: " + ", ".join(
                 f"{k} {row[k]:.3f}" for k, _ in ROWS if row.get(k) is not None)
                 + f" (load {row['load_avg_1m']:.2f})", flush=True)
+    from pytest_omni_perf.engines import zygote_host
+
+    zygote_host.stop_all()
+    device = "cuda" if probe().gpus else "CPU"
     loads = [r["load_avg_1m"] for model_rows in rows.values() for r in model_rows]
     lines = [*header, f"after: {machine()}",
              f"1-minute load average at the {len(loads)} starts: {min(loads):.2f}-{max(loads):.2f}"
              f" (median {statistics.median(loads):.2f})",
-             f"profile {profile.name}, backend diffusers on CPU, {args.repeats} starts per model, "
+             f"profile {profile.name}, backend diffusers on {device}, {args.repeats} starts per "
+             f"model and launch (launches alternate; a zygote is started once and kept, so "
+             f"its first start pays the imports: the max of a zygote column), "
              "first request: " + "; ".join(
                  f"{m} {r['width']}x{r['height']} {r['num_inference_steps']} steps"
                  + (f" {r['num_frames']} frames" if r.get("num_frames") else "")

@@ -103,6 +103,15 @@ def default_cache_dir() -> pathlib.Path:
     return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "pytest-omni-perf"
 
 
+def folder_of(name: str, cache_dir: pathlib.Path | None = None) -> pathlib.Path:
+    """Where built-in model ``name`` is (or will be) built: ``<cache_dir>/models/<name>-r
+    <RECIPE_VERSION>``. ValueError for a name that is not a built-in."""
+    if not is_builtin(name):
+        raise ValueError(f"unknown built-in model {name!r}; built-ins: {', '.join(BUILTIN_MODELS)}")
+    models = (cache_dir if cache_dir is not None else default_cache_dir()) / "models"
+    return models / f"{name}-r{RECIPE_VERSION}"
+
+
 def ensure_model(name: str, cache_dir: pathlib.Path | None = None) -> pathlib.Path:
     """Return the folder of built-in model ``name``, building it on first use.
 
@@ -110,10 +119,8 @@ def ensure_model(name: str, cache_dir: pathlib.Path | None = None) -> pathlib.Pa
     sibling and renamed into place, so a half-written folder is never visible; when another
     process (an xdist worker) publishes first, its folder is used and ours is removed.
     """
-    if not is_builtin(name):
-        raise ValueError(f"unknown built-in model {name!r}; built-ins: {', '.join(BUILTIN_MODELS)}")
-    models = (cache_dir if cache_dir is not None else default_cache_dir()) / "models"
-    final = models / f"{name}-r{RECIPE_VERSION}"
+    final = folder_of(name, cache_dir)
+    models = final.parent
     if final.is_dir():
         return final
     models.mkdir(parents=True, exist_ok=True)

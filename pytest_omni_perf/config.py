@@ -41,6 +41,7 @@ def _choice(name: str, allowed: tuple[str, ...]) -> Callable[[str], str]:
     return convert
 
 
+LAUNCHES = ("zygote", "exec")
 _ROUNDS = _number(Range(2, whole=True))
 _WARMUP = _number(Range(0, whole=True))
 _SECONDS = _number(Range(0, low_open=True))
@@ -106,6 +107,9 @@ _OPTIONS = (
          "budget does to the test: warn (passes, reported INCONCLUSIVE), fail, or retry "
          "(measure once more with twice the budget, then fail). Default: warn.",
          _choice("--omni-inconclusive", INCONCLUSIVE_POLICIES), "warn", metavar="POLICY"),
+    _Opt("--omni-engine-launch", "How diffusers engine workers start: zygote (forked from a "
+         "process that imported torch and diffusers once) or exec (a fresh interpreter "
+         "each). Default: zygote.", _choice("--omni-engine-launch", LAUNCHES), "zygote"),
     _Opt("--omni-reference-regressions", "What a latency regression of a reference profile "
          "(eager: no baseline profile beside it to normalize by) against its stored run or "
          "history level does on a GPU key: warn (hosts of one GPU model differ) or fail (one "
@@ -211,6 +215,7 @@ class PerfConfig:
     request_timeout_s: float
     server_command: str
     in_process: bool
+    engine_launch: str
     profile_files: tuple[Path, ...]
     list_profiles: str | None
     report_benchmark: Path | None = None
@@ -350,6 +355,7 @@ def read_config(config: pytest.Config) -> PerfConfig:
         request_timeout_s=values["omni_request_timeout"],
         server_command=values["omni_server_command"],
         in_process=_flag(config, "omni_in_process"),
+        engine_launch=values["omni_engine_launch"],
         profile_files=tuple(config.getini("omni_profile_files")),
         list_profiles=config.getoption("omni_list_profiles"),
         report_benchmark=path(values["omni_report_benchmark"]),

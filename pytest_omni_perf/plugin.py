@@ -299,7 +299,8 @@ def _spec(state: SessionState, profile: Profile, model: str,
         # The first leased GPUs, as many as the profile spans: the 1-GPU baseline of a
         # 2-GPU profile runs on the first GPU of the test's lease.
         devices=leased[:gpus_needed(profile.requires.gpus)], in_process=perf.in_process,
-        start_timeout_s=perf.start_timeout_s, request_timeout_s=perf.request_timeout_s,
+        launch=perf.engine_launch, start_timeout_s=perf.start_timeout_s,
+        request_timeout_s=perf.request_timeout_s,
         server_command=perf.server_command, server_url=url_for(perf.server_urls, profile.name),
         cache_dir=str(perf.cache_dir) if perf.cache_dir else "",
         lease_fds=state.gpus.lease_fds,

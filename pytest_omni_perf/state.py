@@ -104,6 +104,9 @@ class SessionState:
         if self._gpus is not None:
             self._gpus.release()  # stops the engines first
         self.close_engines()
+        from pytest_omni_perf.engines import zygote_host
+
+        zygote_host.stop_all()
 
     @property
     def run_spread(self) -> float:

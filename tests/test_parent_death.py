@@ -36,14 +36,16 @@ PARENT = """
 import sys, threading, time
 from pathlib import Path
 how, log = sys.argv[1], Path(sys.argv[2])
-if how == "worker":
+if how in ("worker", "zygote"):
     from pytest_omni_perf.engines.base import EngineSpec, GenerationRequest
     from pytest_omni_perf.engines.hosting import IsolatedEngine
     spec = EngineSpec(model="standin", profile_name="eager", options={}, backend="diffusers",
                       start_timeout_s=120.0)
+    # "zygote": forked from a zygote (engines/zygote.py), so pytest -> zygote -> worker.
     engine = IsolatedEngine(spec, "standin:make", {"profile": "eager", "options": {}},
                             env={"PYTHONPATH": sys.argv[3], "STANDIN_HANG_EAGER": "1"},
-                            log_dir=log.parent)
+                            log_dir=log.parent,
+                            preload=("standin",) if how == "zygote" else None)
     engine.start()
     # In the worker's socket before we die: the worker reads it and hangs in the request,
     # so the closed socket cannot be what ends it.
@@ -103,22 +105,28 @@ def _read(log: Path) -> str:
     return log.read_text(errors="replace") if log.exists() else "(no log)"
 
 
-def _kill_parent_and_wait(proc: subprocess.Popen[str], child: int, log: Path) -> None:
-    assert running(child), f"the engine should be running before its parent dies: {_read(log)}"
+def _kill_parent_and_wait(proc: subprocess.Popen[str], child: int, log: Path,
+                          *others: int) -> None:
+    """SIGKILL the parent; ``child`` (and ``others``: a zygote between them) must follow."""
+    children = [child, *others]
+    assert all(running(c) for c in children), (
+        f"the engine should be running before its parent dies: {_read(log)}")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + GONE_WITHIN_S
     try:
-        while running(child) and time.monotonic() < deadline:
+        while any(running(c) for c in children) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not running(child), (f"engine {child} outlived its SIGKILLed parent by "
-                                    f"{GONE_WITHIN_S:g} s; log:\n{_read(log)}")
+        left = [c for c in children if running(c)]
+        assert not left, (f"{left} of {children} outlived their SIGKILLed parent by "
+                          f"{GONE_WITHIN_S:g} s; log:\n{_read(log)}")
     finally:
-        if running(child):
-            try:
-                os.killpg(child, signal.SIGKILL)  # its own group (start_new_session)
-            except ProcessLookupError:
-                pass
+        for pid in children:
+            if running(pid):
+                try:
+                    os.killpg(pid, signal.SIGKILL)  # its own group (start_new_session)
+                except ProcessLookupError:
+                    pass
 
 
 def test_any_command_dies_with_its_parent_also_spawned_from_an_ended_thread(
@@ -147,12 +155,22 @@ def test_shipped_server_dies_with_its_parent(parent: list[subprocess.Popen[str]]
     _kill_parent_and_wait(proc, child, log)
 
 
+@pytest.mark.parametrize("how", ["worker", "zygote"])
 def test_worker_hung_in_a_request_dies_with_its_parent(parent: list[subprocess.Popen[str]],
-                                                       tmp_path: Path) -> None:
+                                                       tmp_path: Path, how: str) -> None:
+    # "zygote": the chain pytest -> zygote -> worker; the worker is armed against the
+    # zygote, not pytest, so the zygote must die and take the worker with it.
     log = tmp_path / "parent.log"
-    proc, child = _start(parent, log, "worker", str(TESTS))
+    proc, child = _start(parent, log, how, str(TESTS))
+    zygotes = []
+    if how == "zygote":
+        import psutil
+
+        zygote = psutil.Process(child).parent()
+        assert zygote is not None and zygote.ppid() == proc.pid, _read(log)
+        zygotes.append(zygote.pid)
     worker_logs = list(tmp_path.glob("engine-*.log"))
-    _kill_parent_and_wait(proc, child, worker_logs[0] if worker_logs else log)
+    _kill_parent_and_wait(proc, child, worker_logs[0] if worker_logs else log, *zygotes)
 
 
 def _health(port: int) -> int | None:

@@ -80,6 +80,9 @@ class EngineSpec:
     devices: tuple[int, ...] = ()
     """Physical GPU indices the engine may use (empty: CPU, or whatever is visible)."""
     in_process: bool = False
+    launch: str = "exec"
+    """How a worker process starts: "zygote" (forked, imports already made; engines/
+    zygote.py) or "exec" (a fresh interpreter). Backends without a zygote ignore it."""
     start_timeout_s: float = 900.0
     request_timeout_s: float = 600.0
     server_command: str = ""

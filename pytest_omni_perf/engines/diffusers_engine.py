@@ -37,6 +37,28 @@ def make_runner(model: str, cache_dir: str, options: Mapping[str, Any], device: 
                            world_size=world_size)
 
 
+def preload_for(model: str, cache_dir: str, device: str) -> tuple[str, ...]:
+    """What the zygote imports before forking this model's worker (engines/zygote.py):
+    torch, transformers and diffusers, then the folder's pipeline class (diffusers imports it
+    lazily, with its models' and text encoders' modules; unknown for a built-in model not
+    built yet) unless the worker will use CUDA while torchao is installed: diffusers' and
+    transformers' model modules import their torchao quantizers, and importing torchao 0.17
+    initializes CUDA (measured on an H200, results/h200/startup/fork-check.jsonl), after which
+    no forked child may use CUDA. The zygote checks every import anyway (``zygote.preload``);
+    leaving this one out up front saves the start that would find it out."""
+    import importlib.util
+
+    from pytest_omni_perf.capabilities import pipeline_class_of
+
+    base = ("torch", "transformers", "diffusers")
+    if device != "cpu" and importlib.util.find_spec("torchao") is not None:
+        return base
+    folder = builtin_models.folder_of(model, Path(cache_dir) if cache_dir else None) \
+        if builtin_models.is_builtin(model) else Path(model)
+    name = pipeline_class_of(str(folder))
+    return (*base, *((f"diffusers:{name}",) if name else ()))
+
+
 def check_model(model: str) -> None:
     """Fail in the parent, in milliseconds, for a model that cannot exist."""
     if builtin_models.is_builtin(model):
@@ -77,7 +99,9 @@ def create(spec: EngineSpec, hw: HardwareInfo) -> IsolatedEngine | InProcessEngi
     # A persistent inductor cache makes the second run's compile cold start cheap.
     env.update(compile_cache_env(spec))
     if ranks == 1:
-        return IsolatedEngine(spec, FACTORY, kwargs, env=env, device=device)
+        return IsolatedEngine(spec, FACTORY, kwargs, env=env, device=device,
+                              preload=preload_for(spec.model, spec.cache_dir, device)
+                              if spec.launch == "zygote" else None)
     port = free_port()
     return RankGroupEngine(
         spec, FACTORY, ranks, device=device,

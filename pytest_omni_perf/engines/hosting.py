@@ -12,7 +12,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from pytest_omni_perf.engines.base import (
     cause_line, checked_output, engine_name, out_of_memory_line,
 )
 from pytest_omni_perf.engines.process import ManagedProcess
+from pytest_omni_perf.engines import zygote_host
+from pytest_omni_perf.engines.zygote_host import ForkedProcess, ZygoteError, ZygoteSpoiled
 from pytest_omni_perf.engines.startup import StartupPhases, interpreter_seconds
 from pytest_omni_perf.escape import path_component
 
@@ -37,7 +39,7 @@ class ProcessHost:
 
     spec: EngineSpec
     device: str
-    _process: ManagedProcess | None
+    _process: ManagedProcess | ForkedProcess | None
 
     def reported(self) -> tuple[Mapping[str, Any], Mapping[str, str]]:
         """(applied, versions) as the child reported them; empty before it did."""
@@ -67,16 +69,20 @@ class IsolatedEngine(ProcessHost):
 
     def __init__(self, spec: EngineSpec, factory: str, kwargs: Mapping[str, Any], *,
                  env: Mapping[str, str] | None = None, log_dir: Path | None = None,
-                 device: str = "cpu", log_tag: str = "") -> None:
+                 device: str = "cpu", log_tag: str = "",
+                 preload: Sequence[str] | None = None) -> None:
+        """``preload``: fork the worker from a zygote that has imported these (see
+        ``zygote.py``); None: start a fresh interpreter."""
         self.spec = spec
         self.factory = factory
         self.kwargs = dict(kwargs)
         self.device = device
+        self.preload = None if preload is None else tuple(preload)
         self._extra_env = dict(env or {})
         log_root = log_dir or Path(tempfile.gettempdir()) / "pytest-omni-perf-logs"
         tag = path_component(f"{spec.profile_name}{log_tag}-{os.getpid()}-{secrets.token_hex(3)}")
         self.log_path = log_root / f"engine-{tag}.log"
-        self._process: ManagedProcess | None = None
+        self._process: ManagedProcess | ForkedProcess | None = None
         self._conn: Connection | None = None
         self._info: dict[str, Any] = {}
         self._startup = StartupPhases()
@@ -89,6 +95,18 @@ class IsolatedEngine(ProcessHost):
         try:
             self.started(self._call("start", self.start_payload(), self.spec.start_timeout_s,
                                     "start"))
+        except EngineError as exc:
+            self.stop()
+            if self.preload is None or zygote_host.FORK_SPOILED_CUDA not in str(exc):
+                raise
+            # Something the zygote imported touched CUDA: start this engine, and every later
+            # one of its environment, in a fresh interpreter, and say so in the log.
+            zygote_host.mark_unusable(self._env(), zygote_host.FORK_SPOILED_CUDA)
+            print(f"[pytest_omni_perf] engine {self.spec.profile_name!r}: a forked worker "
+                  "could not use CUDA; starting it, and later engines, with exec",
+                  file=sys.stderr, flush=True)
+            self.preload = None
+            self.start()
         except BaseException:
             self.stop()
             raise
@@ -106,9 +124,8 @@ class IsolatedEngine(ProcessHost):
         self._startup = StartupPhases.from_reported(reported, interpreter_s=interpreter_seconds(
             self._answered_at - self._spawned_at, reported.get("worker_s")))
 
-    def spawn(self) -> None:
-        """Start the worker process and connect to it (no runner is built yet)."""
-        parent_sock, child_sock = socket.socketpair()
+    def _env(self) -> dict[str, str]:
+        """The worker's environment."""
         env = dict(os.environ)
         env.update(self._extra_env)
         if self.spec.devices:
@@ -116,17 +133,61 @@ class IsolatedEngine(ProcessHost):
         # The worker must import this very package, also when pytest runs from a checkout.
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        self._process = ManagedProcess(
-            [sys.executable, "-m", "pytest_omni_perf.engines.worker", str(child_sock.fileno())],
-            log_path=self.log_path, env=env,
-            pass_fds=[child_sock.fileno(), *self.spec.lease_fds],
-        )
+        return env
+
+    def spawn(self) -> None:
+        """Start the worker process and connect to it (no runner is built yet)."""
+        parent_sock, child_sock = socket.socketpair()
+        env = self._env()
+        fds = [child_sock.fileno(), *self.spec.lease_fds]
+        if self.preload is not None and zygote_host.unusable(env) is not None:
+            self.preload = None
+        if self.preload is not None:
+            self.preload = zygote_host.fork_safe(env, self.preload)
+        if self.preload is not None:
+            self._process = ForkedProcess(env=env, log_path=self.log_path, fds=fds,
+                                          preload=self.preload)
+            try:
+                # The zygote's own start is before the spawn: it counts in ``start_s`` and
+                # its imports in the worker's, not in the process launch (phase (a)).
+                self._process.prepare()
+            except ZygoteError as exc:
+                parent_sock.close()
+                child_sock.close()
+                raise self._cannot_fork(exc) from exc
+        else:
+            self._process = self._exec_process(env, fds)
         self._spawned_at = time.perf_counter()
         try:
             self._process.start()
+        except ZygoteSpoiled as spoiled:
+            # Children of that zygote could not use CUDA: this engine starts with exec, and
+            # later ones fork from a zygote that stops importing before ``spoiled.entry``.
+            zygote_host.mark_spoiler(env, spoiled.entry)
+            print(f"[pytest_omni_perf] engine {self.spec.profile_name!r}: {spoiled}, so "
+                  "workers forked after it could not use CUDA; starting this engine with exec, "
+                  f"later ones forked after importing only "
+                  f"{', '.join(zygote_host.fork_safe(env, self.preload or ())) or 'nothing'}",
+                  file=sys.stderr, flush=True)
+            self._process = self._exec_process(env, fds)
+            self._spawned_at = time.perf_counter()
+            self._process.start()
+        except ZygoteError as exc:
+            parent_sock.close()
+            raise self._cannot_fork(exc) from exc
         finally:
             child_sock.close()
         self._conn = Connection(parent_sock.detach())
+
+    def _exec_process(self, env: Mapping[str, str], fds: Sequence[int]) -> ManagedProcess:
+        """A fresh interpreter serving ``fds[0]`` (its other fds are GPU leases)."""
+        return ManagedProcess(
+            [sys.executable, "-m", "pytest_omni_perf.engines.worker", str(fds[0])],
+            log_path=self.log_path, env=dict(env), pass_fds=list(fds))
+
+    def _cannot_fork(self, exc: ZygoteError) -> EngineError:
+        return EngineError(f"engine {self.spec.profile_name!r} could not be forked: {exc} "
+                           "(--omni-engine-launch=exec starts a fresh interpreter instead)")
 
     def generate(self, request: GenerationRequest) -> GenerationOutput:
         result = self._call("generate", request.as_dict(), self.spec.request_timeout_s, "request")

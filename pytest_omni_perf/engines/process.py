@@ -103,8 +103,13 @@ class ManagedProcess:
         return [self.pid, *descendants(self.pid)]
 
     def log_tail(self, lines: int = 40) -> str:
+        return self.read_tail(self.log_path, lines)
+
+    @staticmethod
+    def read_tail(log_path: Path, lines: int = 40) -> str:
+        """The last ``lines`` lines of a log (of its last 64 KiB); "" when unreadable."""
         try:
-            with open(self.log_path, "rb") as handle:
+            with open(log_path, "rb") as handle:
                 handle.seek(0, os.SEEK_END)
                 handle.seek(max(0, handle.tell() - 64 * 1024))
                 text = handle.read().decode(errors="replace")
@@ -118,27 +123,28 @@ class ManagedProcess:
         self.terminate_tree(grace_s=2.0)
         return tail
 
+    @staticmethod
+    def signal_tree(leader: int, pids: Sequence[int], sig: int) -> None:
+        """Send ``sig`` to the process group ``leader`` leads and to each of ``pids``."""
+        try:
+            os.killpg(leader, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _signal_all(pids, sig)
+
     def terminate_tree(self, grace_s: float = 10.0) -> None:
         """SIGTERM the whole tree, then SIGKILL what is left after ``grace_s``. Idempotent."""
         if self._popen is None:
             return
         # Descendants can leave the group (setsid): collect them before the parent dies.
         pids = self.tree()
-        try:
-            os.killpg(self._popen.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
-        _signal_all(pids, signal.SIGTERM)
+        self.signal_tree(self._popen.pid, pids, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
             if self._popen.poll() is not None and not any(running(p) for p in pids):
                 break
             time.sleep(0.05)
-        try:
-            os.killpg(self._popen.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        _signal_all([p for p in pids if running(p)], signal.SIGKILL)
+        self.signal_tree(self._popen.pid, [p for p in pids if running(p)], signal.SIGKILL)
         try:
             self._popen.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - a zombie we cannot reap

@@ -25,21 +25,26 @@ def build_runner(factory: str, kwargs: dict[str, Any]) -> Any:
     return getattr(importlib.import_module(module_name), attr)(**kwargs)
 
 
-def startup_report(runner: Any, main_began: float | None) -> dict[str, Any]:
+def startup_report(runner: Any, main_began: float | None,
+                   preloaded_s: float = 0.0) -> dict[str, Any]:
     """The phases the runner measured (``startup_phases()``, where it has one) and
     ``worker_s``, this process's time from ``main`` to now: the parent subtracts it from its
-    wait to learn the process launch (engines/startup.py)."""
+    wait to learn the process launch (engines/startup.py). ``preloaded_s``: imports a zygote
+    made for this start before forking it (``zygote.py``), counted in ``imports_s``."""
     phases = getattr(runner, "startup_phases", None)
     reported = phases() if callable(phases) else None
     report: dict[str, Any] = dict(reported) if isinstance(reported, dict) else {}
+    if preloaded_s and isinstance(report.get("imports_s"), (int, float)):
+        report["imports_s"] += preloaded_s
     if main_began is not None:
         report["worker_s"] = time.perf_counter() - main_began
     return report
 
 
-def serve(conn: Connection, main_began: float | None = None) -> None:
+def serve(conn: Connection, main_began: float | None = None, preloaded_s: float = 0.0) -> None:
     """Answer messages until ``stop`` or until the parent goes away (``main_began``: the
-    perf_counter when ``main`` began, for the start-up phases)."""
+    perf_counter when ``main`` began, for the start-up phases; ``preloaded_s``: see
+    ``startup_report``)."""
     runner: Any = None
     while True:
         try:
@@ -52,7 +57,8 @@ def serve(conn: Connection, main_began: float | None = None) -> None:
                 applied = runner.load()
                 versions = runner.versions()
                 conn.send(("ok", {"applied": applied, "versions": versions, "pid": os.getpid(),
-                                  "startup": startup_report(runner, main_began)}))
+                                  "startup": startup_report(runner, main_began,
+                                                             preloaded_s)}))
             elif op == "generate":
                 conn.send(("ok", runner.generate(GenerationRequest(**payload))))
             elif op == "stop":
@@ -69,11 +75,14 @@ def serve(conn: Connection, main_began: float | None = None) -> None:
             conn.send(("error", traceback.format_exc()))
 
 
-def main(argv: list[str]) -> int:
-    began = time.perf_counter()  # the end of the process launch, as start-up phase (a)
+def main(argv: list[str], *, began: float | None = None, preloaded_s: float = 0.0) -> int:
+    """Serve the socket ``argv[1]``. ``began``: when this worker's own time began (a
+    zygote's fork passes the moment before its preload; else now, the end of the process
+    launch, start-up phase (a)); ``preloaded_s``: see ``startup_report``."""
+    began = time.perf_counter() if began is None else began
     conn = Connection(int(argv[1]))
     try:
-        serve(conn, began)
+        serve(conn, began, preloaded_s)
     finally:
         conn.close()
     return 0
