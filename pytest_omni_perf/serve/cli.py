@@ -151,8 +151,15 @@ def _check_model(model: str) -> str | None:
     return None
 
 
+_STOP_ASKED = threading.Event()
+"""Set by ``stop_on_signal``: a library that swallows the SystemExit (a bare ``except:``
+while the model loads) must not keep a server alive whose parent is gone: the parent-death
+SIGTERM comes only once (seen once in about 15 runs of tests/test_parent_death.py)."""
+
+
 def stop_on_signal(signum: int, frame: FrameType | None) -> None:
     """Signal handler: end the server with exit code 0."""
+    _STOP_ASKED.set()
     raise SystemExit(EXIT_STOPPED)  # unwinds the main thread wherever it is, running cleanups
 
 
@@ -262,11 +269,13 @@ def _load_and_wait(state: ServerState, args: argparse.Namespace,
     except Exception:  # noqa: BLE001 - any load failure ends the server with its traceback
         traceback.print_exc()
         return EXIT_LOAD_FAILED
+    if _STOP_ASKED.is_set():
+        return EXIT_STOPPED  # the signal's SystemExit was swallowed during the load
     state.info = {"version": __version__, "engine": "diffusers", "device": device,
                   "applied": json.loads(json.dumps(applied, default=str)),
                   "versions": runner.versions()}
     state.ready.set()
     log(f"ready: {args.model} on {device}, applied {state.info['applied']}, "
         f"request rules {state.rules}")
-    threading.Event().wait()  # until a signal raises SystemExit
+    _STOP_ASKED.wait()  # until a signal raises SystemExit here (or was swallowed and set it)
     return EXIT_STOPPED
