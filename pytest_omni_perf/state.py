@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_omni_perf.config import PerfConfig
+from pytest_omni_perf.config import PerfConfig, default_baseline_dir
 from pytest_omni_perf.hardware import HardwareInfo, probe
 from pytest_omni_perf.profiles import Profile
 from pytest_omni_perf.escape import shell_line
@@ -134,6 +134,9 @@ class SessionState:
                 f"{name}={url}" for name, url in self.perf.server_urls.items()))
         elif self.perf.backend != "auto":
             argv.append(f"--omni-backend={self.perf.backend}")
+        if self.perf.baseline_dir.resolve() != default_baseline_dir(self.pytest_config).resolve():
+            # The same folder, or the refreshed baseline lands where this run does not look.
+            argv.append(f"--omni-baseline-dir={self.perf.baseline_dir}")
         return shell_line(argv)
 
 

@@ -31,6 +31,23 @@ def test_missing_baseline_fails_with_the_command(standin_pytester: pytest.Pytest
     ])
 
 
+def test_printed_command_keeps_the_baseline_folder(standin_pytester: pytest.Pytester) -> None:
+    """A newcomer ran the printed command as printed: without --omni-baseline-dir it wrote to
+    ./baselines and the next run still failed. Running exactly what is printed must make
+    the next run find its baseline."""
+    import shlex
+
+    standin_pytester.makepyfile(TEST_FILE)
+    failed = run(standin_pytester, "--omni-profile=eager", "--omni-baseline-dir=bl2")
+    failed.assert_outcomes(failed=1)
+    line = next(text for text in failed.stdout.lines if "create it with: pytest" in text)
+    command = shlex.split(line.split("create it with: ", 1)[1])
+    assert "--omni-baseline-dir=bl2" in command
+    run(standin_pytester, *command[1:]).assert_outcomes(passed=1)
+    run(standin_pytester, "--omni-profile=eager", "--omni-baseline-dir=bl2").assert_outcomes(
+        passed=1)
+
+
 @pytest.mark.parametrize("xdist", XDIST, ids=["serial", "xdist"])
 def test_update_then_compare_passes(standin_pytester: pytest.Pytester, xdist: list[str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
