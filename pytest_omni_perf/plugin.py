@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_omni_perf import config as config_mod
-from pytest_omni_perf import markers
+from pytest_omni_perf import markers, sigterm
 from pytest_omni_perf.engines.base import (
     Engine, EngineError, EngineSpec, ProfileUnsupported,
 )
@@ -99,33 +99,14 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_omni_perf.cases.items import add_case_paths
 
         add_case_paths(config, perf.cases)
-    _interrupt_on_sigterm(config)
+    sigterm.interrupt_on_sigterm(config)
 
 
-_sigterm_key = pytest.StashKey[bool]()
-
-
-def _interrupt_on_sigterm(config: pytest.Config) -> None:
-    """Make SIGTERM (CI cancel, ``timeout``, ``docker stop``) end the run like Ctrl-C.
-
-    Python's default action kills at once: no session finish (the partial JSON report is
-    lost) and no unconfigure (engines are only reaped when they notice the closed socket).
-    As KeyboardInterrupt, pytest still finishes the session and stops every engine. A
-    second SIGTERM kills as before. Left alone where someone else already handles SIGTERM.
-    """
-    import signal
-    import threading
-
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise KeyboardInterrupt(f"SIGTERM (signal {signum})")
-
-    signal.signal(signal.SIGTERM, interrupt)
-    config.stash[_sigterm_key] = True
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Probe the hardware before any test (the header does, but -q prints none): a machine
+    the plugin refuses (a MIG slice) stops the run with one usage error, not one per test."""
+    if not hasattr(session.config, "workerinput"):  # xdist's controller checked it already
+        session.config.stash[state_key].hardware  # noqa: B018 - probes; may raise UsageError
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -133,10 +114,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(state_key, None)
     if state is not None:
         state.close()
-    if config.stash.get(_sigterm_key, False):
-        import signal
-
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sigterm.restore(config)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
