@@ -290,8 +290,8 @@ class Harness:
         _, elapsed, first = run.send()
         if first:
             spec = run.spec
-            self.pool.progress(f"first request of {spec.model}[{spec.profile_name}] (compile and "
-                               f"warm-up happen here) took {elapsed:.1f} s")
+            self.pool.progress(f"first request of {spec.model}[{spec.profile_name}] (warm-up, "
+                               f"and compile if the profile compiles) took {elapsed:.1f} s")
 
     def _to_measurement(self, run: _Rounds, peak: Any, interleaved: str | None,
                         stopped_by: str) -> Measurement:
