@@ -177,14 +177,22 @@ def test_junit_file_of_a_real_run_parses(standin_pytester: pytest.Pytester) -> N
 # -- shell, paths, Markdown, terminal ---------------------------------------------------------
 @SETTINGS
 @given(nodeid=with_surrogates.filter(lambda t: "\x00" not in t), profile=texts,
-       model=texts.filter(lambda t: "\x00" not in t), backend=st.sampled_from(["auto", "omni"]))
+       model=texts.filter(lambda t: "\x00" not in t), backend=st.sampled_from(["auto", "omni"]),
+       folder=st.none() | with_surrogates.filter(lambda t: "\x00" not in t))
 def test_refresh_command_splits_back(nodeid: str, profile: str, model: str,
-                                     backend: str) -> None:
-    owner = SimpleNamespace(perf=SimpleNamespace(backend=backend, server_urls={}))
+                                     backend: str, folder: str | None) -> None:
+    # folder None: the default baselines/ beside the ini file, which the command leaves out.
+    baseline_dir = Path("/repo/baselines") if folder is None else Path("/elsewhere", folder)
+    owner = SimpleNamespace(
+        perf=SimpleNamespace(backend=backend, server_urls={}, baseline_dir=baseline_dir),
+        pytest_config=SimpleNamespace(inipath=Path("/repo/pytest.ini"), rootpath=Path("/repo")))
     line = SessionState.refresh_command(owner, nodeid, profile, model)  # type: ignore[arg-type]
     argv = shlex.split(line)
     assert argv[:4] == ["pytest", nodeid, f"--omni-profile={profile}", "--omni-update-baselines"]
     assert argv == shlex.split(shell_line(argv))
+    given_dir = [a for a in argv[4:] if a.startswith("--omni-baseline-dir=")]
+    default = baseline_dir.resolve() == Path("/repo/baselines").resolve()
+    assert given_dir == ([] if default else [f"--omni-baseline-dir={baseline_dir}"])
 
 
 @SETTINGS
