@@ -95,18 +95,6 @@ class IsolatedEngine(ProcessHost):
         try:
             self.started(self._call("start", self.start_payload(), self.spec.start_timeout_s,
                                     "start"))
-        except EngineError as exc:
-            self.stop()
-            if self.preload is None or zygote_host.FORK_SPOILED_CUDA not in str(exc):
-                raise
-            # Something the zygote imported touched CUDA: start this engine, and every later
-            # one of its environment, in a fresh interpreter, and say so in the log.
-            zygote_host.mark_unusable(self._env(), zygote_host.FORK_SPOILED_CUDA)
-            print(f"[pytest_omni_perf] engine {self.spec.profile_name!r}: a forked worker "
-                  "could not use CUDA; starting it, and later engines, with exec",
-                  file=sys.stderr, flush=True)
-            self.preload = None
-            self.start()
         except BaseException:
             self.stop()
             raise
@@ -140,11 +128,8 @@ class IsolatedEngine(ProcessHost):
         parent_sock, child_sock = socket.socketpair()
         env = self._env()
         fds = [child_sock.fileno(), *self.spec.lease_fds]
-        if self.preload is not None and zygote_host.unusable(env) is not None:
-            self.preload = None
         if self.preload is not None:
             self.preload = zygote_host.fork_safe(env, self.preload)
-        if self.preload is not None:
             self._process = ForkedProcess(env=env, log_path=self.log_path, fds=fds,
                                           preload=self.preload)
             try:

@@ -45,7 +45,7 @@ between a zygote and the workers it forks (a GPU, a rank; pytest's current test,
 changes with every test; the compile caches of engines/compile_cache.py, one folder per
 profile, which inductor reads in ``cache_dir()`` at compile time and Triton when it first
 caches a kernel, neither of which the zygote's imports do). Any other difference needs a
-zygote of its own (``launcher.zygote_key``)."""
+zygote of its own (``zygote_host.zygote_key``)."""
 
 MAX_FDS = 16
 MAX_MESSAGE = 64 * 1024
@@ -53,24 +53,25 @@ _exit_codes: dict[int, int] = {}
 """Exit codes of reaped children (this process's own table, filled by ``_reap``)."""
 
 
-def preload(names: Iterable[str]) -> tuple[list[str], str | None]:
-    """Import each ``module`` or ``module:attribute`` in order.
+def preload(names: Iterable[str]) -> str | None:
+    """Import each ``module`` or ``module:attribute`` in order; one that fails is passed over
+    (the worker imports it again and reports the real error).
 
-    Returns (the ones that failed, with why: the worker imports them again and reports the
-    real error; the first one after which forked children could not use CUDA, or None). The
-    import of that one is done and cannot be undone: this process must fork no more."""
-    failed = []
+    Returns the first one after which forked children could not use CUDA, or None. Its
+    import is done and cannot be undone: this process must fork no more."""
     for name in names:
         module, _, attribute = name.partition(":")
+        known, ran = len(sys.modules), False
         try:
             imported = importlib.import_module(module)
             if attribute:
                 getattr(imported, attribute)
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the worker shows it
-            failed.append(f"{name}: {exc}")
-        if _children_cannot_use_cuda():
-            return failed, name
-    return failed, None
+        except (Exception, SystemExit):  # noqa: BLE001 - the worker shows it
+            ran = True  # it ran code, whatever sys.modules shows now
+        # An import made for an earlier fork ran no code now: nothing new to check.
+        if (ran or len(sys.modules) != known) and _children_cannot_use_cuda():
+            return name
+    return None
 
 
 def _children_cannot_use_cuda() -> bool:
@@ -190,7 +191,7 @@ def serve(control: socket.socket) -> None:
         # The worker's own time begins before the preload it asked for, which counts as
         # its imports (the first worker of a zygote pays them, later ones inherit them).
         message["began"] = time.perf_counter()
-        failed, spoiler = preload(message.get("preload") or [])
+        spoiler = preload(message.get("preload") or [])
         message["preloaded_s"] = time.perf_counter() - message["began"]
         sys.stdout.flush()
         sys.stderr.flush()
@@ -206,7 +207,7 @@ def serve(control: socket.socket) -> None:
         _workers.add(pid)
         for fd in fds:
             os.close(fd)
-        control.send(json.dumps({"pid": pid, "preload_failed": failed}).encode())
+        control.send(json.dumps({"pid": pid}).encode())
 
 
 def main(argv: list[str]) -> int:

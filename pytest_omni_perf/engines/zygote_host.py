@@ -4,7 +4,7 @@ use, and ``ForkedProcess``, a worker forked from it that behaves as a ``ManagedP
 Zygotes are per process (per xdist worker), keyed by the environment less ``LATE_KEYS``:
 an environment variable a library reads on import (``HF_HUB_OFFLINE``, an inductor setting)
 must be right before the zygote imports it, so another value needs another zygote. At most
-``MAX_ZYGOTES`` live at once (the least recently used one stops first); ``stop_all`` ends
+``MAX_ZYGOTES`` live at once (the least recently used idle one stops first); ``stop_all`` ends
 them at the end of the session (the plugin calls it), and each dies with this process
 anyway (parent-death signal, see ``process``).
 """
@@ -116,14 +116,6 @@ class Zygote:
 
 _zygotes: OrderedDict[tuple[tuple[str, str], ...], Zygote] = OrderedDict()
 _LOCK = threading.Lock()
-_unusable: dict[tuple[tuple[str, str], ...], str] = {}
-"""Zygotes whose workers could not use CUDA, with why: their engines start by exec."""
-
-FORK_SPOILED_CUDA = "Cannot re-initialize CUDA in forked subprocess"
-"""torch's message (torch/cuda/__init__.py) when the process that forked had made a CUDA
-call: something the zygote imported did, despite ``zygote.NVML_CHECK``."""
-
-
 _spoilers: dict[tuple[tuple[str, str], ...], set[str]] = {}
 """Per zygote key, preload entries after whose import forked children could not use CUDA."""
 
@@ -145,20 +137,6 @@ def mark_spoiler(env: Mapping[str, str], entry: str) -> None:
     key = zygote_key(env)
     with _LOCK:
         _spoilers.setdefault(key, set()).add(entry)
-        if (found := _zygotes.pop(key, None)) is not None:
-            found.stop()
-
-
-def unusable(env: Mapping[str, str]) -> str | None:
-    """Why workers with ``env`` must not be forked here (None: they may)."""
-    return _unusable.get(zygote_key(env))
-
-
-def mark_unusable(env: Mapping[str, str], why: str) -> None:
-    """Fork no more workers with ``env`` in this process (the zygote stays for none)."""
-    key = zygote_key(env)
-    with _LOCK:
-        _unusable[key] = why
         if (found := _zygotes.pop(key, None)) is not None:
             found.stop()
 
