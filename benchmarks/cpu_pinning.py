@@ -38,28 +38,12 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_omni_perf.engines.base import EngineSpec, GenerationRequest  # noqa: E402
+from pytest_omni_perf.engines.base import GenerationRequest  # noqa: E402
 from cpu_affinity import available_cpus, pin  # noqa: E402  (this folder)
+from detection_power import start_eager_engines  # noqa: E402  (this folder)
 from pytest_omni_perf.measure.stats import speedup_interval  # noqa: E402
-from pytest_omni_perf.profiles import load_builtin  # noqa: E402
 
 PLACEMENTS = ("free", "main1", "main2", "split", "all2")
-
-
-def start_engines(args: argparse.Namespace) -> list[Any]:
-    from pytest_omni_perf.engines import diffusers_engine
-    from pytest_omni_perf.hardware import probe
-
-    hw = probe()
-    options = load_builtin()["eager"].options
-    engines = []
-    for name in ("reference", "candidate"):
-        spec = EngineSpec(model=args.model, profile_name=f"eager-{name}", options=options,
-                          backend="diffusers", cache_dir=args.cache_dir)
-        engine = diffusers_engine.create(spec, hw)
-        engine.start()
-        engines.append(engine)
-    return engines
 
 
 def place(placement: str, engines: list[Any], cpus: tuple[int, ...]) -> list[Any]:
@@ -95,7 +79,7 @@ def main() -> None:
     request = GenerationRequest(width=args.width, height=args.height,
                                 num_inference_steps=args.steps)
     began = time.perf_counter()
-    engines = start_engines(args)
+    engines = start_eager_engines(args)
     trials: list[dict[str, Any]] = []
     try:
         for engine in engines:

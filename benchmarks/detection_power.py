@@ -98,7 +98,9 @@ class Trial:
     seconds: float
 
 
-def start_pair(args: argparse.Namespace) -> tuple[Any, Slowed]:
+def start_eager_engines(args: argparse.Namespace) -> list[Any]:
+    """Two started diffusers engines of ``args.model`` with the eager profile, each in its
+    own worker process: "reference" and "candidate" (also used by cpu_pinning.py)."""
     from pytest_omni_perf.engines import diffusers_engine
     from pytest_omni_perf.hardware import probe
 
@@ -111,7 +113,12 @@ def start_pair(args: argparse.Namespace) -> tuple[Any, Slowed]:
         engine = diffusers_engine.create(spec, hw)
         engine.start()
         engines.append(engine)
-    return engines[0], Slowed(engines[1], args.slowdown)
+    return engines
+
+
+def start_pair(args: argparse.Namespace) -> tuple[Any, Slowed]:
+    reference, candidate = start_eager_engines(args)
+    return reference, Slowed(candidate, args.slowdown)
 
 
 def run_trial(kind: str, reference: Any, candidate: Slowed, request: GenerationRequest,
