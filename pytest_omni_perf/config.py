@@ -261,7 +261,11 @@ def _value(config: pytest.Config, opt: _Opt) -> Any:
 
 
 def _ini_name(config: pytest.Config, dest: str) -> str:
-    """``ini omni_rounds (pytest.ini)``: the key and the file a user would edit."""
+    """``ini omni_rounds (pytest.ini)``: the key and where its value came from, the file a
+    user would edit or ``-o`` (which pytest lets override the file's value)."""
+    overrides = config.getoption("override_ini", None) or []
+    if any(str(entry).split("=", 1)[0].strip() == dest for entry in overrides):
+        return f"ini {dest} (-o {dest}=...)"
     where = f" ({config.inipath.name})" if config.inipath is not None else ""
     return f"ini {dest}{where}"
 

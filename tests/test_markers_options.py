@@ -273,6 +273,16 @@ def test_ini_keys_are_validated_too(pytester: pytest.Pytester) -> None:
                                  "got 0"])
 
 
+def test_ini_errors_name_dash_o_when_the_value_came_from_it(pytester: pytest.Pytester) -> None:
+    # A newcomer's `-o omni_rounds=0` was reported as coming from the ini file, which held
+    # no such key: the message must point at what to change.
+    pytester.makeini("[pytest]\nomni_rounds = 5\n")
+    result = pytester.runpytest("-o", "omni_rounds=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: ini omni_rounds (-o omni_rounds=...): expected a whole "
+                                 "number >= 2, got 0"])
+
+
 def test_ini_sets_profiles_and_cli_wins(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nomni_profile = compile\n")
     pytester.makepyfile("def test_p(omni_profile): pass\n")
