@@ -273,8 +273,8 @@ def _busy_host_cannot_decide(judged: judge.Judgement, measured: Measurement,
     and an interval can be wrong in either direction (a no-op profile identical to eager
     passed min_speedup=1.05 at 2.004x [1.148, 10.075] on a busy 2-core machine,
     results/cpu/noop-drill-busy-3/). Quality and memory gates are not timings and stand.
-    Latency gates already undecided name the load too, so an inconclusive line says why by
-    itself."""
+    Latency gates already undecided, and warn-only latency notes, name the load too, so an
+    inconclusive line or a warning says why by itself."""
     why = next((f"{what}: {reason}" for what, m in (("this profile", measured),
                                                      ("its baseline", base))
                 if m is not None and m.interference is not None
@@ -302,6 +302,12 @@ def _busy_host_cannot_decide(judged: judge.Judgement, measured: Measurement,
         else:
             stood.append(passed)
     judged.passed = stood
+    # Warn-only latency notes (a reference profile, the 'cpu' key) say the load too: a
+    # newcomer read "latency_regression (warning only ...)" beside a trend cell of "+0% vs
+    # level" and could not tell the warning came from a busy machine.
+    judged.notes = [f"{note} (the host was busy: {why})"
+                    if note.startswith(tuple(f"{m} (warning only" for m in _LATENCY_GATES))
+                    else note for note in judged.notes]
 
 
 def _mapping(value: object) -> Mapping[str, Any] | None:

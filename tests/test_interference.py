@@ -313,10 +313,20 @@ def test_inconclusive_latency_gates_name_a_busy_host() -> None:
     judged = judge.Judgement()
     judged.undecided = [Violation("speedup", "speedup straddles"),
                         Violation("ssim", "ssim unknown")]
+    judged.add("fail", "latency_regression", "latency is 1.31x", warn_only=True,
+               why_warn="on the 'cpu' key, machines differ")
+    judged.add("fail", "vram_regression", "peak memory is 1.4x", warn_only=True,
+               why_warn="on the 'cpu' key, machines differ")
     verdict._busy_host_cannot_decide(judged, measured, None)
     assert [u.message for u in judged.undecided] == [
         "speedup straddles (the host was busy: this profile: other processes used 1.5 cores "
         "in 4 of 4 rounds)", "ssim unknown"]
+    # A warning about a timing names the load as well; one about memory does not.
+    assert judged.notes == [
+        "latency_regression (warning only: on the 'cpu' key, machines differ): latency is "
+        "1.31x (the host was busy: this profile: other processes used 1.5 cores in 4 of 4 "
+        "rounds)",
+        "vram_regression (warning only: on the 'cpu' key, machines differ): peak memory is 1.4x"]
 
 
 def test_a_busy_host_turns_a_latency_pass_undecided_and_leaves_quality_and_memory() -> None:
