@@ -189,6 +189,13 @@ def add_options(parser: pytest.Parser) -> None:
                     default=None, help="Run engines inside the pytest process (for debugging; "
                     "no crash isolation, VRAM of profiles mixes).")
     parser.addini("omni_in_process", "Same as --omni-in-process.", type="bool", default=False)
+    group.addoption("--omni-separate-engines", dest="omni_separate_engines",
+                    action="store_true", default=None,
+                    help="Start an engine per profile even where a profile's engine options "
+                    "equal its baseline profile's (fewer_steps and eager share one engine "
+                    "otherwise, their rounds interleaved in one process).")
+    parser.addini("omni_separate_engines", "Same as --omni-separate-engines.", type="bool",
+                  default=False)
     group.addoption("--omni-list-profiles", dest="omni_list_profiles", nargs="?", const="text",
                     type=_list_format, default=None, metavar="json",
                     help="Print every profile (requirements, bounds, Omni(...) kwargs, "
@@ -219,6 +226,8 @@ class PerfConfig:
     profile_files: tuple[Path, ...]
     list_profiles: str | None
     report_benchmark: Path | None = None
+    separate_engines: bool = False
+    """--omni-separate-engines: no engine shared between profiles of equal engine options."""
     gpu_wait_s: float = 1800.0
     gpu_lock_dir: Path | None = None
     """None: gpu_leases.DEFAULT_FOLDER."""
@@ -359,6 +368,7 @@ def read_config(config: pytest.Config) -> PerfConfig:
         request_timeout_s=values["omni_request_timeout"],
         server_command=values["omni_server_command"],
         in_process=_flag(config, "omni_in_process"),
+        separate_engines=_flag(config, "omni_separate_engines"),
         engine_launch=values["omni_engine_launch"],
         profile_files=tuple(config.getini("omni_profile_files")),
         list_profiles=config.getoption("omni_list_profiles"),

@@ -162,6 +162,13 @@ class Harness:
             fingerprint_devices=self.spec_for(self.profile).devices, hardware=self.hardware,
             confidence=self.budget.confidence)
         result.notes += self.bound_notes
+        engine = measured.engine_profile or measured.profile
+        if base is not None and measured.interleaved_with == base.profile \
+                and engine == (base.engine_profile or base.profile):
+            result.notes.append(
+                f"{self.profile.name} and {base.profile} ran in one engine, {engine}'s, "
+                "their rounds alternating in one process: their engine options are equal "
+                "(--omni-separate-engines starts one per profile)")
         self.results.append(result)
         return result
 
@@ -234,9 +241,12 @@ class Harness:
                       base: Measurement | None) -> bool:
         """Both engines can live at once: on CPU, or when three times the baseline's measured
         peak fits the smallest GPU it uses (the profile may need more than the baseline), or
-        when both are servers attached with --omni-server-url (neither holds memory here)."""
+        when both are servers attached with --omni-server-url (neither holds memory here), or
+        when the baseline's live engine serves the profile too (equal options)."""
         if spec.server_url and base_spec.server_url:
             return True
+        if self.pool.shares(spec, base_spec):
+            return True  # one engine serves both: nothing more to fit
         if base_spec.devices != spec.devices:
             return False
         if not self.hardware.gpus:
@@ -311,6 +321,7 @@ class Harness:
                                else {})},
             frames=list(run.last.frames),
             interleaved_with=interleaved, devices=list(run.spec.devices),
+            engine_profile="" if run.live.key[1] == run.profile.name else run.live.key[1],
             stopped_by=stopped_by, interference=run.monitor.stop(),  # idempotent
             startup=startup_of(info).completed(start_s=run.live.start_s,
                                                first_request_s=run.live.first_request_s),

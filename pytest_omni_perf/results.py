@@ -40,6 +40,9 @@ class Measurement:
     frames: list[npt.NDArray[np.uint8]] = dataclasses.field(repr=False, default_factory=list)
     interleaved_with: str | None = None
     """Baseline profile whose rounds alternated with these, if any."""
+    engine_profile: str = ""
+    """The profile whose engine ran these rounds when not this one's own (profiles of equal
+    engine options share one engine: ``engines/engine_pool.py``); "" for its own engine."""
     devices: list[int] = dataclasses.field(default_factory=list)
     """Physical GPU indices the engine ran on ([] on CPU)."""
     stopped_by: str = ""
@@ -64,6 +67,7 @@ class Measurement:
             "first_request_s": self.first_request_s, "cold_start_s": self.cold_start_s,
             "engine_reused": self.engine_reused, "applied": self.applied,
             "engine_metrics": self.engine_metrics, "interleaved_with": self.interleaved_with,
+            "engine_profile": self.engine_profile or self.profile,
             "devices": self.devices, "rounds": len(self.samples), "stopped_by": self.stopped_by,
             "interference": None if self.interference is None else self.interference.to_dict(),
             "startup": self.startup.to_dict(),

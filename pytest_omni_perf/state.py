@@ -73,7 +73,8 @@ class SessionState:
             progress = ProgressWriter(self.pytest_config)
             self.pytest_config.pluginmanager.register(progress, "omni-perf-progress")
             self._pool = EnginePool(
-                lambda spec: make_engine(self.pytest_config, spec, self.hardware), progress)
+                lambda spec: make_engine(self.pytest_config, spec, self.hardware), progress,
+                share=not self.perf.separate_engines)
         return self._pool
 
     @property

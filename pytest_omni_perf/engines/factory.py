@@ -23,12 +23,20 @@ def resolve_backend(backend: str, hw: HardwareInfo, attached: bool = False) -> t
     return "omni", "auto: vllm_omni is installed and a GPU is present"
 
 
-def make_engine(config: pytest.Config, spec: EngineSpec, hw: HardwareInfo) -> Engine:
-    """An unstarted engine for ``spec`` (ProfileUnsupported or EngineError when impossible)."""
+def make_engine(config: pytest.Config, spec: EngineSpec, hw: HardwareInfo
+                ) -> tuple[Engine, bool]:
+    """An unstarted engine for ``spec`` (ProfileUnsupported or EngineError when impossible),
+    and whether its behaviour follows from ``spec.options`` and the request alone, so that
+    profiles of equal options may share it: true of the built-in adapters, never assumed of
+    a plugin's engine (a test double may act on the profile's name)."""
     engine: Engine | None = config.hook.pytest_omni_perf_make_engine(
         config=config, spec=spec, hardware=hw)
     if engine is not None:
-        return engine
+        return engine, False
+    return _built_in(spec, hw), True
+
+
+def _built_in(spec: EngineSpec, hw: HardwareInfo) -> Engine:
     if spec.backend == "diffusers":
         from pytest_omni_perf.engines import diffusers_engine
 

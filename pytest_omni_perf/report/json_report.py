@@ -31,7 +31,8 @@ of two identical images, are written as ``null``. Schema, version 1::
         run) | "none" (not measured), peak_bytes, samples, label (how, or why not)}, start_s (engine
         start), first_request_s, cold_start_s (start + first request; null if unknown),
         engine_reused, applied {what the engine really applied}, engine_metrics,
-        interleaved_with, devices [physical GPU indices the engine ran on; [] on CPU],
+        interleaved_with, engine_profile (the profile whose engine ran the rounds: another
+        one's when their engine options are equal and they shared it), devices [physical GPU indices the engine ran on; [] on CPU],
         rounds (measured, adaptive), stopped_by (decided|max_rounds|max_seconds),
         interference {rounds [one per measured round: {duration_s, gpu_util_pct,
           sm_clock_mhz, clock_event_reasons [names], other_gpu_processes, host_cpu_busy_pct,
