@@ -10,7 +10,8 @@ Like ``pytest.Pytester``, it is handed out by a fixture and exported for annotat
 
 from __future__ import annotations
 
-from typing import NoReturn
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
 import pytest
 
@@ -59,13 +60,22 @@ class OmniPerf:
                 height: int = 128, num_inference_steps: int = 12,
                 num_frames: int | None = None, seed: int = 0,
                 guidance_scale: float | None = None, negative_prompt: str | None = None,
+                fps: int | None = None, true_cfg_scale: float | None = None,
+                guidance_scale_2: float | None = None, flow_shift: float | None = None,
+                extra_body: Mapping[str, Any] | None = None,
                 label: str | None = None) -> PerfResult:
         """Measure the active profile on one request and judge it.
 
         Request: ``prompt``; ``width``/``height`` in pixels; ``num_inference_steps``;
         ``num_frames`` for video models (None: an image); ``seed`` (outputs are compared
         pixel by pixel, so it is fixed); ``guidance_scale``/``negative_prompt`` as the
-        pipeline takes them. ``label`` names the request when a test measures several
+        pipeline takes them. Sampling fields, each None (the pipeline's default) unless
+        given: ``fps`` (frames per second of a video, whole, >= 1), ``true_cfg_scale``
+        (>= 0), ``guidance_scale_2`` (Wan2.2's high-noise CFG, >= 0), ``flow_shift`` (the
+        scheduler's sigma shift for this request, > 0), ``extra_body`` (more request fields:
+        server body fields, pipeline ``__call__`` keyword arguments, Omni sampling params or
+        ``extra_args``). A backend that cannot honour one skips the test naming it; a bad
+        value is a ``RequestError`` naming the field. ``label`` names the request when a test measures several
         (default "", then "2", "3", ...): each label has its own stored baseline
         (``<profile>@<label>``) and its own line in the reports.
 
@@ -84,7 +94,10 @@ class OmniPerf:
                                     num_inference_steps=num_inference_steps,
                                     num_frames=num_frames, seed=seed,
                                     guidance_scale=guidance_scale,
-                                    negative_prompt=negative_prompt)
+                                    negative_prompt=negative_prompt, fps=fps,
+                                    true_cfg_scale=true_cfg_scale,
+                                    guidance_scale_2=guidance_scale_2, flow_shift=flow_shift,
+                                    extra_body=dict(extra_body or {}))
         try:
             return self._harness.measure(request, label)
         except (ProfileUnsupported, EngineError) as exc:

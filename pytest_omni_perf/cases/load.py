@@ -46,9 +46,7 @@ class LoadPlan:
     warmup: Sequence[GenerationRequest] = ()
     warmup_concurrency: int = 1
     fps: int = DEFAULT_FPS
-    """Frames per second asked of video requests."""
-    extra_body: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    """Fields merged into every request body as given (the server decides what it takes)."""
+    """Frames per second asked of video requests that set none of their own."""
     seed: int = 0
     """Seeds the arrival times."""
     timeout_s: float = 600.0
@@ -177,15 +175,13 @@ def _send(client: httpx.Client, url: str, request: GenerationRequest,
     began = time.perf_counter()
     try:
         if request.is_video:
-            body, content_type = multipart({**video_fields(request, plan.fps),
-                                            **plan.extra_body})
+            body, content_type = multipart(video_fields(request, plan.fps))
             response = client.post(url + VIDEOS_SYNC_PATH, content=body,
                                    headers={"Content-Type": content_type},
                                    timeout=plan.timeout_s)
         else:
             response = client.post(url + IMAGES_PATH, timeout=plan.timeout_s,
-                                    content=json.dumps({**image_payload(request),
-                                                        **plan.extra_body}).encode(),
+                                    content=json.dumps(image_payload(request)).encode(),
                                     headers={"Content-Type": "application/json"})
     except httpx.HTTPError as exc:
         return RequestRecord(False, time.perf_counter() - began,
