@@ -147,6 +147,8 @@ class Harness:
         self.bound_notes = tuple(bound_notes)
         """Why a bound of this test is not applied here (hardware_bounds.resolve_keyed)."""
         self.results: list[PerfResult] = []
+        self.loads: list[Any] = []
+        """``load_runs.LoadReport`` of each ``omni_perf.load()`` call, in call order."""
 
     def measure(self, request: GenerationRequest, label: str | None = None) -> PerfResult:
         """Measure the active profile on ``request`` (and its baseline profile beside it),
