@@ -10,15 +10,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pytest_omni_perf.load_runs import LoadLevel, LoadReport
     from pytest_omni_perf.omni_perf import OmniPerf
     from pytest_omni_perf.results import PerfResult
 
 __version__ = "0.1.0"
-__all__ = ["OmniPerf", "PerfResult", "__version__"]
+__all__ = ["LoadLevel", "LoadReport", "OmniPerf", "PerfResult", "__version__"]
 
 
 def __getattr__(name: str) -> object:
-    """Load ``OmniPerf`` and ``PerfResult`` when first asked for (PEP 562)."""
+    """Load the public types when first asked for (PEP 562)."""
     if name == "OmniPerf":
         from pytest_omni_perf.omni_perf import OmniPerf
 
@@ -27,4 +28,8 @@ def __getattr__(name: str) -> object:
         from pytest_omni_perf.results import PerfResult
 
         return PerfResult
+    if name in ("LoadReport", "LoadLevel"):
+        from pytest_omni_perf import load_runs
+
+        return getattr(load_runs, name)
     raise AttributeError(f"module 'pytest_omni_perf' has no attribute {name!r}")

@@ -34,6 +34,9 @@ class GpuInfo:
     sm: tuple[int, int]
     vram_gib: float
     uuid: str = ""
+    vendor: str = "nvidia"
+    """"nvidia" (NVML), "amd" (ROCm) or "ascend" (torch_npu); sm is (0, 0) for the latter
+    two, which have no CUDA compute capability."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +63,8 @@ class HardwareInfo:
 
     @property
     def key(self) -> str:
-        """Baseline folder name: the GPU model (``nvidia-h100-80gb-hbm3``), or ``cpu``."""
+        """Baseline folder name: the GPU model (``nvidia-h100-80gb-hbm3``,
+        ``amd-instinct-mi300x``, ``ascend910-9392-atlas-a3``), or ``cpu``."""
         if not self.gpus:
             return CPU_KEY
         return hardware_key(self.gpus[0].name)
@@ -71,7 +75,8 @@ class HardwareInfo:
             return f"no GPU ({self.note}); hardware key 'cpu'"
         names = ", ".join(sorted({g.name for g in self.gpus}))
         sm = ".".join(map(str, self.min_sm or (0, 0)))
-        return (f"{self.gpu_count} x {names} (SM {sm}, {self.min_vram_gib:.0f} GiB), "
+        arch = f"SM {sm}, " if all(g.vendor == "nvidia" for g in self.gpus) else ""
+        return (f"{self.gpu_count} x {names} ({arch}{self.min_vram_gib:.0f} GiB), "
                 f"driver {self.driver}; hardware key {self.key!r}")
 
 
@@ -178,7 +183,17 @@ def _decode(value: bytes | str) -> str:
 
 
 def probe() -> HardwareInfo:
-    """Visible GPUs from NVML; a HardwareInfo saying why when there are none."""
+    """Visible GPUs from NVML, else ROCm GPUs or Ascend NPUs named through torch
+    (``accelerators``); a HardwareInfo saying why when there are none."""
+    found = _probe_nvml()
+    if found.gpus:
+        return found
+    from pytest_omni_perf.accelerators import probe_other
+
+    return probe_other() or found
+
+
+def _probe_nvml() -> HardwareInfo:
     try:
         with nvml() as pynvml:
             count = pynvml.nvmlDeviceGetCount()

@@ -15,7 +15,8 @@ from pytest_omni_perf.hardware import key_for_this_machine
 from pytest_omni_perf.numeric import Range
 from pytest_omni_perf.profiles import BOUND_RANGES
 
-HARDWARE_KEYED = ("max_latency_s", "max_vram_gib")
+HARDWARE_KEYED = ("max_latency_s", "max_vram_gib", "max_latency_p99_s", "max_latency_mean_s",
+                  "min_throughput_qps")
 """Bounds that take a number or a mapping of hardware name to number."""
 
 

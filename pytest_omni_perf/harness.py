@@ -26,7 +26,8 @@ from pytest_omni_perf.profiles import Bounds, Profile
 from pytest_omni_perf.results import Measurement, PerfResult
 from pytest_omni_perf.suite_cost import SuiteCost
 
-RequestKey = tuple[str, str, str, tuple[tuple[str, Any], ...]]
+RequestKey = tuple[str, str, str, str]
+"""(model, backend, profile, the request's canonical JSON: ``GenerationRequest.key``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +147,8 @@ class Harness:
         self.bound_notes = tuple(bound_notes)
         """Why a bound of this test is not applied here (hardware_bounds.resolve_keyed)."""
         self.results: list[PerfResult] = []
+        self.loads: list[Any] = []
+        """``load_runs.LoadReport`` of each ``omni_perf.load()`` call, in call order."""
 
     def measure(self, request: GenerationRequest, label: str | None = None) -> PerfResult:
         """Measure the active profile on ``request`` (and its baseline profile beside it),
@@ -178,7 +181,7 @@ class Harness:
         return None if name is None else self.profiles[name]
 
     def _key(self, profile: Profile, request: GenerationRequest) -> RequestKey:
-        return (self.model, self.backend, profile.name, tuple(sorted(request.as_dict().items())))
+        return (self.model, self.backend, profile.name, request.key())
 
     def _measure_pair(self, request: GenerationRequest, baseline: Profile | None,
                       stored: verdict.StoredLookup, references: verdict.References

@@ -28,10 +28,13 @@ MARKER_DOCS = {
     "omni_model": "omni_model(id_or_path): the model this test measures (default: --omni-model).",
     "omni_profiles": "omni_profiles(*names): run this test only for these profiles.",
     "omni_bounds": "omni_bounds(min_speedup=, min_ssim=, max_vram_gib=, max_vram_ratio=, "
-                   "max_latency_s=, max_regression=, max_vram_regression=, profile=None): "
-                   "override the profile's bounds for this test (only for the named "
-                   "profile(s) when profile= is given); max_latency_s and max_vram_gib "
-                   "also take a mapping of hardware name to number ({'H100': 3.5}).",
+                   "max_latency_s=, max_regression=, max_vram_regression=, "
+                   "max_latency_p99_s=, max_latency_mean_s=, min_throughput_qps=, "
+                   "profile=None): override the profile's bounds for this test (only for "
+                   "the named profile(s) when profile= is given); the last three judge "
+                   "omni_perf.load() (seconds, requests/s); max_latency_s, max_vram_gib and "
+                   "the load bounds also take a mapping of hardware name to number "
+                   "({'H100': 3.5}; no key for this machine: not applied, with a note).",
 }
 CARDS_DOC = "cards_{n}: set on tests that need {n} GPUs (requires_gpus or a profile's "\
             "requirement), as vLLM-Omni CI selects with -m 'H100 and cards_{n}'."

@@ -86,29 +86,48 @@ def multipart(fields: Mapping[str, Any]) -> tuple[bytes, str]:
     return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
 
 
+# Sampling fields each endpoint has (vLLM-Omni's protocol/images.py ImageGenerationRequest
+# and protocol/videos.py VideoGenerationRequest): images have no guidance_scale_2 or fps.
+IMAGE_SAMPLING = ("negative_prompt", "guidance_scale", "true_cfg_scale", "flow_shift")
+VIDEO_SAMPLING = IMAGE_SAMPLING + ("guidance_scale_2",)
+UNTAKEN_PREFIX = "this model's pipeline does not take "
+"""How the shipped server's 400 begins when the model cannot take a request field."""
+
+
+def unsent_fields(request: GenerationRequest) -> list[str]:
+    """Sampling fields of ``request`` its endpoint has no field for (a server would drop
+    them silently): the client refuses such a request instead of sending it."""
+    if request.is_video:
+        return []
+    return [name for name in ("guidance_scale_2",) if getattr(request, name) is not None]
+
+
 def image_payload(request: GenerationRequest) -> dict[str, Any]:
-    """JSON of ``POST /v1/images/generations`` for ``request``."""
+    """JSON of ``POST /v1/images/generations`` for ``request``; its extra_body's fields are
+    merged in at the top level, as vLLM-Omni's benchmark client merges ``extra_body``."""
     payload: dict[str, Any] = {"prompt": request.prompt, "n": 1,
                                "size": f"{request.width}x{request.height}",
                                "num_inference_steps": request.num_inference_steps,
                                "seed": request.seed, "response_format": "b64_json"}
-    if request.guidance_scale is not None:
-        payload["guidance_scale"] = request.guidance_scale
-    if request.negative_prompt is not None:
-        payload["negative_prompt"] = request.negative_prompt
-    return payload
+    for name in IMAGE_SAMPLING:
+        if (value := getattr(request, name)) is not None:
+            payload[name] = value
+    return {**payload, **request.extra_body}
 
 
 def video_fields(request: GenerationRequest, fps: int = DEFAULT_FPS) -> dict[str, Any]:
-    """Form fields of ``POST /v1/videos`` for ``request``."""
+    """Form fields of ``POST /v1/videos`` for ``request`` (its own fps wins over ``fps``);
+    extra_body's fields are added, objects and lists as JSON text."""
     fields: dict[str, Any] = {"prompt": request.prompt, "width": request.width,
                               "height": request.height, "num_frames": request.num_frames,
                               "num_inference_steps": request.num_inference_steps,
-                              "seed": request.seed, "fps": fps}
-    if request.guidance_scale is not None:
-        fields["guidance_scale"] = request.guidance_scale
-    if request.negative_prompt is not None:
-        fields["negative_prompt"] = request.negative_prompt
+                              "seed": request.seed, "fps": request.fps or fps}
+    for name in VIDEO_SAMPLING:
+        if (value := getattr(request, name)) is not None:
+            fields[name] = value
+    for key, value in request.extra_body.items():
+        fields[key] = json.dumps(value) if isinstance(value, (dict, list, bool)) or \
+            value is None else value
     return fields
 
 

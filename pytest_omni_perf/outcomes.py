@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pytest_omni_perf.load_runs import LOAD_PROPERTY
 from pytest_omni_perf.state import SessionState, harness_key, state_key
 
 USER_PROPERTY = "omni_perf"
@@ -35,12 +36,17 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         results = [r for h in harnesses for r in h.results]
         for result in results:
             item.user_properties.extend(ResultCollector.publish(item.config, result))
+        loads = [load for h in harnesses for load in h.loads]
+        for load in loads:
+            item.user_properties.append((LOAD_PROPERTY, load.to_dict()))
 
     def lines(kind: str) -> list[str]:
         return [f"[{r.profile}{'@' + r.label if r.label else ''}] {v}"
                 for r in results for v in getattr(r, kind)]
 
     failures, undecided = lines("violations"), lines("undecided")
+    failures += [f"[{load.profile}{'@' + load.label if load.label else ''} load] {v}"
+                 for load in loads for v in load.violations]
     policy = item.config.stash[state_key].perf.inconclusive
     if undecided:
         item.user_properties.append((OUTCOME_PROPERTY, "inconclusive"))
@@ -172,6 +178,8 @@ class ResultCollector:
         for name, value in report.user_properties:
             if name == USER_PROPERTY and isinstance(value, dict):
                 self.state.reported.append({**value, "outcome": report.outcome})
+            elif name == LOAD_PROPERTY and isinstance(value, dict):
+                self.state.loads.append({**value, "outcome": report.outcome})
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """The summary table: test, profile, median, speedup, memory, SSIM, verdict."""
@@ -184,5 +192,11 @@ class ResultCollector:
             write_suite_cost(terminalreporter, self.state.reported, self.processes)
             write_recommendations(terminalreporter, self.state.reported,
                                   self.state.profiles, self.state.perf.ssim_budget)
+        if self.state.loads:
+            from pytest_omni_perf.load_runs import summary_lines
+
+            terminalreporter.write_sep("-", "omni-perf loads")
+            for line in summary_lines(self.state.loads):
+                terminalreporter.write_line(line)
         for line in self.written:
             terminalreporter.write_line(f"omni-perf: {line}")

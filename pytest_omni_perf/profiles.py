@@ -77,6 +77,12 @@ class Bounds:
     max_latency_s: float | None = None
     """The robust latency estimate (s) must stay at or below this (judged on its interval);
     an ``omni_bounds`` marker may key it by hardware (``hardware_bounds``)."""
+    max_latency_p99_s: float | None = None
+    """Load bounds, judged by ``omni_perf.load()`` at every concurrency level: p99 and mean
+    latency of completed requests (s, queueing on the server included) at most, throughput
+    (completed requests per second) at least; each may be keyed by hardware."""
+    max_latency_mean_s: float | None = None
+    min_throughput_qps: float | None = None
     max_regression: float | None = 0.05
     """Allowed growth of the robust latency estimate over the stored run's, each relative to
     its baseline profile measured alongside (0.05 = 5%; judged on its interval)."""
@@ -118,6 +124,9 @@ BOUND_RANGES: Mapping[str, Range] = {
     "max_vram_ratio": POSITIVE,
     "max_vram_gib": POSITIVE,
     "max_latency_s": POSITIVE,
+    "max_latency_p99_s": POSITIVE,
+    "max_latency_mean_s": POSITIVE,
+    "min_throughput_qps": POSITIVE,
     "max_regression": NON_NEGATIVE,
     "max_vram_regression": NON_NEGATIVE,
 }

@@ -8,6 +8,8 @@ request without importing any engine.
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from pytest_omni_perf.numeric import Range
@@ -24,7 +26,20 @@ _REQUEST_RANGES = {
     "num_frames": Range(1, whole=True),
     "seed": Range(whole=True),
     "guidance_scale": Range(),
+    # -- sampling fields (fps .. extra_body): vLLM-Omni's protocol/videos.py ranges --------
+    "fps": Range(1, whole=True),
+    "true_cfg_scale": Range(0),
+    "guidance_scale_2": Range(0),
+    "flow_shift": Range(0, low_open=True),
 }
+SAMPLING_FIELDS = ("fps", "true_cfg_scale", "guidance_scale_2", "flow_shift", "negative_prompt",
+                   "extra_body")
+"""The optional sampling fields; each backend honours them or skips naming the field."""
+_OMITTED_WHEN_UNSET = ("fps", "true_cfg_scale", "guidance_scale_2", "flow_shift", "extra_body")
+# Fields of vLLM-Omni's request bodies that extra_body must not replace: they carry what the
+# request's own fields say (size, steps, seed ...) or how the answer is shaped.
+_WIRE_FIELDS = frozenset({"prompt", "size", "n", "model", "response_format", "seconds",
+                          "extra_params", "extra_body"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +55,21 @@ class GenerationRequest:
     seed: int = 0
     guidance_scale: float | None = None
     negative_prompt: str | None = None
+    # -- sampling fields (issue 20, item 2). Kept apart from the conditioning inputs
+    # (image, mask ...) another block adds: these tune the sampler, those feed the model.
+    fps: int | None = None
+    """Frames per second of a video's output (>= 1; video requests only)."""
+    true_cfg_scale: float | None = None
+    """Qwen-Image-style "true" CFG scale (>= 0); None: the pipeline's default."""
+    guidance_scale_2: float | None = None
+    """Wan2.2's CFG scale of the high-noise transformer (>= 0)."""
+    flow_shift: float | None = None
+    """The flow-matching scheduler's sigma shift for this request (> 0)."""
+    extra_body: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    """More request fields, as vLLM-Omni's benchmark client merges ``extra_body`` into the
+    request: body fields to a server, keyword arguments to a diffusers pipeline's
+    ``__call__`` (only those it takes), sampling params or ``extra_args`` to ``Omni``. JSON
+    values only; a key that names a field above is refused (use the field)."""
 
     def __post_init__(self) -> None:
         # The one place every request is built (omni_perf.measure, the shipped server, the
@@ -53,10 +83,57 @@ class GenerationRequest:
             if not isinstance(value, str) and (value is not None or name == "prompt"):
                 raise RequestError(f"request field {name}: expected a string, got "
                                    f"{type(value).__name__} {value!r}"[:200])
+        if self.fps is not None and self.num_frames is None:
+            raise RequestError(f"request field fps: {self.fps} frames per second asked of an "
+                               "image request (set num_frames for a video)")
+        object.__setattr__(self, "extra_body", _checked_extra_body(self.extra_body))
 
     @property
     def is_video(self) -> bool:
         return self.num_frames is not None
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, less the sampling fields left unset: stored baselines compare their
+        request with this dict, and those recorded before the fields existed stay valid."""
+        found = dataclasses.asdict(self)
+        for name in _OMITTED_WHEN_UNSET:
+            if found[name] is None or found[name] == {}:
+                del found[name]
+        return found
+
+    def key(self) -> str:
+        """The request as one canonical JSON text: equal requests, equal keys (extra_body's
+        dict is not hashable, so caches key requests by this)."""
+        return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+
+    def sampling(self) -> dict[str, Any]:
+        """The sampling fields that are set (``SAMPLING_FIELDS``; extra_body when not empty)."""
+        found = {name: getattr(self, name) for name in SAMPLING_FIELDS}
+        return {k: v for k, v in found.items() if v is not None and v != {}}
+
+
+def _checked_extra_body(raw: object) -> dict[str, Any]:
+    """``raw`` as a plain dict of JSON values with text keys, or RequestError naming the key."""
+    if not isinstance(raw, Mapping):
+        raise RequestError(f"request field extra_body: expected a mapping of field names to "
+                           f"JSON values, got {type(raw).__name__}")
+    own = {f.name for f in dataclasses.fields(GenerationRequest)}
+    body: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key.strip():
+            raise RequestError(f"request field extra_body: keys must be non-empty strings, "
+                               f"got {key!r}")
+        where = f"request field extra_body.{key}"
+        if key in own:
+            raise RequestError(f"{where}: {key} is a request field of its own; pass "
+                               f"{key}=... instead of putting it in extra_body")
+        if key in _WIRE_FIELDS:
+            raise RequestError(f"{where}: the request body's {key!r} is set by the plugin "
+                               "from the request's fields")
+        try:
+            # allow_nan=False: NaN or inf would reach the pipeline as a silent default.
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise RequestError(f"{where}: not a JSON value ({exc})"[:300]) from None
+        body[key] = value
+    return body

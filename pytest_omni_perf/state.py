@@ -35,6 +35,9 @@ class SessionState:
     baseline_cache: dict[RequestKey, Measurement] = dataclasses.field(default_factory=dict)
     reported: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """Results from this process's and (on the xdist controller) the workers' reports."""
+    loads: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """``omni_perf.load()`` reports (``LoadReport.to_dict()`` plus the test's outcome), as
+    reports carried them."""
     skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """Skipped perf tests ({nodeid, profile, model, reason}), as reports carried them: the
     support table's "unsupported" and "not runnable here" cells."""

@@ -36,6 +36,7 @@ class CaseFile(pytest.File):
 
     def collect(self) -> Iterable[pytest.Item]:
         for entry in read_case_file(self.path):
+            request_of(entry, "", entry.steps)  # CaseError now, not when the item runs
             item = CaseItem.from_parent(self, name=entry.item_name, entry=entry)
             for mark in _marks(self.config, entry):
                 item.add_marker(mark)
@@ -169,22 +170,40 @@ class CaseItem(pytest.Item):
 
 
 def _plan(entry: CaseEntry, timeout_s: float) -> Any:
-    from pytest_omni_perf.engines.base import GenerationRequest
     from pytest_omni_perf.cases.load import LoadPlan, random_prompts
 
-    def requests(count: int, steps: int, seed: int) -> list[GenerationRequest]:
-        return [GenerationRequest(
-            prompt=prompt, width=entry.width, height=entry.height, num_inference_steps=steps,
-            num_frames=entry.num_frames if entry.is_video else None, seed=entry.seed,
-            negative_prompt=NEGATIVE_PROMPT if entry.negative_prompt else None)
-            for prompt in random_prompts(count, seed)]
+    def requests(count: int, steps: int, seed: int) -> list[Any]:
+        return [request_of(entry, prompt, steps) for prompt in random_prompts(count, seed)]
 
     return LoadPlan(
         requests=requests(entry.num_prompts, entry.steps, entry.seed),
         concurrency=entry.concurrency, request_rate=entry.request_rate,
         warmup=requests(entry.warmup_requests, entry.warmup_steps, entry.seed + 1),
         warmup_concurrency=entry.warmup_concurrency, fps=entry.fps or 16,
-        extra_body=entry.extra_body, seed=entry.seed, timeout_s=timeout_s)
+        seed=entry.seed, timeout_s=timeout_s)
+
+
+def request_of(entry: CaseEntry, prompt: str, steps: int) -> Any:
+    """One request of the entry. ``extra-body`` keys that name a request field (seed,
+    guidance_scale, true_cfg_scale, ...) become that field; the rest stay extra_body, which
+    the wire merges into the body as vLLM-Omni's benchmark client does. CaseError (naming
+    the entry) for a value the request refuses."""
+    import dataclasses
+
+    from pytest_omni_perf.engines.base import GenerationRequest, RequestError
+
+    own = {f.name for f in dataclasses.fields(GenerationRequest)} - {"prompt", "extra_body"}
+    fields = {k: v for k, v in entry.extra_body.items() if k in own}
+    extra = {k: v for k, v in entry.extra_body.items() if k not in own}
+    fields = {"width": entry.width, "height": entry.height, "seed": entry.seed,
+              "num_frames": entry.num_frames if entry.is_video else None,
+              "fps": entry.fps if entry.is_video else None,
+              "negative_prompt": NEGATIVE_PROMPT if entry.negative_prompt else None, **fields}
+    try:
+        return GenerationRequest(prompt=prompt, num_inference_steps=steps, extra_body=extra,
+                                 **fields)
+    except RequestError as exc:
+        raise CaseError(f"{entry.where}.extra-body: {exc}") from None
 
 
 def _state_key() -> Any:

@@ -46,9 +46,7 @@ class LoadPlan:
     warmup: Sequence[GenerationRequest] = ()
     warmup_concurrency: int = 1
     fps: int = DEFAULT_FPS
-    """Frames per second asked of video requests."""
-    extra_body: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    """Fields merged into every request body as given (the server decides what it takes)."""
+    """Frames per second asked of video requests that set none of their own."""
     seed: int = 0
     """Seeds the arrival times."""
     timeout_s: float = 600.0
@@ -64,6 +62,8 @@ class RequestRecord:
     """Client-side end-to-end seconds, queueing on the server included."""
     peak_memory_mb: float | None = None
     error: str = ""
+    stage_durations: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """What the server reported per stage, as it names them (``stage_0_gen_ms``, ...; ms)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +99,16 @@ class LoadResult:
         found["peak_memory_mb_max"] = float(peaks.max()) if peaks.size else None
         found["peak_memory_mb_mean"] = float(peaks.mean()) if peaks.size else None
         return found
+
+    def stage_means(self) -> dict[str, float]:
+        """Mean of each engine-reported stage duration over completed requests (ms), keyed
+        as the server names the stages; empty when the server reported none."""
+        totals: dict[str, list[float]] = {}
+        for record in self.records:
+            if record.ok:
+                for name, value in record.stage_durations.items():
+                    totals.setdefault(name, []).append(value)
+        return {name: sum(values) / len(values) for name, values in totals.items()}
 
     def first_error(self) -> str:
         return next((r.error for r in self.records if not r.ok), "")
@@ -177,15 +187,13 @@ def _send(client: httpx.Client, url: str, request: GenerationRequest,
     began = time.perf_counter()
     try:
         if request.is_video:
-            body, content_type = multipart({**video_fields(request, plan.fps),
-                                            **plan.extra_body})
+            body, content_type = multipart(video_fields(request, plan.fps))
             response = client.post(url + VIDEOS_SYNC_PATH, content=body,
                                    headers={"Content-Type": content_type},
                                    timeout=plan.timeout_s)
         else:
             response = client.post(url + IMAGES_PATH, timeout=plan.timeout_s,
-                                    content=json.dumps({**image_payload(request),
-                                                        **plan.extra_body}).encode(),
+                                    content=json.dumps(image_payload(request)).encode(),
                                     headers={"Content-Type": "application/json"})
     except httpx.HTTPError as exc:
         return RequestRecord(False, time.perf_counter() - began,
@@ -194,7 +202,26 @@ def _send(client: httpx.Client, url: str, request: GenerationRequest,
     if response.status_code != 200:
         return RequestRecord(False, latency, error=f"HTTP {response.status_code}: "
                              f"{error_message(response.content)}")
-    return RequestRecord(True, latency, peak_memory_mb=_peak_mb(response, request.is_video))
+    return RequestRecord(True, latency, peak_memory_mb=_peak_mb(response, request.is_video),
+                         stage_durations=_stages(response, request.is_video))
+
+
+def _stages(response: httpx.Response, video: bool) -> dict[str, float]:
+    """Engine-reported stage durations: vLLM-Omni 0.30 answers images with
+    ``metrics.stage_durations`` (api_server.py, _build_image_response_metrics) and
+    ``/v1/videos/sync`` with the JSON header ``X-Stage-Durations``; finite numbers only."""
+    try:
+        if video:
+            raw: Any = json.loads(response.headers.get("X-Stage-Durations") or "{}")
+        else:
+            raw = (response.json().get("metrics") or {}).get("stage_durations") or {}
+    except (ValueError, AttributeError):
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): float(v) for k, v in raw.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+            and abs(v) != float("inf")}
 
 
 def _peak_mb(response: httpx.Response, video: bool) -> float | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..canonical import world_size
-from . import diffusers_parallel
+from . import diffusers_parallel, diffusers_sampling
 from .base import GenerationRequest, ProfileUnsupported
 
 if TYPE_CHECKING:
@@ -211,15 +211,7 @@ def apply_options(pipe: Any, options: Mapping[str, Any], *, device: str) -> dict
 def _apply_scheduler(pipe: Any, options: Mapping[str, Any]) -> dict[str, Any]:
     applied: dict[str, Any] = {}
     if (shift := options.get("flow_shift")) is not None:
-        sched = pipe.scheduler
-        config = sched.config
-        if "flow_shift" in config and config.get("use_flow_sigmas", True):
-            pipe.scheduler = type(sched).from_config(config, flow_shift=float(shift))
-        elif "shift" in config and not config.get("use_dynamic_shifting", False):
-            pipe.scheduler = type(sched).from_config(config, shift=float(shift))
-        else:
-            raise ProfileUnsupported(f"flow_shift: {type(sched).__name__} of this model has no "
-                                     "static flow shift (it shifts dynamically or not at all)")
+        pipe.scheduler = diffusers_sampling.shifted_scheduler(pipe, float(shift), "flow_shift")
         applied["flow_shift"] = float(shift)
     if (ratio := options.get("boundary_ratio")) is not None:
         if getattr(pipe, "transformer_2", None) is None or "boundary_ratio" not in pipe.config:
@@ -394,6 +386,7 @@ def pipeline_call_kwargs(pipe: Any, request: GenerationRequest,
             if name not in params:
                 raise ValueError(f"{type(pipe).__name__} does not take {name}")
             kwargs[name] = value
+    kwargs.update(diffusers_sampling.sampling_kwargs(pipe, request, params))
     if "max_sequence_length" in params and transformer_params(pipe) < SMALL_TRANSFORMER_PARAMS:
-        kwargs["max_sequence_length"] = SMALL_MAX_SEQUENCE_LENGTH
+        kwargs.setdefault("max_sequence_length", SMALL_MAX_SEQUENCE_LENGTH)
     return kwargs

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import diffusers_options as opts
 from . import diffusers_parallel
+from .diffusers_sampling import request_scheduler
 from ..hardware import installed_versions
 from .base import GenerationOutput, GenerationRequest, ProfileUnsupported
 
@@ -173,7 +174,8 @@ class DiffusersRunner:
             events[0].record()
         self._request_shape = request_shape(request)
         started = time.perf_counter()
-        output = pipe(**kwargs)
+        with request_scheduler(pipe, request):
+            output = pipe(**kwargs)
         if cuda:
             events[1].record()
             torch.cuda.synchronize(self.device)
@@ -185,6 +187,8 @@ class DiffusersRunner:
             metrics["cache"] = {**opts.cache_stats(pipe), "config": self._cache_described}
         if "max_sequence_length" in kwargs:
             metrics["max_sequence_length"] = kwargs["max_sequence_length"]
+        if request.fps is not None:
+            metrics["fps"] = request.fps  # the frames' rate, also where __call__ has no fps
         # Every rank holds the same gathered output; only rank 0's travels to the parent.
         frames = output_frames(output) if self.rank == 0 else []
         return GenerationOutput(frames=frames, engine_latency_s=latency,

@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pytest_omni_perf.engines.base import (
-    EngineError, EngineSpec, GenerationOutput, GenerationRequest, checked_output,
+    EngineError, EngineSpec, GenerationOutput, GenerationRequest, ProfileUnsupported,
+    checked_output,
 )
 from pytest_omni_perf.omni_wire import (
-    IMAGES_PATH, VIDEOS_PATH, decode_mp4, decode_png, error_message, image_payload,
-    multipart, server_metrics, video_fields,
+    IMAGES_PATH, UNTAKEN_PREFIX, VIDEOS_PATH, decode_mp4, decode_png, error_message,
+    image_payload, multipart, server_metrics, unsent_fields, video_fields,
 )
 
 try:
@@ -82,6 +83,10 @@ class OmniHttpClient:
     # -- requests -------------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> GenerationOutput:
         self._check_running()
+        if unsent := unsent_fields(request):
+            raise ProfileUnsupported(
+                f"request field {', '.join(unsent)}: vLLM-Omni's POST {IMAGES_PATH} has no "
+                "such field (a server would drop it silently)")
         deadline = time.monotonic() + self.spec.request_timeout_s
         began = time.perf_counter()
         try:
@@ -119,6 +124,10 @@ class OmniHttpClient:
     def _checked(self, method: str, path: str, deadline: float, body: bytes | None = None,
                  headers: Mapping[str, str] | None = None) -> bytes:
         status, _, data = self._http(method, path, deadline, body, headers)
+        if status == 400 and UNTAKEN_PREFIX in (message := error_message(data)):
+            # The shipped server names a request field the model cannot take: the request
+            # cannot be honoured here, which is a skip, not a broken engine.
+            raise ProfileUnsupported(f"{self.who}: {message}")
         if status != 200:
             raise EngineError(f"server answered HTTP {status} to {method} {path}: "
                               f"{error_message(data)}", log_tail=self._log_tail(15))

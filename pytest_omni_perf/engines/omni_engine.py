@@ -18,7 +18,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,19 +110,41 @@ def engine_kwargs(options: Mapping[str, Any], saved_dtype: str | None) -> dict[s
     return kwargs
 
 
-def sampling_fields(request: GenerationRequest) -> dict[str, Any]:
+def sampling_fields(request: GenerationRequest,
+                    known: Collection[str] | None = None) -> dict[str, Any]:
     """Keyword arguments of ``OmniDiffusionSamplingParams`` for ``request``.
 
-    guidance_scale is left out when the request has none, so that the pipeline's own
-    default applies (vLLM-Omni tells "given" from "omitted" by None).
+    guidance_scale (and every other optional field) is left out when the request has none,
+    so that the pipeline's own default applies (vLLM-Omni tells "given" from "omitted" by
+    None). ``known``: the installed class's field names (None: no check). A sampling field
+    it lacks raises ProfileUnsupported naming it, except flow_shift, which vLLM-Omni 0.30's
+    own server puts in ``extra_args`` (serving_video.py; the class has no such field);
+    extra_body keys it lacks go to ``extra_args`` too, as its server does with a request's
+    ``extra_params``.
     """
     fields: dict[str, Any] = {"height": request.height, "width": request.width,
                               "num_inference_steps": request.num_inference_steps,
                               "seed": request.seed}
+    extra_args: dict[str, Any] = {}
     if request.num_frames is not None:
         fields["num_frames"] = request.num_frames
-    if request.guidance_scale is not None:
-        fields["guidance_scale"] = request.guidance_scale
+    for name in ("guidance_scale", "true_cfg_scale", "guidance_scale_2", "flow_shift", "fps"):
+        if (value := getattr(request, name)) is None:
+            continue
+        if known is None or name in known:
+            fields[name] = value
+        elif name == "flow_shift":
+            extra_args[name] = value
+        else:
+            raise ProfileUnsupported(f"request field {name}: OmniDiffusionSamplingParams of "
+                                     f"the installed vLLM-Omni has no {name}")
+    for key, value in request.extra_body.items():
+        if known is None or key in known:
+            fields[key] = value
+        else:
+            extra_args[key] = value
+    if extra_args:
+        fields["extra_args"] = extra_args
     return fields
 
 
@@ -308,7 +330,9 @@ class OmniRunner:
             raise EngineError("the vLLM-Omni engine is not running (closed after an error?)")
         from vllm_omni.inputs.data import OmniDiffusionSamplingParams
 
-        params = OmniDiffusionSamplingParams(**sampling_fields(request))
+        # A dataclass in 0.26-0.30; None (no check) should a release make it something else.
+        known = set(getattr(OmniDiffusionSamplingParams, "__dataclass_fields__", {})) or None
+        params = OmniDiffusionSamplingParams(**sampling_fields(request, known))
         started = time.perf_counter()
         try:
             outputs = self._omni.generate(prompt_of(request), [params], use_tqdm=False)

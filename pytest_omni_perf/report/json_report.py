@@ -64,6 +64,12 @@ of two identical images, are written as ``null``. Schema, version 1::
     totals            {results, tests (distinct node ids), passed, failed (verdicts),
                       violations (count), outcomes {passed: n, failed: n, ...}}
     skipped           [{nodeid, profile, model, reason}]: perf tests that skipped
+    loads             [{nodeid, profile, label, model, backend, num_prompts, request_rate,
+                      request, outcome, notes, levels [{concurrency, metrics {throughput_qps
+                      (req/s), completed, failed, latency_mean, latency_median, latency_p50,
+                      latency_p95, latency_p99 (s), peak_memory_mb_max, peak_memory_mb_mean
+                      (MB)}, stage_durations_ms {stage: mean ms}, violations, first_error}]}]:
+                      one per omni_perf.load() call (load_runs.py)
     support           {model: [{method (the table column), profile, guide (its section),
                       status ("supported" | "unsupported by the model" | "not runnable
                       here" | "not measured"), reason, measured [{label, nodeid, speedup,
@@ -139,6 +145,7 @@ def build_document(results: Sequence[Mapping[str, Any]], *, hardware: Mapping[st
                    session: Mapping[str, Any], created: datetime.datetime | None = None,
                    skipped: Sequence[Mapping[str, Any]] = (),
                    recommendations: Sequence[Mapping[str, Any]] = (),
+                   loads: Sequence[Mapping[str, Any]] = (),
                    ) -> dict[str, Any]:
     """The whole report as a JSON-ready dict (see the module docstring for the schema)."""
     from pytest_omni_perf import __version__
@@ -156,6 +163,7 @@ def build_document(results: Sequence[Mapping[str, Any]], *, hardware: Mapping[st
         "results": [dict(r) for r in results],
         "totals": totals(results),
         "skipped": [dict(s) for s in skipped],
+        "loads": [_finite(dict(load)) for load in loads],
         "support": support_document(results, skipped),
         "recommendations": [dict(r) for r in recommendations],
     }
@@ -208,7 +216,7 @@ def write_reports(config: pytest.Config, state: SessionState,
         run={"model": perf.model, "profiles": list(perf.profile_names), "rounds": perf.rounds,
              "warmup": perf.warmup, "update_baselines": perf.update_baselines,
              "baseline_dir": str(perf.baseline_dir)},
-        session=session_facts(processes), skipped=state.skipped,
+        session=session_facts(processes), skipped=state.skipped, loads=state.loads,
         recommendations=[r.to_dict() for r in _recommendations(state)])
     lines = []
     if json_path is not None:

@@ -22,7 +22,8 @@ from typing import Annotated, Literal
 import annotated_types
 
 from pydantic import (
-    BaseModel, BeforeValidator, Field, ValidationInfo, field_validator, model_validator,
+    BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator,
+    model_validator,
 )
 
 from pytest_omni_perf.engines.base import GenerationRequest
@@ -49,8 +50,10 @@ class PipelineRules:
     frame_step: int = 1
     """``num_frames - 1`` must be a multiple of this (the VAE's temporal compression)."""
     default_frames: int | None = None
-    takes: frozenset[str] = frozenset({"guidance_scale", "negative_prompt"})
-    """Optional arguments of the pipeline's ``__call__``."""
+    takes: frozenset[str] = frozenset({"guidance_scale", "negative_prompt", "true_cfg_scale",
+                                       "guidance_scale_2", "flow_shift"})
+    """Arguments the pipeline's ``__call__`` takes, and ``flow_shift`` when its scheduler has
+    a static shift: optional request fields and extra fields outside it are refused."""
 
 
 def _rules(info: ValidationInfo) -> PipelineRules:
@@ -99,7 +102,14 @@ def allowed_range(model: type[BaseModel], field: str) -> str | None:
 
 
 class _Generation(BaseModel):
-    """Fields both endpoints share (vLLM-Omni's diffusion extensions)."""
+    """Fields both endpoints share (vLLM-Omni's diffusion extensions).
+
+    Fields it does not declare are kept (``extra="allow"``) and reach the pipeline as the
+    request's extra_body when its ``__call__`` takes them; vLLM-Omni drops unknown fields
+    silently, this server refuses them by name so a benchmark never measures less than asked.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     prompt: str = Field(min_length=1, description="Text description of the output")
     negative_prompt: str | None = None
@@ -107,6 +117,8 @@ class _Generation(BaseModel):
     num_inference_steps: Int | None = Field(None, ge=1, le=200)
     guidance_scale: Finite | None = Field(None, ge=0.0, le=20.0)
     seed: Int | None = Field(None, ge=0, le=MAX_SEED)
+    true_cfg_scale: Finite | None = Field(None, ge=0.0, le=20.0)
+    flow_shift: Finite | None = Field(None, gt=0.0)
 
     @field_validator("size")
     @classmethod
@@ -121,12 +133,34 @@ class _Generation(BaseModel):
         check_side("height", int(match[2]), rules)
         return f"{int(match[1])}x{int(match[2])}"
 
-    @field_validator("guidance_scale", "negative_prompt")
+    @field_validator("guidance_scale", "negative_prompt", "true_cfg_scale", "flow_shift")
     @classmethod
     def _taken(cls, value: object, info: ValidationInfo) -> object:
         if value is not None and info.field_name not in _rules(info).takes:
             raise ValueError(f"this model's pipeline does not take {info.field_name}")
         return value
+
+    @model_validator(mode="after")
+    def _extra_taken(self, info: ValidationInfo) -> _Generation:
+        takes = _rules(info).takes
+        for key in self.model_extra or {}:
+            if key not in takes:
+                raise ValueError(f"this model's pipeline does not take {key}")
+        return self
+
+    def extra_body(self) -> dict[str, object]:
+        """The undeclared fields; form values (text) that read as JSON become that value."""
+        import json
+
+        extra = {}
+        for key, value in (self.model_extra or {}).items():
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass
+            extra[key] = value
+        return extra
 
     def dimensions(self) -> tuple[int, int]:
         """(width, height): the size field, else the defaults."""
@@ -141,7 +175,17 @@ class _Generation(BaseModel):
             prompt=self.prompt, width=width, height=height,
             num_inference_steps=self.num_inference_steps or _DEFAULTS.num_inference_steps,
             num_frames=num_frames, seed=self.seed if self.seed is not None else _DEFAULTS.seed,
-            guidance_scale=self.guidance_scale, negative_prompt=self.negative_prompt or None)
+            guidance_scale=self.guidance_scale, negative_prompt=self.negative_prompt or None,
+            true_cfg_scale=self.true_cfg_scale, flow_shift=self.flow_shift,
+            guidance_scale_2=getattr(self, "guidance_scale_2", None),
+            fps=_whole(getattr(self, "fps", None)) if num_frames is not None else None,
+            extra_body=self.extra_body())
+
+
+def _whole(fps: float | None) -> int | None:
+    """A request's fps as GenerationRequest keeps it (whole, as vLLM-Omni takes it); a
+    fractional rate this server allows for its mp4 is rounded for the record only."""
+    return None if fps is None else max(1, round(fps))
 
 
 class ImageGenerationRequest(_Generation):
@@ -173,6 +217,14 @@ class VideoGenerationRequest(_Generation):
     height: Int | None = Field(None, ge=1)
     num_frames: Int | None = Field(None, ge=1)
     fps: Finite | None = Field(None, ge=FPS_RANGE[0], le=FPS_RANGE[1])
+    guidance_scale_2: Finite | None = Field(None, ge=0.0, le=20.0)
+
+    @field_validator("guidance_scale_2")
+    @classmethod
+    def _taken_2(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None and info.field_name not in _rules(info).takes:
+            raise ValueError(f"this model's pipeline does not take {info.field_name}")
+        return value
 
     @field_validator("width", "height")
     @classmethod

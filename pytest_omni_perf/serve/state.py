@@ -14,6 +14,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from pytest_omni_perf.engines.diffusers_sampling import FIXED_CALL_ARGS
 from pytest_omni_perf.omni_wire import encode_mp4
 from pytest_omni_perf.serve.protocol import PipelineRules
 
@@ -56,8 +57,20 @@ def pipeline_rules(pipe: Any) -> PipelineRules:
         multiple=int(spatial) * int(patch), video=frames is not None,
         frame_step=int(getattr(pipe, "vae_scale_factor_temporal", None) or 1),
         default_frames=default if isinstance(default, int) else None,
-        takes=frozenset(name for name in ("guidance_scale", "negative_prompt")
-                        if name in params))
+        takes=frozenset(params) - FIXED_CALL_ARGS
+        | ({"flow_shift"} if _static_shift(pipe) else set()))
+
+
+def _static_shift(pipe: Any) -> bool:
+    """Whether a request's flow_shift can be honoured (the scheduler shifts statically)."""
+    from pytest_omni_perf.engines.base import ProfileUnsupported
+    from pytest_omni_perf.engines.diffusers_sampling import shifted_scheduler
+
+    try:
+        shifted_scheduler(pipe, 1.0, "flow_shift")
+    except ProfileUnsupported:
+        return False
+    return True
 
 
 class ServerState:
