@@ -26,7 +26,8 @@ from pytest_omni_perf.profiles import Bounds, Profile
 from pytest_omni_perf.results import Measurement, PerfResult
 from pytest_omni_perf.suite_cost import SuiteCost
 
-RequestKey = tuple[str, str, str, tuple[tuple[str, Any], ...]]
+RequestKey = tuple[str, str, str, str]
+"""(model, backend, profile, ``GenerationRequest.key()``): inputs count by pixel digest."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +172,7 @@ class Harness:
         return None if name is None else self.profiles[name]
 
     def _key(self, profile: Profile, request: GenerationRequest) -> RequestKey:
-        return (self.model, self.backend, profile.name, tuple(sorted(request.as_dict().items())))
+        return (self.model, self.backend, profile.name, request.key())
 
     def _measure_pair(self, request: GenerationRequest, baseline: Profile | None,
                       stored: verdict.StoredLookup, references: verdict.References

@@ -10,13 +10,18 @@ Like ``pytest.Pytester``, it is handed out by a fixture and exported for annotat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NoReturn
 
 import pytest
 
-from pytest_omni_perf.engines.base import EngineError, GenerationRequest, ProfileUnsupported
+from pytest_omni_perf import request_inputs
+from pytest_omni_perf.engines.base import (
+    EngineError, GenerationRequest, ProfileUnsupported, RequestError,
+)
 from pytest_omni_perf.harness import Harness
 from pytest_omni_perf.profiles import Bounds, Profile
+from pytest_omni_perf.request_inputs import InputLike
 from pytest_omni_perf.results import PerfResult
 
 
@@ -59,13 +64,27 @@ class OmniPerf:
                 height: int = 128, num_inference_steps: int = 12,
                 num_frames: int | None = None, seed: int = 0,
                 guidance_scale: float | None = None, negative_prompt: str | None = None,
-                label: str | None = None) -> PerfResult:
+                image: InputLike | None = None, images: Sequence[InputLike] | None = None,
+                video: Sequence[InputLike] | None = None, mask: InputLike | None = None,
+                strength: float | None = None, label: str | None = None) -> PerfResult:
         """Measure the active profile on one request and judge it.
 
         Request: ``prompt``; ``width``/``height`` in pixels; ``num_inference_steps``;
         ``num_frames`` for video models (None: an image); ``seed`` (outputs are compared
         pixel by pixel, so it is fixed); ``guidance_scale``/``negative_prompt`` as the
-        pipeline takes them. ``label`` names the request when a test measures several
+        pipeline takes them.
+
+        Conditioning inputs, for models that take them (image edit, image or video to
+        video): ``image`` (one input image) or ``images`` (several, e.g. Qwen-Image-Edit-2509),
+        ``mask`` (inpainting; white is repainted), ``video`` (a list of frames, or an FxHxWx3
+        array) and ``strength`` in (0, 1]. Each image is an HxWx3 uint8 numpy array, a
+        ``PIL.Image`` or a path to an image file; they reach the engine as lossless pixels and
+        count in the request by a digest of those pixels (``sha256:...``), so a stored
+        baseline matches the same picture from any file, and a different picture never.
+        A missing file, another dtype or shape, or a strength outside (0, 1] raises
+        ``RequestError`` naming the field.
+
+        ``label`` names the request when a test measures several
         (default "", then "2", "3", ...): each label has its own stored baseline
         (``<profile>@<label>``) and its own line in the reports.
 
@@ -80,11 +99,17 @@ class OmniPerf:
         Skips the test when the engine cannot honour the profile; fails it (no traceback)
         when the engine fails to start, crashes or hangs.
         """
+        if image is not None and images is not None:
+            raise RequestError("request fields image and images: give one input image as "
+                               "image= or several as images=, not both")
         request = GenerationRequest(prompt=prompt, width=width, height=height,
                                     num_inference_steps=num_inference_steps,
                                     num_frames=num_frames, seed=seed,
                                     guidance_scale=guidance_scale,
-                                    negative_prompt=negative_prompt)
+                                    negative_prompt=negative_prompt,
+                                    **request_inputs.inputs_of(image=image, images=images,
+                                                               video=video, mask=mask),
+                                    strength=strength)
         try:
             return self._harness.measure(request, label)
         except (ProfileUnsupported, EngineError) as exc:
