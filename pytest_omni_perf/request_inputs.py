@@ -130,6 +130,18 @@ def inputs_of(*, image: object = None, images: object = None, video: object = No
     return fields
 
 
+def image_from_bytes(data: bytes, field: str) -> InputImage:
+    """An uploaded image file (PNG, JPEG, ...) as an ``InputImage``; ``RequestError``
+    naming ``field`` when Pillow cannot read it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return _from_pil(image, field, "upload")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"request field {field}: not an image Pillow can read ({exc})") from None
+
+
 def _from_path(path: pathlib.Path, field: str) -> InputImage:
     from PIL import Image, UnidentifiedImageError
 

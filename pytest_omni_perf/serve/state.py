@@ -56,8 +56,8 @@ def pipeline_rules(pipe: Any) -> PipelineRules:
         multiple=int(spatial) * int(patch), video=frames is not None,
         frame_step=int(getattr(pipe, "vae_scale_factor_temporal", None) or 1),
         default_frames=default if isinstance(default, int) else None,
-        takes=frozenset(name for name in ("guidance_scale", "negative_prompt")
-                        if name in params))
+        takes=frozenset(name for name in ("guidance_scale", "negative_prompt", "image",
+                                          "mask_image", "strength") if name in params))
 
 
 class ServerState:
@@ -77,6 +77,8 @@ class ServerState:
     def generate(self, request: GenerationRequest) -> tuple[Frames, dict[str, Any]]:
         """Run one request under the lock; returns frames and the vLLM-Omni-style metrics."""
         kind = f"video {request.num_frames} frames" if request.is_video else "image"
+        if request.images:
+            kind += f" from {len(request.images)} input image(s)"
         log(f"generating {kind} {request.width}x{request.height}, "
             f"{request.num_inference_steps} steps, seed {request.seed}")
         with self.lock:
