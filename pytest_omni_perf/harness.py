@@ -23,6 +23,7 @@ from pytest_omni_perf.hardware import HardwareInfo
 from pytest_omni_perf.measure.interference import InterferenceMonitor, monitor_for
 from pytest_omni_perf.measure.memory import MemorySampler, sampler_for, with_engine_peak
 from pytest_omni_perf.profiles import Bounds, Profile
+from pytest_omni_perf.request_inputs import shown_inputs
 from pytest_omni_perf.results import Measurement, PerfResult
 from pytest_omni_perf.suite_cost import SuiteCost
 
@@ -163,6 +164,7 @@ class Harness:
             fingerprint_devices=self.spec_for(self.profile).devices, hardware=self.hardware,
             confidence=self.budget.confidence)
         result.notes += self.bound_notes
+        result.inputs = shown_inputs(request.images, request.mask, request.video)
         self.results.append(result)
         return result
 

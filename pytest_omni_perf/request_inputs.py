@@ -179,3 +179,21 @@ def _from_array(array: Any, field: str, source: str) -> InputImage:
         raise InputError(f"request field {field}: the image is empty ({height}x{width})")
     return InputImage(digest=pixel_digest(array), width=width, height=height,
                       png=encode_png(array), source=source)
+
+
+def shown_inputs(images: Sequence[InputImage], mask: InputImage | None,
+                 video: Sequence[InputImage], most_frames: int = 4
+                 ) -> list[tuple[str, InputImage]]:
+    """(caption, input) pairs a report shows: every input image, the mask, and up to
+    ``most_frames`` evenly spaced frames of an input video."""
+    shown = [(f"input image {index + 1}" if len(images) > 1 else "input image", item)
+             for index, item in enumerate(images)]
+    if mask is not None:
+        shown.append(("mask", mask))
+    if video:
+        count = len(video)
+        picks = sorted({round(i * (count - 1) / max(most_frames - 1, 1))
+                        for i in range(min(most_frames, count))})
+        shown += [(f"input video frame {index}", video[index]) for index in picks]
+    return [(f"{caption} ({item.width}x{item.height}, {item.digest})", item)
+            for caption, item in shown]

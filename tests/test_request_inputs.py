@@ -123,13 +123,20 @@ def test_request_key_tells_two_input_images_apart(standin_pytester: pytest.Pytes
         """)
     result = standin_pytester.runpytest("--omni-profile=eager", "--omni-rounds=2",
                                         "--omni-update-baselines",
-                                        "--omni-report-json=report.json")
+                                        "--omni-report-json=report.json",
+                                        "--omni-report-html=report.html")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*baseline profile measured 0, reused 1*"])
     report = json.loads((standin_pytester.path / "report.json").read_text())
     requests = {r["label"]: r["measurement"]["request"] for r in report["results"]}
     assert requests["array"] == requests["file"] != requests["other"]
     assert requests["array"]["images"][0]["width"] == 32
+    # The HTML report shows each request's input beside its output, named by its digest.
+    page = (standin_pytester.path / "report.html").read_text()
+    digest = requests["other"]["images"][0]["digest"]
+    assert page.count('<div class="lab">request inputs</div>') == 3
+    assert f"input image (32x24, {digest})" in page
+    assert "16x16, 12 steps, 1 frame(s), seed 0, 1 input image(s), strength 0.5" in page
 
 
 def test_measure_rejects_bad_inputs(standin_pytester: pytest.Pytester) -> None:
