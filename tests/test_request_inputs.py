@@ -164,3 +164,20 @@ def test_measure_rejects_bad_inputs(standin_pytester: pytest.Pytester) -> None:
         "E * request field strength: expected a finite number in (0, 1], got nan",
         "E * request fields image and images: give one input image as image= or several *",
     ])
+
+
+def test_omni_backend_prompt_carries_the_inputs() -> None:
+    """vLLM-Omni takes inputs in the prompt dict's multi_modal_data: one image as itself,
+    several as a list, the mask as mask_image (its edit_images route builds the same)."""
+    from pytest_omni_perf.engines.omni_engine import prompt_of, sampling_fields
+
+    assert prompt_of(GenerationRequest(prompt="a fox")) == "a fox"
+    one = prompt_of(GenerationRequest(prompt="a fox", strength=0.4, **inputs_of(
+        image=_picture(0), mask=_picture(1))))
+    assert isinstance(one, dict) and one["prompt"] == "a fox"
+    assert np.array_equal(np.asarray(one["multi_modal_data"]["image"]), _picture(0))
+    assert np.array_equal(np.asarray(one["multi_modal_data"]["mask_image"]), _picture(1))
+    two = prompt_of(GenerationRequest(**inputs_of(images=[_picture(0), _picture(1)])))
+    assert isinstance(two, dict) and len(two["multi_modal_data"]["image"]) == 2
+    assert sampling_fields(GenerationRequest(strength=0.4, **inputs_of(image=_picture(0))))[
+        "strength"] == 0.4
