@@ -105,7 +105,9 @@ def test_request_json_and_key() -> None:
     assert rebuilt == one and np.array_equal(rebuilt.images[0].pixels(), _picture(0))
 
 
-def test_request_key_tells_two_input_images_apart(standin_pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_request_key_tells_two_input_images_apart(standin_pytester: pytest.Pytester,
+                                                  xdist: list[str]) -> None:
     """A reference profile is measured once per request and reused: the same pixels (from
     an array, then from a PNG file) reuse it; another picture is measured anew."""
     Image.fromarray(_picture(0)).save(standin_pytester.path / "a.png")
@@ -121,8 +123,8 @@ def test_request_key_tells_two_input_images_apart(standin_pytester: pytest.Pytes
             omni_perf.measure(width=16, height=16, image=np.load("b.npy"), strength=0.5,
                               label="other")
         """)
-    result = standin_pytester.runpytest("--omni-profile=eager", "--omni-rounds=2",
-                                        "--omni-update-baselines",
+    result = standin_pytester.runpytest_subprocess(*xdist, "--omni-profile=eager",
+                                        "--omni-rounds=2", "--omni-update-baselines",
                                         "--omni-report-json=report.json",
                                         "--omni-report-html=report.html")
     result.assert_outcomes(passed=1)
