@@ -38,6 +38,9 @@ class Recipe:
     vae: dict[str, Any]
     text_encoder: dict[str, Any]  # CLIP for flux, UMT5 for wan
     t5: dict[str, Any] | None = None  # flux's second text encoder
+    pipeline: str | None = None
+    """The diffusers pipeline class, when not the family's text-to-X one (FluxPipeline,
+    WanPipeline): e.g. FluxKontextPipeline, which takes Flux's components unchanged."""
 
 
 def build(recipe: Recipe, folder: pathlib.Path) -> None:
@@ -76,7 +79,7 @@ def _make_flux(recipe: Recipe) -> Any:
     scheduler = d.FlowMatchEulerDiscreteScheduler(
         shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
         base_image_seq_len=256, max_image_seq_len=4096)
-    return d.FluxPipeline(
+    return getattr(d, recipe.pipeline or "FluxPipeline")(
         scheduler=scheduler, vae=d.AutoencoderKL(**recipe.vae),
         text_encoder=t.CLIPTextModel(clip), tokenizer=tokenizer, tokenizer_2=tokenizer_2,
         text_encoder_2=t.T5EncoderModel(_t5_config(t.T5Config, tokenizer_2, recipe.t5 or {})),

@@ -10,6 +10,7 @@ PCG64 raw stream (whose bits numpy guarantees), never from torch's initializers,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,13 +23,18 @@ from typing import Any
 
 from pytest_omni_perf.builtin_build import Recipe, build
 
-BUILTIN_MODELS: tuple[str, ...] = ("tiny-flux", "tiny-wan", "medium-flux", "medium-wan")
+BUILTIN_MODELS: tuple[str, ...] = ("tiny-flux", "tiny-wan", "medium-flux", "medium-wan",
+                                   "tiny-flux-kontext", "medium-flux-kontext")
+EDIT_MODELS: tuple[str, ...] = ("tiny-flux-kontext", "medium-flux-kontext")
+"""Built-ins that take an input image (image edit)."""
 RECIPE_VERSION: int = 1
 
 # weights_digest of a fresh build; a change means baselines of these models are stale.
 EXPECTED_DIGESTS: dict[str, str] = {
     "tiny-flux": "2f200020a4a7a498d2a6e4749522adc3a50360e4b9dcfc7ec0189e437d66272c",
     "tiny-wan": "a37a0e7f5a6d6ce090ecf0a08262a523940159198770fff942713ac6c880bf85",
+    # Flux's weights under FluxKontextPipeline: the same tensors, so the same digest.
+    "tiny-flux-kontext": "2f200020a4a7a498d2a6e4749522adc3a50360e4b9dcfc7ec0189e437d66272c",
 }
 
 # Substrings of model_index.json's _class_name that mark a video pipeline.
@@ -73,15 +79,22 @@ _WAN_VAE: dict[str, Any] = {  # the real Wan2.1 VAE (AutoencoderKLWan's defaults
     "base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2,
     "temperal_downsample": [False, True, True]}
 
+_TINY_FLUX = Recipe(  # ~9M-param transformer, 38 MiB fp32
+    "flux", "float32", _flux_dit(2, 4, 4, 64, 64, 64, (16, 24, 24)),
+    {**_FLUX_VAE, "block_out_channels": (32, 32, 64, 64), "layers_per_block": 1,
+     "sample_size": 64},
+    _clip(64, 128, 2, 4), _t5(64, 128, 2, 4, 16))
+_MEDIUM_FLUX = Recipe(  # 636M transformer + real VAE + CLIP-L-sized CLIP + small T5: 0.91B
+    "flux", "bfloat16", _flux_dit(4, 8, 12, 128, 1024, 768, (16, 56, 56)), _FLUX_VAE,
+    _clip(768, 3072, 12, 12), _t5(1024, 2816, 8, 16, 64))
+
 _RECIPES: dict[str, Recipe] = {
-    "tiny-flux": Recipe(  # ~9M-param transformer, 38 MiB fp32
-        "flux", "float32", _flux_dit(2, 4, 4, 64, 64, 64, (16, 24, 24)),
-        {**_FLUX_VAE, "block_out_channels": (32, 32, 64, 64), "layers_per_block": 1,
-         "sample_size": 64},
-        _clip(64, 128, 2, 4), _t5(64, 128, 2, 4, 16)),
-    "medium-flux": Recipe(  # 636M transformer + real VAE + CLIP-L-sized CLIP + small T5: 0.91B
-        "flux", "bfloat16", _flux_dit(4, 8, 12, 128, 1024, 768, (16, 56, 56)), _FLUX_VAE,
-        _clip(768, 3072, 12, 12), _t5(1024, 2816, 8, 16, 64)),
+    "tiny-flux": _TINY_FLUX,
+    "medium-flux": _MEDIUM_FLUX,
+    # Image edit: FluxKontextPipeline takes Flux's components unchanged (the input image's
+    # latents join the sequence), so the Flux recipes serve, weights and all.
+    "tiny-flux-kontext": dataclasses.replace(_TINY_FLUX, pipeline="FluxKontextPipeline"),
+    "medium-flux-kontext": dataclasses.replace(_MEDIUM_FLUX, pipeline="FluxKontextPipeline"),
     "tiny-wan": Recipe(  # ~9M-param transformer, 36 MiB fp32
         "wan", "float32", _wan_dit(4, 64, 1024, 8, 64),
         {"base_dim": 8, "z_dim": 16, "dim_mult": [1, 1, 2, 2], "num_res_blocks": 1,

@@ -23,11 +23,12 @@ from pytest_omni_perf.hardware import HardwareInfo
 from pytest_omni_perf.measure.interference import InterferenceMonitor, monitor_for
 from pytest_omni_perf.measure.memory import MemorySampler, sampler_for, with_engine_peak
 from pytest_omni_perf.profiles import Bounds, Profile
+from pytest_omni_perf.request_inputs import shown_inputs
 from pytest_omni_perf.results import Measurement, PerfResult
 from pytest_omni_perf.suite_cost import SuiteCost
 
 RequestKey = tuple[str, str, str, str]
-"""(model, backend, profile, the request's canonical JSON: ``GenerationRequest.key``)."""
+"""(model, backend, profile, ``GenerationRequest.key()``): inputs count by pixel digest."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +173,7 @@ class Harness:
                 f"{self.profile.name} and {base.profile} ran in one engine, {engine}'s, "
                 "their rounds alternating in one process: their engine options are equal "
                 "(--omni-separate-engines starts one per profile)")
+        result.inputs = shown_inputs(request.images, request.mask, request.video)
         self.results.append(result)
         return result
 

@@ -15,10 +15,14 @@ from typing import Any, NoReturn
 
 import pytest
 
-from pytest_omni_perf.engines.base import EngineError, GenerationRequest, ProfileUnsupported
+from pytest_omni_perf import request_inputs
+from pytest_omni_perf.engines.base import (
+    EngineError, GenerationRequest, ProfileUnsupported, RequestError,
+)
 from pytest_omni_perf.harness import Harness
 from pytest_omni_perf.load_runs import LoadReport
 from pytest_omni_perf.profiles import Bounds, Profile
+from pytest_omni_perf.request_inputs import InputLike
 from pytest_omni_perf.results import PerfResult
 
 
@@ -64,7 +68,9 @@ class OmniPerf:
                 fps: int | None = None, true_cfg_scale: float | None = None,
                 guidance_scale_2: float | None = None, flow_shift: float | None = None,
                 extra_body: Mapping[str, Any] | None = None,
-                label: str | None = None) -> PerfResult:
+                image: InputLike | None = None, images: Sequence[InputLike] | None = None,
+                video: Sequence[InputLike] | None = None, mask: InputLike | None = None,
+                strength: float | None = None, label: str | None = None) -> PerfResult:
         """Measure the active profile on one request and judge it.
 
         Request: ``prompt``; ``width``/``height`` in pixels; ``num_inference_steps``;
@@ -76,7 +82,19 @@ class OmniPerf:
         scheduler's sigma shift for this request, > 0), ``extra_body`` (more request fields:
         server body fields, pipeline ``__call__`` keyword arguments, Omni sampling params or
         ``extra_args``). A backend that cannot honour one skips the test naming it; a bad
-        value is a ``RequestError`` naming the field. ``label`` names the request when a test measures several
+        value is a ``RequestError`` naming the field.
+
+        Conditioning inputs, for models that take them (image edit, image or video to
+        video): ``image`` (one input image) or ``images`` (several, e.g. Qwen-Image-Edit-2509),
+        ``mask`` (inpainting; white is repainted), ``video`` (a list of frames, or an FxHxWx3
+        array) and ``strength`` in (0, 1]. Each image is an HxWx3 uint8 numpy array, a
+        ``PIL.Image`` or a path to an image file; they reach the engine as lossless pixels and
+        count in the request by a digest of those pixels (``sha256:...``), so a stored
+        baseline matches the same picture from any file, and a different picture never.
+        A missing file, another dtype or shape, or a strength outside (0, 1] raises
+        ``RequestError`` naming the field.
+
+        ``label`` names the request when a test measures several
         (default "", then "2", "3", ...): each label has its own stored baseline
         (``<profile>@<label>``) and its own line in the reports.
 
@@ -91,6 +109,9 @@ class OmniPerf:
         Skips the test when the engine cannot honour the profile; fails it (no traceback)
         when the engine fails to start, crashes or hangs.
         """
+        if image is not None and images is not None:
+            raise RequestError("request fields image and images: give one input image as "
+                               "image= or several as images=, not both")
         request = GenerationRequest(prompt=prompt, width=width, height=height,
                                     num_inference_steps=num_inference_steps,
                                     num_frames=num_frames, seed=seed,
@@ -98,7 +119,10 @@ class OmniPerf:
                                     negative_prompt=negative_prompt, fps=fps,
                                     true_cfg_scale=true_cfg_scale,
                                     guidance_scale_2=guidance_scale_2, flow_shift=flow_shift,
-                                    extra_body=dict(extra_body or {}))
+                                    extra_body=dict(extra_body or {}),
+                                    **request_inputs.inputs_of(image=image, images=images,
+                                                               video=video, mask=mask),
+                                    strength=strength)
         try:
             return self._harness.measure(request, label)
         except (ProfileUnsupported, EngineError) as exc:

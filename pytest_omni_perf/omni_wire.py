@@ -14,7 +14,7 @@ import base64
 import io
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,9 @@ UNSUPPORTED_PREFIX = "UNSUPPORTED: "
 
 # -- routes and media --------------------------------------------------------------------
 IMAGES_PATH = "/v1/images/generations"
+EDITS_PATH = "/v1/images/edits"
+"""Image edit: multipart, one ``image`` file part per input image, ``mask_image`` as a file,
+the other fields as form fields (vLLM-Omni's ``edit_images``, api_server.py at 005fd8e)."""
 VIDEOS_PATH = "/v1/videos"
 VIDEOS_SYNC_PATH = "/v1/videos/sync"
 # vLLM-Omni's mp4 settings (diffusion/utils/media_utils.py: h264, yuv420p, crf 18), so the
@@ -77,11 +80,18 @@ def error_message(body: bytes) -> str:
 
 
 # -- requests ----------------------------------------------------------------------------
-def multipart(fields: Mapping[str, Any]) -> tuple[bytes, str]:
-    """A multipart/form-data body of plain fields, and its Content-Type."""
+def multipart(fields: Mapping[str, Any],
+              files: Sequence[tuple[str, str, bytes]] = ()) -> tuple[bytes, str]:
+    """A multipart/form-data body of plain fields and ``files`` (name, file name, PNG
+    bytes; a name may repeat, as ``image`` does for several input images), and its
+    Content-Type."""
     boundary = f"omni-perf-{uuid.uuid4().hex}"
     chunks = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
               f"{value}\r\n".encode() for name, value in fields.items()]
+    for name, filename, data in files:
+        chunks.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                      f'filename="{filename}"\r\nContent-Type: image/png\r\n\r\n'.encode()
+                      + data + b"\r\n")
     chunks.append(f"--{boundary}--\r\n".encode())
     return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
 
@@ -113,6 +123,19 @@ def image_payload(request: GenerationRequest) -> dict[str, Any]:
         if (value := getattr(request, name)) is not None:
             payload[name] = value
     return {**payload, **request.extra_body}
+
+
+def edit_parts(request: GenerationRequest) -> tuple[dict[str, Any], list[tuple[str, str, bytes]]]:
+    """Form fields and file parts of ``POST /v1/images/edits`` for ``request``: its input
+    images as PNG (their lossless bytes, never re-encoded), the mask, strength."""
+    fields = image_payload(request)
+    if request.strength is not None:
+        fields["strength"] = request.strength
+    files = [("image", f"image-{index}.png", item.png)
+             for index, item in enumerate(request.images)]
+    if request.mask is not None:
+        files.append(("mask_image", "mask.png", request.mask.png))
+    return fields, files
 
 
 def video_fields(request: GenerationRequest, fps: int = DEFAULT_FPS) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_omni_perf.numeric import Range
+from pytest_omni_perf.request_inputs import InputImage
 
 
 class RequestError(ValueError):
@@ -40,6 +41,9 @@ _OMITTED_WHEN_UNSET = ("fps", "true_cfg_scale", "guidance_scale_2", "flow_shift"
 # request's own fields say (size, steps, seed ...) or how the answer is shaped.
 _WIRE_FIELDS = frozenset({"prompt", "size", "n", "model", "response_format", "seconds",
                           "extra_params", "extra_body"})
+_STRENGTH = Range(0, 1, low_open=True)
+INPUT_FIELDS = ("images", "mask", "video", "strength")
+"""The conditioning-input block of ``GenerationRequest``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +75,20 @@ class GenerationRequest:
     ``__call__`` (only those it takes), sampling params or ``extra_args`` to ``Omni``. JSON
     values only; a key that names a field above is refused (use the field)."""
 
+    # -- conditioning inputs (image edit, image/video to video) -----------------------------
+    # A block of its own: its pixels travel as PNG inside InputImage (payload()), never
+    # through as_dict(), which keeps only their digests; unset, they are left out of
+    # as_dict() so requests and stored baselines without inputs read as before.
+    images: tuple[InputImage, ...] = ()
+    """Input images, passed as the pipeline's ``image`` (one: Flux-Kontext, Qwen-Image-Edit,
+    Wan image-to-video; several: Qwen-Image-Edit-2509)."""
+    mask: InputImage | None = None
+    """Inpainting mask (white: repaint), the pipeline's ``mask_image``."""
+    video: tuple[InputImage, ...] = ()
+    """Input video frames (video to video), the pipeline's ``video``."""
+    strength: float | None = None
+    """How far from the input the output may move, in (0, 1] (img2img, inpaint, v2v)."""
+
     def __post_init__(self) -> None:
         # The one place every request is built (omni_perf.measure, the shipped server, the
         # worker): NaN or 0 here would reach a torch kernel or a gate as a silent default.
@@ -87,24 +105,65 @@ class GenerationRequest:
             raise RequestError(f"request field fps: {self.fps} frames per second asked of an "
                                "image request (set num_frames for a video)")
         object.__setattr__(self, "extra_body", _checked_extra_body(self.extra_body))
+        self._check_inputs()
+
+    def _check_inputs(self) -> None:
+        for name in ("images", "video"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(isinstance(v, InputImage) for v in value):
+                raise RequestError(f"request field {name}: expected a tuple of InputImage "
+                                   f"(omni_perf.measure converts arrays, PIL images and paths), "
+                                   f"got {type(value).__name__}")
+        if self.mask is not None and not isinstance(self.mask, InputImage):
+            raise RequestError(f"request field mask: expected an InputImage, got "
+                               f"{type(self.mask).__name__}")
+        if self.mask is not None and not self.images:
+            raise RequestError("request field mask: a mask needs an input image to repaint "
+                               "(give image=...)")
+        if self.strength is not None:
+            _STRENGTH.check(self.strength, "request field strength", RequestError)
+            if not (self.images or self.video):
+                raise RequestError("request field strength: it says how far the output may "
+                                   "move from an input image or video; give image= or video=")
 
     @property
     def is_video(self) -> bool:
         return self.num_frames is not None
 
+    @property
+    def has_inputs(self) -> bool:
+        return bool(self.images or self.video or self.mask is not None)
+
     def as_dict(self) -> dict[str, Any]:
-        """Every field, less the sampling fields left unset: stored baselines compare their
-        request with this dict, and those recorded before the fields existed stay valid."""
-        found = dataclasses.asdict(self)
-        for name in _OMITTED_WHEN_UNSET:
-            if found[name] is None or found[name] == {}:
-                del found[name]
-        return found
+        """The request as JSON: inputs as their ``record()`` (digest, width, height), and
+        inputs and sampling fields left out when unset, so stored baselines recorded before
+        those fields existed stay valid. What stored baselines keep and a reused one must
+        match."""
+        fields: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in _OMITTED_WHEN_UNSET:
+                if value is not None and value != {}:
+                    fields[field.name] = dict(value) if field.name == "extra_body" else value
+            elif field.name not in INPUT_FIELDS:
+                fields[field.name] = value
+            elif isinstance(value, InputImage):
+                fields[field.name] = value.record()
+            elif isinstance(value, tuple) and value:
+                fields[field.name] = [item.record() for item in value]
+            elif value is not None and not isinstance(value, tuple):
+                fields[field.name] = value
+        return fields
+
+    def payload(self) -> dict[str, Any]:
+        """Every field as it is (inputs with their PNG bytes), for ``GenerationRequest(**p)``
+        in an engine worker: what travels pickled over the worker's private socket."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
     def key(self) -> str:
-        """The request as one canonical JSON text: equal requests, equal keys (extra_body's
-        dict is not hashable, so caches key requests by this)."""
-        return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        """The request as one canonical JSON text: equal requests, equal keys (inputs by
+        pixel digest; extra_body's dict is not hashable, so caches key requests by this)."""
+        return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"), default=repr)
 
     def sampling(self) -> dict[str, Any]:
         """The sampling fields that are set (``SAMPLING_FIELDS``; extra_body when not empty)."""

@@ -116,6 +116,9 @@ class PerfResult:
     """Gates whose interval still straddled the bound when the round budget was spent."""
     notes: list[str] = dataclasses.field(default_factory=list)
     fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
+    inputs: list[tuple[str, Any]] = dataclasses.field(default_factory=list, repr=False)
+    """The request's conditioning inputs, (caption, ``InputImage``), for the HTML report's
+    thumbnails; not serialized (the request dict holds their digests)."""
 
     # Convenience accessors a test body reads.
     @property

@@ -17,13 +17,15 @@ pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
+import dataclasses  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pytest_omni_perf import builtin_build as bb  # noqa: E402
 from pytest_omni_perf import builtin_models as bm  # noqa: E402
 
-TINY = ("tiny-flux", "tiny-wan")
+TINY = ("tiny-flux", "tiny-wan", "tiny-flux-kontext")
 _ROOT = str(pathlib.Path(bm.__file__).resolve().parents[1])
 
 
@@ -238,6 +240,18 @@ def test_medium_flux_sizes() -> None:
     total = sum(_count(m) for m in pipe.components.values() if isinstance(m, torch.nn.Module))
     assert 0.85e9 < total < 0.95e9
     assert recipe.dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("size", ["tiny", "medium"])
+def test_flux_kontext_is_flux_under_the_edit_pipeline(size: str) -> None:
+    """The edit built-ins reuse the Flux recipes whole: only the pipeline class differs."""
+    kontext, flux = bm._RECIPES[f"{size}-flux-kontext"], bm._RECIPES[f"{size}-flux"]
+    assert kontext.pipeline == "FluxKontextPipeline" and flux.pipeline is None
+    assert dataclasses.replace(kontext, pipeline=None) == flux
+    with torch.device("meta"):
+        pipe = bb._make_flux(kontext)
+    assert type(pipe).__name__ == "FluxKontextPipeline"
+    assert bm.class_kind(type(pipe).__name__) == "image"
 
 
 def test_medium_wan_sizes() -> None:

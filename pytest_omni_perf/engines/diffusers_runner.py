@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from . import diffusers_options as opts
 from . import diffusers_parallel
 from .diffusers_sampling import request_scheduler
+from .diffusers_inputs import input_kwargs
 from ..hardware import installed_versions
 from .base import GenerationOutput, GenerationRequest, ProfileUnsupported
 
@@ -157,6 +158,7 @@ class DiffusersRunner:
         pipe = self.pipe
         metrics = self._prepare(request)
         kwargs = opts.pipeline_call_kwargs(pipe, request, self.options)
+        kwargs.update(input_kwargs(pipe, request))
         cuda = self._is_cuda()
         if cuda:
             torch.cuda.synchronize(self.device)

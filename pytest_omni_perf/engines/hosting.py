@@ -175,7 +175,7 @@ class IsolatedEngine(ProcessHost):
                            "(--omni-engine-launch=exec starts a fresh interpreter instead)")
 
     def generate(self, request: GenerationRequest) -> GenerationOutput:
-        result = self._call("generate", request.as_dict(), self.spec.request_timeout_s, "request")
+        result = self._call("generate", request.payload(), self.spec.request_timeout_s, "request")
         return checked_output(result, engine_name(self.spec))
 
     def stop(self) -> None:

@@ -19,8 +19,8 @@ from pytest_omni_perf.engines.base import (
     checked_output,
 )
 from pytest_omni_perf.omni_wire import (
-    IMAGES_PATH, UNTAKEN_PREFIX, VIDEOS_PATH, decode_mp4, decode_png, error_message,
-    image_payload, multipart, server_metrics, unsent_fields, video_fields,
+    EDITS_PATH, IMAGES_PATH, UNTAKEN_PREFIX, VIDEOS_PATH, decode_mp4, decode_png, edit_parts,
+    error_message, image_payload, multipart, server_metrics, unsent_fields, video_fields,
 )
 
 try:
@@ -89,6 +89,11 @@ class OmniHttpClient:
                 "such field (a server would drop it silently)")
         deadline = time.monotonic() + self.spec.request_timeout_s
         began = time.perf_counter()
+        if request.video or (request.is_video and request.has_inputs):
+            # vLLM-Omni's /v1/videos takes an input_reference image; this client does not
+            # send one yet, and must not time a text-to-video call as image-to-video.
+            raise EngineError(f"{self.who}: the omni-server client does not send video "
+                              "inputs yet (input images it sends to /v1/images/edits)")
         try:
             if request.is_video:
                 frames, metrics = self._video(request, deadline)
@@ -135,9 +140,15 @@ class OmniHttpClient:
 
     def _image(self, request: GenerationRequest, deadline: float
                ) -> tuple[list[npt.NDArray[np.uint8]], dict[str, Any]]:
-        body = json.dumps(image_payload(request)).encode()
-        answer = json.loads(self._checked("POST", IMAGES_PATH, deadline, body,
-                                          {"Content-Type": "application/json"}))
+        if request.has_inputs:
+            # An edit: the input images go as PNG file parts, as vLLM-Omni's API takes them.
+            body, content_type = multipart(*edit_parts(request))
+            path = EDITS_PATH
+        else:
+            body, content_type = json.dumps(image_payload(request)).encode(), "application/json"
+            path = IMAGES_PATH
+        answer = json.loads(self._checked("POST", path, deadline, body,
+                                          {"Content-Type": content_type}))
         try:
             frame = decode_png(answer["data"][0]["b64_json"])
         except (KeyError, IndexError, TypeError, ValueError, OSError) as exc:

@@ -145,14 +145,33 @@ def sampling_fields(request: GenerationRequest,
             extra_args[key] = value
     if extra_args:
         fields["extra_args"] = extra_args
+    if request.strength is not None:
+        fields["strength"] = request.strength
     return fields
 
 
-def prompt_of(request: GenerationRequest) -> str | dict[str, str]:
-    """The prompt as ``Omni.generate`` takes it (a dict when there is a negative prompt)."""
-    if request.negative_prompt is None:
+def prompt_of(request: GenerationRequest) -> str | dict[str, Any]:
+    """The prompt as ``Omni.generate`` takes it: a dict when there is a negative prompt or
+    an input. Inputs go in ``multi_modal_data`` as vLLM-Omni's own image-edit path builds it
+    (``vllm_omni/entrypoints/openai/api_server.py`` ``edit_images``, commit 005fd8e:
+    ``prompt["multi_modal_data"]["image"] = pil_images``, ``["mask_image"]`` one PIL image;
+    ``examples/offline_inference/image_to_image/image_edit.py`` passes one image as itself
+    and several as a list)."""
+    if request.negative_prompt is None and not request.has_inputs:
         return request.prompt
-    return {"prompt": request.prompt, "negative_prompt": request.negative_prompt}
+    prompt: dict[str, Any] = {"prompt": request.prompt}
+    if request.negative_prompt is not None:
+        prompt["negative_prompt"] = request.negative_prompt
+    if request.video:
+        raise ProfileUnsupported("the omni backend does not pass an input video to vLLM-Omni "
+                                 "yet (image= and images= it does)")
+    if request.has_inputs:
+        images = [item.pil() for item in request.images]
+        data: dict[str, Any] = {"image": images[0] if len(images) == 1 else images}
+        if request.mask is not None:
+            data["mask_image"] = request.mask.pil()
+        prompt["multi_modal_data"] = data
+    return prompt
 
 
 def _to_numpy(item: Any) -> Any:

@@ -55,7 +55,7 @@ class RankGroupEngine:
             raise
 
     def generate(self, request: GenerationRequest) -> GenerationOutput:
-        payload = request.as_dict()
+        payload = request.payload()
         outputs: list[GenerationOutput] = self._all(
             "generate", [payload] * self.world_size, self.spec.request_timeout_s, "request")
         first = outputs[0]

@@ -160,7 +160,8 @@ def _facts(r: Result) -> str:
         ("host conditions", _interference_text(m.get("interference")), ()),
         ("request", escape(f'{req.get("width")}x{req.get("height")}, '
                            f'{req.get("num_inference_steps")} steps, '
-                           f'{req.get("num_frames") or 1} frame(s), seed {req.get("seed")}'), ()),
+                           f'{req.get("num_frames") or 1} frame(s), seed {req.get("seed")}'
+                           + _inputs_text(req)), ()),
     ]
     failed = {v["metric"] for v in r.get("violations") or []}
     body = "".join(
@@ -194,6 +195,15 @@ def _interference_text(found: Mapping[str, Any] | None) -> str:
             f'{rounds} rounds noisy)')
 
 
+def _inputs_text(req: Result) -> str:
+    """``, 2 input image(s), strength 0.6``: the request's conditioning inputs, if any."""
+    parts = [f"{len(req[key])} {name}" for key, name in
+             (("images", "input image(s)"), ("video", "input video frame(s)")) if req.get(key)]
+    parts += ["a mask"] if req.get("mask") else []
+    parts += [f"strength {req['strength']}"] if req.get("strength") is not None else []
+    return "".join(f", {part}" for part in parts)
+
+
 def _figure(uri: str | None, caption: str, small: bool) -> str:
     if uri is None:
         return f'<figure><div class="missing">image missing</div><figcaption>{caption}' \
@@ -220,10 +230,16 @@ def _images(r: Result, report_dir: Path) -> str:
     uris = {kind: read_data_uris(images.get(kind) or [], report_dir) for kind, _ in rows}
     error = f'<div class="missing">{escape(images["error"])}</div>' if images.get("error") else ""
     per_frame = quality.get("per_frame_ssim") or []
+    inputs = "".join(
+        _figure(uri, escape(caption), small) for uri, caption in zip(
+            read_data_uris(images.get("input") or [], report_dir),
+            images.get("input_captions") or []))
+    if inputs:
+        inputs = f'<div class="strip"><div class="lab">request inputs</div>{inputs}</div>'
     if len(frames) <= 1 and int(r["measurement"].get("output_frames") or 1) <= 1:
         figs = [_figure(uris[k][0], label, small) for k, label in
                 (rows[1], rows[0], rows[2]) if uris[k]]
-        return f'<div class="pics">{"".join(figs)}</div>{error}'
+        return f'{inputs}<div class="pics">{"".join(figs)}</div>{error}'
     strips = []
     for kind, label in (rows[1], rows[0], rows[2]):
         if not uris[kind]:
@@ -233,7 +249,7 @@ def _images(r: Result, report_dir: Path) -> str:
             score = f", SSIM {per_frame[index]:.4f}" if index < len(per_frame) else ""
             figs.append(_figure(uri, f"frame {index}{score if kind == 'diff' else ''}", small))
         strips.append(f'<div class="strip"><div class="lab">{label}</div>{"".join(figs)}</div>')
-    return "".join(strips) + error
+    return inputs + "".join(strips) + error
 
 
 def _curve(r: Result) -> str:

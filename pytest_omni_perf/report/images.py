@@ -95,7 +95,8 @@ def write_result_images(result: PerfResult, report_html: Path) -> dict[str, Any]
     """Write thumbnails of ``result``'s output, its baseline profile's output and their
     SSIM diff heat map (pytest_omni_perf.quality.diff_heatmap) for the report.
 
-    Returns the ``images`` entry of the result dict: ``frames`` (indices shown),
+    Returns the ``images`` entry of the result dict: ``input``/``input_captions`` (the
+    request's input images, mask and video frames, with their digests), ``frames`` (indices shown),
     ``output``, ``baseline`` and ``diff`` (lists of paths relative to the report's folder,
     one per shown frame; ``baseline``/``diff`` empty without a baseline profile output of
     the same size), and ``error`` when a heat map could not be made.
@@ -119,7 +120,14 @@ def _write_images(result: PerfResult, report_html: Path) -> dict[str, Any]:
     folder = assets_dir(report_html) / path_component(name)
     folder.mkdir(parents=True, exist_ok=True)
     root = report_html.parent
-    images: dict[str, Any] = {"frames": indices, "output": [], "baseline": [], "diff": []}
+    images: dict[str, Any] = {"frames": indices, "output": [], "baseline": [], "diff": [],
+                              "input": [], "input_captions": []}
+    for number, (caption, item) in enumerate(result.inputs):
+        # The request's own inputs beside what was made of them: an edit reads only so.
+        path = folder / f"input_{number:04d}.png"
+        _write_png(path, item.pixels())
+        images["input"].append(os.path.relpath(path, root))
+        images["input_captions"].append(caption)
 
     def put(kind: str, index: int, frame: Frame) -> None:
         path = folder / f"{kind}_{index:04d}.png"

@@ -2,7 +2,8 @@
 
 Routes and shapes as in vLLM-Omni 0.26/0.30 (``vllm_omni/entrypoints/openai/api_server.py``):
 ``GET /health`` (503 while loading), ``GET /v1/models``, ``GET /version``,
-``POST /v1/images/generations`` (JSON), ``POST /v1/videos`` (multipart job),
+``POST /v1/images/generations`` (JSON), ``POST /v1/images/edits`` (multipart: ``image``
+file parts, ``mask_image``, ``size`` ``auto`` by default), ``POST /v1/videos`` (multipart job),
 ``GET /v1/videos/{id}`` (a failed job answers its error status with the job as body),
 ``GET /v1/videos/{id}/content`` (404 while running, 422 failed), ``POST /v1/videos/sync``
 (mp4 with ``X-*`` headers). Request fields are checked by the models in ``protocol``;
@@ -33,15 +34,16 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from pytest_omni_perf.engines.base import RequestError
+from pytest_omni_perf.engines.base import GenerationRequest, RequestError
 from pytest_omni_perf.omni_wire import (
-    DEFAULT_FPS, IMAGES_PATH, VIDEOS_PATH, VIDEOS_SYNC_PATH, encode_mp4, error_body,
+    DEFAULT_FPS, EDITS_PATH, IMAGES_PATH, VIDEOS_PATH, VIDEOS_SYNC_PATH, encode_mp4, error_body,
 )
 from pytest_omni_perf.png import encode_png
 from pytest_omni_perf.serve.framing import FramingGuard, without_preamble
 from pytest_omni_perf.serve.protocol import (
-    ImageGenerationRequest, VideoGenerationRequest, allowed_range,
+    ImageEditRequest, ImageGenerationRequest, VideoGenerationRequest, allowed_range,
 )
+from pytest_omni_perf.request_inputs import image_from_bytes
 from pytest_omni_perf.serve.state import ServerState
 
 Asked = TypeVar("Asked", bound=BaseModel)
@@ -121,10 +123,16 @@ async def _once(body: bytes) -> AsyncGenerator[bytes, None]:
 async def form_fields(request: Request, body: bytes) -> dict[str, Any]:
     """Plain fields of a multipart, urlencoded or JSON body; file parts and empty fields are
     left out (an empty form field means "not given", as browsers send them)."""
+    return (await form_parts(request, body))[0]
+
+
+async def form_parts(request: Request, body: bytes
+                     ) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """Plain fields (as ``form_fields``) and file parts, (name, content) in body order."""
     content_type = request.headers.get("content-type", "")
     kind = content_type.split(";", 1)[0].strip().lower()
     if kind == "application/json":
-        return json_object(body)
+        return json_object(body), []
     form: FormData
     try:
         if kind == "multipart/form-data":
@@ -138,8 +146,10 @@ async def form_fields(request: Request, body: bytes) -> dict[str, Any]:
     except MultiPartException as exc:
         raise HTTPException(400, f"malformed form body: {exc.message}") from None
     try:
+        files = [(name, await value.read()) for name, value in form.multi_items()
+                 if isinstance(value, UploadFile)]
         return {name: value for name, value in form.multi_items()
-                if not isinstance(value, UploadFile) and value != ""}
+                if not isinstance(value, UploadFile) and value != ""}, files
     finally:
         await form.close()
 
@@ -197,8 +207,29 @@ def build_app(state: ServerState) -> FastAPI:
         _ready(state)
         fields = json_object(await read_body(request))
         asked = _validated(ImageGenerationRequest, fields, state)
+        return await image_answer(asked.to_request())
+
+    @app.post(EDITS_PATH)
+    async def edits(request: Request) -> Response:
+        _ready(state)
+        fields, files = await form_parts(request, await read_body(request))
+        if "url" in fields or "url[]" in fields:
+            raise HTTPException(400, "url: this server does not fetch images; send each "
+                                "input image as an 'image' file part")
+        asked = _validated(ImageEditRequest, fields, state)
+        images = tuple(image_from_bytes(data, f"image[{index}]") for index, data in
+                       enumerate(data for name, data in files if name in ("image", "image[]")))
+        if not images:
+            # vLLM-Omni answers 422 here, its one non-400 validation answer.
+            return _error(422, "Field 'image' or 'url' is required", "image")
+        masks = [image_from_bytes(data, "mask_image") for name, data in files
+                 if name == "mask_image"]
+        return await image_answer(asked.to_request(images, masks[0] if masks else None,
+                                                   state.rules))
+
+    async def image_answer(generation: GenerationRequest) -> Response:
         try:
-            frames, metrics = await run_in_threadpool(state.generate, asked.to_request())
+            frames, metrics = await run_in_threadpool(state.generate, generation)
             png = encode_png(frames[0])
         except Exception as exc:  # noqa: BLE001 - answer 500 and keep serving
             traceback.print_exc()

@@ -26,7 +26,8 @@ from pydantic import (
     model_validator,
 )
 
-from pytest_omni_perf.engines.base import GenerationRequest
+from pytest_omni_perf.engines.base import GenerationRequest, RequestError
+from pytest_omni_perf.request_inputs import InputImage
 
 MAX_SIDE = 4096
 """Largest width or height served: beyond it one request can exhaust a GPU's memory."""
@@ -204,6 +205,55 @@ class ImageGenerationRequest(_Generation):
     def to_request(self) -> GenerationRequest:
         """The engine request."""
         return self.generation(*self.dimensions(), None)
+
+
+class ImageEditRequest(_Generation):
+    """Form fields of ``POST /v1/images/edits`` (the images come as file parts).
+
+    As vLLM-Omni's ``edit_images``: ``size`` defaults to ``auto``, the first input image's
+    size; ``strength`` is a diffusion extension. Only ``b64_json`` answers, as there.
+    """
+
+    model: str | None = None
+    n: Int = Field(1, ge=1, le=1, description="images per request (this server makes one)")
+    response_format: Literal["b64_json"] = "b64_json"
+    strength: Finite | None = Field(None, gt=0.0, le=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_size(cls, data: object) -> object:
+        if isinstance(data, dict) and str(data.get("size", "")).strip().lower() == "auto":
+            data = {key: value for key, value in data.items() if key != "size"}
+        return data
+
+    @model_validator(mode="after")
+    def _edit_model(self, info: ValidationInfo) -> ImageEditRequest:
+        rules = _rules(info)
+        if "image" not in rules.takes or rules.video:
+            raise ValueError("this model's pipeline takes no input image: use POST "
+                             + ("/v1/videos" if rules.video else "/v1/images/generations"))
+        if self.strength is not None and "strength" not in rules.takes:
+            raise ValueError("this model's pipeline does not take strength")
+        return self
+
+    def to_request(self, images: tuple[InputImage, ...], mask: InputImage | None,
+                   rules: PipelineRules) -> GenerationRequest:
+        """The engine request; without ``size``, the first input image's size (400 when the
+        model cannot render that size unchanged)."""
+        if self.size is not None:
+            width, height = self.dimensions()
+        else:
+            width, height = images[0].width, images[0].height
+            try:
+                check_side("width", width, rules)
+                check_side("height", height, rules)
+            except ValueError as exc:
+                raise RequestError(f"size auto (the input image's {width}x{height}): {exc}; "
+                                   "give size=WIDTHxHEIGHT") from None
+        if mask is not None and "mask_image" not in rules.takes:
+            raise RequestError("mask_image: this model's pipeline takes no mask")
+        return dataclasses.replace(self.generation(width, height, None), images=images,
+                                   mask=mask, strength=self.strength)
 
 
 class VideoGenerationRequest(_Generation):

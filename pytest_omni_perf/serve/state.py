@@ -90,6 +90,8 @@ class ServerState:
     def generate(self, request: GenerationRequest) -> tuple[Frames, dict[str, Any]]:
         """Run one request under the lock; returns frames and the vLLM-Omni-style metrics."""
         kind = f"video {request.num_frames} frames" if request.is_video else "image"
+        if request.images:
+            kind += f" from {len(request.images)} input image(s)"
         log(f"generating {kind} {request.width}x{request.height}, "
             f"{request.num_inference_steps} steps, seed {request.seed}")
         with self.lock:
