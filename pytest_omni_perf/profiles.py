@@ -105,7 +105,7 @@ class Bounds:
             if value is not None:
                 object.__setattr__(self, name, float(rule.check(value, f"Bounds.{name}",
                                                                 ProfileError)))
-        _check_parity(self, "Bounds")
+        _check_parity(self.parity, self.max_latency_ratio, "Bounds")
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, object], where: str,
@@ -123,9 +123,10 @@ class Bounds:
             if key == "parity"
             else float(BOUND_RANGES[key].check(value, f"{where}.{key}", ProfileError))
             for key, value in raw.items()}
-        merged = dataclasses.replace(base if base is not None else cls(), **values)
-        _check_parity(merged, where)
-        return merged
+        base = base if base is not None else cls()
+        _check_parity(values.get("parity", base.parity),
+                      values.get("max_latency_ratio", base.max_latency_ratio), where)
+        return dataclasses.replace(base, **values)
 
     def merged(self, overrides: Mapping[str, Any]) -> Bounds:
         """A copy with ``overrides`` applied (checked as ``from_mapping`` checks them)."""
@@ -162,10 +163,10 @@ def _backend_name(value: object, where: str) -> str:
     return value
 
 
-def _check_parity(bounds: Bounds, where: str) -> None:
-    if bounds.parity is not None:
-        _backend_name(bounds.parity, f"{where}.parity")
-    elif bounds.max_latency_ratio is not None:
+def _check_parity(parity: object, ratio: object, where: str) -> None:
+    if parity is not None:
+        _backend_name(parity, f"{where}.parity")
+    elif ratio is not None:
         raise ProfileError(
             f"{where}.max_latency_ratio: compares this backend's latency with the parity "
             "backend's, but no parity backend is named; add parity='diffusers' (or another "
