@@ -56,7 +56,8 @@ def rows(result: Mapping[str, Any]) -> list[Row]:
         quality.get("ssim_mean"))
     found += [
         (f"latency vs {backend} (parity)",
-         f"{latency} of {backend}'s (its median {_number(median)} s), rounds alternating"
+         f"{latency} that of {backend} (its median {_number(median)} s), same profile "
+         "and request in this session"
          + _bound("≤", bounds.get("max_latency_ratio"), "x"), ("parity_latency",)),
         (f"output vs {backend} (parity)",
          f"SSIM {ssim}{_bound('≥', bounds.get('min_ssim'))}; "
