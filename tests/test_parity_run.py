@@ -158,3 +158,25 @@ def test_shipped_server_against_diffusers(pytester: pytest.Pytester, tiny_model_
           f"[{ratio['low']:.3f}, {ratio['high']:.3f}], medians "
           f"{sane['measurement']['latency']['median']:.3f} s / "
           f"{sane['parity']['measurement']['latency']['median']:.3f} s")
+
+
+def test_a_profile_with_a_baseline_profile_gets_both_partners(
+        standin_pytester: pytest.Pytester) -> None:
+    standin_pytester.makepyfile(test_parity="""
+import pytest
+
+@pytest.mark.omni_profiles("cache_dit")
+@pytest.mark.omni_bounds(parity="diffusers", min_psnr=30, min_speedup=None)
+def test_cached(omni_perf):
+    result = omni_perf.measure(width=32, height=32, num_inference_steps=1)
+    assert result.baseline.profile == "eager" and result.baseline.backend == "omni-server"
+    assert result.parity.measurement.profile == "cache_dit"
+    assert result.parity.measurement.backend == "diffusers"
+    assert len(result.parity.beside) == len(result.parity.measurement.samples)
+""")
+    result = standin_pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--omni-backend=omni-server", "--omni-rounds=5",
+        "--omni-max-rounds=5", "--omni-update-baselines")
+    result.assert_outcomes(passed=1)
+    # eager beside cache_dit, then cache_dit on diffusers beside cache_dit: three engines.
+    result.stdout.fnmatch_lines(["*suite cost: 1 test x 1 profile: 3 engine starts*"])
