@@ -176,9 +176,7 @@ class Harness:
             measured=measured, base=base, stored=stored, references=references,
             fingerprint_devices=self.spec_for(self.profile).devices, hardware=self.hardware,
             confidence=self.budget.confidence, parity=parity)
-        result.notes += self.bound_notes
-        if parity_note:
-            result.notes.append(parity_note)
+        result.notes += [*self.bound_notes, *filter(None, [parity_note])]
         self.results.append(result)
         return result
 
@@ -188,8 +186,7 @@ class Harness:
         return None if name is None else self.profiles[name]
 
     def _parity_backend(self) -> tuple[str | None, str]:
-        """The backend ``omni_bounds(parity=...)`` compares with (None: none, or this very
-        backend, which the note then says)."""
+        """The backend ``omni_bounds(parity=...)`` names (None: none, or this one: a note)."""
         other = self.bounds.parity
         if other is None:
             return None, ""
@@ -199,17 +196,16 @@ class Harness:
         return other, ""
 
     def _spec(self, profile: Profile, backend: str | None = None) -> EngineSpec:
-        """The engine of ``profile``, on ``backend`` when it is not this run's (a parity
-        partner: started here, never the server this run may be attached to)."""
+        """``profile``'s engine; on another ``backend``, a parity partner started here."""
         spec = self.spec_for(profile)
         if backend is None or backend == spec.backend:
             return spec
         return dataclasses.replace(spec, backend=backend, server_url="")
 
-    def _key(self, profile: Profile, request: GenerationRequest,
-             backend: str | None = None) -> RequestKey:
-        return (self.model, backend or self.backend, profile.name,
-                tuple(sorted(request.as_dict().items())))
+    def _key(self, profile: Profile, request: GenerationRequest, backend: str | None = None
+             ) -> RequestKey:
+        return (self.model, backend or self.backend, profile.name, tuple(sorted(
+            request.as_dict().items())))
 
     def _measure_pair(self, request: GenerationRequest, baseline: Profile | None,
                       stored: verdict.StoredLookup, references: verdict.References,
@@ -303,8 +299,7 @@ class Harness:
     # -- rounds -----------------------------------------------------------------------------
     def _run(self, profiles: list[Profile], request: GenerationRequest, open_gates: Undecided,
              capacity: int = 1, backends: Sequence[str | None] = ()) -> list[Measurement]:
-        """Measure ``profiles`` (each on ``backends[i]`` where given, else this run's
-        backend), their rounds alternating."""
+        """Measure ``profiles`` (on ``backends[i]``, else this run's), rounds alternating."""
         runs = [self._prepare(p, request, capacity, backends[i] if i < len(backends) else None)
                 for i, p in enumerate(profiles)]
         # Interleaved engines wait while the other one runs, so neither counts as the
