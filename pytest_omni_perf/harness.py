@@ -15,13 +15,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pytest_omni_perf import verdict
+from pytest_omni_perf import judge, verdict
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationRequest
 from pytest_omni_perf.engines.engine_pool import EnginePool, LiveEngine
 from pytest_omni_perf.engines.startup import startup_of
 from pytest_omni_perf.hardware import HardwareInfo
 from pytest_omni_perf.measure.interference import InterferenceMonitor, monitor_for
 from pytest_omni_perf.measure.memory import MemorySampler, sampler_for, with_engine_peak
+from pytest_omni_perf.parity import latency_gate as parity_gate
 from pytest_omni_perf.profiles import Bounds, Profile
 from pytest_omni_perf.request_inputs import shown_inputs
 from pytest_omni_perf.results import Measurement, PerfResult
@@ -159,13 +160,27 @@ class Harness:
         self.cost.measurements += 1
         references = self.references.for_series(self.nodeid, self.profile, label)
         stored = references.lookup(self.nodeid, self.profile, label)
-        measured, base = self._measure_pair(request, baseline, stored, references)
+        other, parity_note = self._parity_backend()
+        parity: tuple[Measurement, Measurement] | None = None
+        if other is not None and baseline is None:
+            # A reference profile's only partner is the parity backend: one pair serves.
+            measured, partner = self._measure_pair(request, self.profile, stored, references,
+                                                   partner_backend=other)
+            assert partner is not None  # measured beside it or before it
+            base, parity = None, (partner, measured)
+        else:
+            measured, base = self._measure_pair(request, baseline, stored, references)
+            if other is not None:
+                beside, partner = self._measure_pair(request, self.profile, stored,
+                                                     references, partner_backend=other)
+                assert partner is not None
+                parity = (partner, beside)
         result = verdict.assess(
             nodeid=self.nodeid, profile=self.profile, label=label, bounds=self.bounds,
             measured=measured, base=base, stored=stored, references=references,
             fingerprint_devices=self.spec_for(self.profile).devices, hardware=self.hardware,
-            confidence=self.budget.confidence)
-        result.notes += self.bound_notes
+            confidence=self.budget.confidence, parity=parity)
+        result.notes += [*self.bound_notes, *filter(None, [parity_note])]
         engine = measured.engine_profile or measured.profile
         if base is not None and measured.interleaved_with == base.profile \
                 and engine == (base.engine_profile or base.profile):
@@ -182,12 +197,33 @@ class Harness:
         name = self.profile.baseline
         return None if name is None else self.profiles[name]
 
-    def _key(self, profile: Profile, request: GenerationRequest) -> RequestKey:
-        return (self.model, self.backend, profile.name, request.key())
+    def _parity_backend(self) -> tuple[str | None, str]:
+        """The backend ``omni_bounds(parity=...)`` names (None: none, or this one: a note)."""
+        other = self.bounds.parity
+        if other is None:
+            return None, ""
+        if other == self.backend:
+            return None, (f"parity with {other!r} not measured: this run's backend is {other!r}"
+                          " itself (run with another --omni-backend to compare the two)")
+        return other, ""
+
+    def _spec(self, profile: Profile, backend: str | None = None) -> EngineSpec:
+        """``profile``'s engine; on another ``backend``, a parity partner started here."""
+        spec = self.spec_for(profile)
+        if backend is None or backend == spec.backend:
+            return spec
+        return dataclasses.replace(spec, backend=backend, server_url="")
+
+    def _key(self, profile: Profile, request: GenerationRequest, backend: str | None = None
+             ) -> RequestKey:
+        return (self.model, backend or self.backend, profile.name, request.key())
 
     def _measure_pair(self, request: GenerationRequest, baseline: Profile | None,
-                      stored: verdict.StoredLookup, references: verdict.References
+                      stored: verdict.StoredLookup, references: verdict.References,
+                      partner_backend: str | None = None
                       ) -> tuple[Measurement, Measurement | None]:
+        """This profile's measurement and its partner's: the baseline profile, or with
+        ``partner_backend`` the same profile on that backend (parity)."""
         if baseline is None:
             # A reference profile: measured once per request and reused, also as a baseline.
             own_key = self._key(self.profile, request)
@@ -197,32 +233,37 @@ class Harness:
             else:
                 self.cost.baseline_reused += 1
             return self.baseline_cache[own_key], None
-        base_key = self._key(baseline, request)
-        base_spec, spec = self.spec_for(baseline), self.spec_for(self.profile)
+        base_key = self._key(baseline, request, partner_backend)
+        base_spec, spec = self._spec(baseline, partner_backend), self.spec_for(self.profile)
+        backends = [partner_backend, None]
+        parity = partner_backend is not None
         base = self.baseline_cache.get(base_key)
         cached = base is not None
         if base is None and not self._room_for_two(spec, base_spec, None):
             # One engine per GPU set until we know the baseline's footprint: measure it alone.
-            (base,) = self._run([baseline], request, _nothing_open)
+            (base,) = self._run([baseline], request, _nothing_open, backends=backends[:1])
         if cached and not self._room_for_two(spec, base_spec, base):
             self.cost.baseline_reused += 1  # too big to run beside: the earlier one serves
         if self._room_for_two(spec, base_spec, base):
             # Alternate the two engines' rounds, so drift (other load, clocks, thermals) hits
             # both alike; a baseline measured minutes earlier would not be a fair reference.
             base, measured = self._run([baseline, self.profile], request,
-                                       self._open_gates(None, stored, references), capacity=2)
+                                       self._open_gates(None, stored, references, parity),
+                                       capacity=2, backends=backends)
         else:
             assert base is not None
             (measured,) = self._run([self.profile], request,
-                                    self._open_gates(base, stored, references))
+                                    self._open_gates(base, stored, references, parity))
         assert base is not None
         self.baseline_cache[base_key] = base
         return measured, base
 
     def _open_gates(self, base: Measurement | None, stored: verdict.StoredLookup,
-                    references: verdict.References) -> Undecided:
+                    references: verdict.References, parity: bool = False) -> Undecided:
         """The check between looks: are the speedup or stored-latency gates still open?
-        ``base``: the baseline measured earlier (not alongside), if that is the reference."""
+        ``base``: the baseline measured earlier (not alongside), if that is the reference.
+        ``parity``: the reference is the parity backend's rounds, whose gate is
+        max_latency_ratio (and a reference profile's own gates, measured only here)."""
         def undecided(runs: list[_Rounds]) -> str:
             mine = runs[-1].samples
             if len(runs) == 2:
@@ -231,11 +272,18 @@ class Harness:
                 reference, paired = base.samples, False
             else:
                 reference, paired = None, False
+            own = not parity or self.profile.baseline is None
             judged = verdict.latency_gates(
-                bounds=self.bounds, profile=self.profile, samples=mine, reference=reference,
+                bounds=self.bounds, profile=self.profile, samples=mine,
+                reference=None if parity else reference,
                 paired=paired, stored=stored, request=runs[-1].generation.as_dict(),
                 references=references,
-                confidence=self.budget.confidence)
+                confidence=self.budget.confidence) if own else judge.Judgement()
+            if parity and reference is not None:
+                judged.extend(parity_gate(
+                    self.bounds, profile=self.profile.name, backend=self.backend,
+                    samples=mine, parity=reference, paired=paired,
+                    confidence=self.budget.confidence, spread=references.spread))
             # Open while a gate is undecided and more rounds can still narrow its interval.
             if not judged.undecided:
                 return "decided"
@@ -264,8 +312,10 @@ class Harness:
 
     # -- rounds -----------------------------------------------------------------------------
     def _run(self, profiles: list[Profile], request: GenerationRequest, open_gates: Undecided,
-             capacity: int = 1) -> list[Measurement]:
-        runs = [self._prepare(p, request, capacity) for p in profiles]
+             capacity: int = 1, backends: Sequence[str | None] = ()) -> list[Measurement]:
+        """Measure ``profiles`` (on ``backends[i]``, else this run's), rounds alternating."""
+        runs = [self._prepare(p, request, capacity, backends[i] if i < len(backends) else None)
+                for i, p in enumerate(profiles)]
         # Interleaved engines wait while the other one runs, so neither counts as the
         # other's interference.
         ours = [pid for run in runs for pid in run.live.pids()]
@@ -273,7 +323,8 @@ class Harness:
             run.monitor = monitor_for(
                 ours, run.spec.devices or [g.index for g in self.hardware.gpus])
         self.cost.rounds_run += len(runs)
-        self.cost.baseline_measured += sum(p is not self.profile for p in profiles)
+        self.cost.baseline_measured += sum(
+            run.profile is not self.profile or run.spec.backend != self.backend for run in runs)
         try:
             for run in runs:
                 for _ in range(self.warmup):
@@ -291,11 +342,12 @@ class Harness:
             for run in runs:
                 run.monitor.stop()  # never raises
         interleaved = profiles[0].name if len(profiles) > 1 else None
-        return [self._to_measurement(run, peak, interleaved if run.profile is not profiles[0]
-                                     else None, stopped_by) for run, peak in zip(runs, peaks)]
+        return [self._to_measurement(run, peak, interleaved if i else None, stopped_by)
+                for i, (run, peak) in enumerate(zip(runs, peaks))]
 
-    def _prepare(self, profile: Profile, request: GenerationRequest, capacity: int) -> _Rounds:
-        spec = self.spec_for(profile)
+    def _prepare(self, profile: Profile, request: GenerationRequest, capacity: int,
+                 backend: str | None = None) -> _Rounds:
+        spec = self._spec(profile, backend)
         live = self.pool.get(spec, capacity)
         reused = live.requests > 0
         sampler = sampler_for(live.pids, spec.devices or [g.index for g in self.hardware.gpus])
@@ -314,7 +366,7 @@ class Harness:
 
         info = run.live.engine.describe()
         return Measurement(
-            profile=run.profile.name, model=self.model, backend=self.backend,
+            profile=run.profile.name, model=self.model, backend=run.spec.backend,
             request=run.generation.as_dict(), samples=run.samples,
             latency=LatencyStats.from_samples(run.samples),
             engine_latency=LatencyStats.from_samples(run.engine_samples),

@@ -100,6 +100,58 @@ def _not_failed(outcome: Outcome, interval: RatioInterval) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class PixelFacts:
+    """PSNR and absolute pixel differences of an output against one reference."""
+
+    psnr: float | None
+    """dB over the dtype's range; ``inf`` for identical images (passes any min_psnr)."""
+    mean_abs_diff: float | None
+    """Pixel values, 0-255 for uint8."""
+    p99_abs_diff: float | None
+
+
+def pixel_judgement(bounds: Bounds, facts: PixelFacts | None, prefix: str, against: str,
+                    tail: str = "") -> Judgement:
+    """min_psnr, max_mean_abs_diff and max_p99_abs_diff against one reference, as points (a
+    seeded output does not vary between rounds). ``prefix`` starts the gate names ('' for
+    the baseline profile, 'stored_', 'parity_'); ``tail`` ends each message (what to do)."""
+    judged = Judgement()
+    if facts is None:
+        return judged
+    end = f"; {tail}" if tail else ""
+    if bounds.min_psnr is not None and facts.psnr is not None and facts.psnr < bounds.min_psnr:
+        judged.add("fail", f"{prefix}psnr", (
+            f"output PSNR {facts.psnr:.2f} dB against {against}, below the bound "
+            f"min_psnr={bounds.min_psnr:g} dB{end}"))
+    for name, value, bound in (("mean", facts.mean_abs_diff, bounds.max_mean_abs_diff),
+                               ("p99", facts.p99_abs_diff, bounds.max_p99_abs_diff)):
+        if bound is not None and value is not None and value > bound:
+            judged.add("fail", f"{prefix}pixel_diff", (
+                f"{name} absolute pixel difference {value:.3f} (of 0-255) against {against}, "
+                f"above the bound max_{name}_abs_diff={bound:g}{end}"))
+    return judged
+
+
+def parity_latency_judgement(bounds: Bounds, ratio: RatioInterval | None, profile: str,
+                             backend: str, parity: str) -> Judgement:
+    """max_latency_ratio: ``ratio`` is this backend's latency over the parity backend's."""
+    judged = Judgement()
+    if bounds.max_latency_ratio is None or ratio is None:
+        return judged
+    outcome = at_most(ratio, bounds.max_latency_ratio)
+    lead = (f"{profile} on {backend!r} takes {ratio.describe()} the latency of the same "
+            f"profile and request on {parity!r} measured alongside, bound "
+            f"max_latency_ratio={bounds.max_latency_ratio:g}")
+    if outcome == "fail":
+        judged.add(outcome, "parity_latency", f"{lead}: the whole interval is above the bound, "
+                   f"{backend!r} is slower than {parity!r} by more than the bound allows")
+    else:
+        judged.add(outcome, "parity_latency", f"{lead}: {_not_failed(outcome, ratio)}",
+                   interval=ratio)
+    return judged
+
+
+@dataclasses.dataclass(frozen=True)
 class SessionFacts:
     """Numbers measured in this session, profile against its baseline profile."""
 
@@ -113,6 +165,8 @@ class SessionFacts:
     memory_is_vram: bool
     memory_unmeasured: str | None = None
     """Why GPU memory was not measured on a GPU run (VRAM bounds then refuse), or None."""
+    pixels: PixelFacts | None = None
+    """PSNR and pixel differences against the baseline profile's output."""
 
 
 def speedup_judgement(bounds: Bounds, facts: SessionFacts) -> Judgement:
@@ -158,6 +212,7 @@ def session_judgement(bounds: Bounds, facts: SessionFacts) -> Judgement:
         judged.add("fail", "ssim", (
             f"output SSIM {facts.ssim:.4f}{worst} against the output of {against}, below the "
             f"bound min_ssim={bounds.min_ssim:g}: quality broke"))
+    judged.extend(pixel_judgement(bounds, facts.pixels, "", f"the output of {against}"))
     vram_bounds = bounds.max_vram_gib is not None or bounds.max_vram_ratio is not None
     if facts.memory_unmeasured is not None:
         if not vram_bounds:
@@ -210,6 +265,8 @@ class StoredFacts:
     keys instead of warning."""
     memory_is_vram: bool = True
     """False when the memory is a CPU run's peak RSS: no memory regression is judged then."""
+    pixels: PixelFacts | None = None
+    """PSNR and pixel differences against the stored image(s)."""
 
 
 def latency_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
@@ -253,6 +310,8 @@ def stored_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
         judged.add("fail", "stored_ssim", (
             f"output SSIM {facts.ssim:.4f} against the stored baseline image in "
             f"{facts.stored_path} is below min_ssim={bounds.min_ssim:g}; {refresh}"))
+    judged.extend(pixel_judgement(bounds, facts.pixels, "stored_",
+                                  f"the stored baseline image in {facts.stored_path}", refresh))
     # Not on a CPU run's peak RSS, as no VRAM bound is (the run says so once): a Python heap
     # moves by 10-30% between runs of one profile, and a newcomer's run under load printed
     # a "regression" for every profile.

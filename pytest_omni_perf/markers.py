@@ -27,14 +27,20 @@ MARKER_DOCS = {
     "requires_vram": "requires_vram(gib): skip unless every visible GPU has at least gib GiB.",
     "omni_model": "omni_model(id_or_path): the model this test measures (default: --omni-model).",
     "omni_profiles": "omni_profiles(*names): run this test only for these profiles.",
-    "omni_bounds": "omni_bounds(min_speedup=, min_ssim=, max_vram_gib=, max_vram_ratio=, "
-                   "max_latency_s=, max_regression=, max_vram_regression=, "
+    "omni_bounds": "omni_bounds(min_speedup=, min_ssim=, min_psnr=, max_mean_abs_diff=, "
+                   "max_p99_abs_diff=, max_vram_gib=, max_vram_ratio=, max_latency_s=, "
+                   "max_regression=, max_vram_regression=, parity=, max_latency_ratio=, "
                    "max_latency_p99_s=, max_latency_mean_s=, min_throughput_qps=, "
-                   "profile=None): override the profile's bounds for this test (only for "
-                   "the named profile(s) when profile= is given); the last three judge "
-                   "omni_perf.load() (seconds, requests/s); max_latency_s, max_vram_gib and "
-                   "the load bounds also take a mapping of hardware name to number "
-                   "({'H100': 3.5}; no key for this machine: not applied, with a note).",
+                   "profile=None): override the profile's bounds for this test (only for the "
+                   "named profile(s) when profile= is given); min_psnr is in dB and the "
+                   "pixel differences in 0-255 values, checked against every reference "
+                   "(baseline profile, stored image, parity output); parity='diffusers' "
+                   "also runs the profile on that backend, its rounds alternating, and "
+                   "max_latency_ratio bounds this backend's latency over it; "
+                   "max_latency_p99_s, max_latency_mean_s (seconds) and min_throughput_qps "
+                   "judge omni_perf.load(); max_latency_s, max_vram_gib and the load bounds "
+                   "also take a mapping of hardware name to number ({'H100': 3.5}; no key "
+                   "for this machine: not applied, with a note).",
 }
 CARDS_DOC = "cards_{n}: set on tests that need {n} GPUs (requires_gpus or a profile's "\
             "requirement), as vLLM-Omni CI selects with -m 'H100 and cards_{n}'."

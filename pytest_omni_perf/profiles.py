@@ -18,6 +18,9 @@ from typing import Any
 from pytest_omni_perf import canonical
 from pytest_omni_perf.numeric import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Range
 
+PIXEL_VALUES = Range(0, 255)
+"""A difference of uint8 pixel values."""
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised only on 3.10
@@ -87,6 +90,20 @@ class Bounds:
     """Allowed growth of the robust latency estimate over the stored run's, each relative to
     its baseline profile measured alongside (0.05 = 5%; judged on its interval)."""
     max_vram_regression: float | None = 0.10
+    min_psnr: float | None = None
+    """PSNR (dB, over the dtype's range) of the output against every reference it is compared
+    with, as min_ssim; identical images have PSNR inf and pass any bound."""
+    max_mean_abs_diff: float | None = None
+    """Mean absolute difference of every channel sample, in pixel values (0-255)."""
+    max_p99_abs_diff: float | None = None
+    """99th percentile of those differences, in pixel values (0-255)."""
+    parity: str | None = None
+    """A backend (``diffusers``, ``omni``, ``omni-server``) on which the same profile and
+    request also run, interleaved with this backend's rounds: the quality bounds apply to
+    its output too, and ``max_latency_ratio`` to its latency (``parity``)."""
+    max_latency_ratio: float | None = None
+    """This backend's robust latency over the parity backend's (1.2 = at most 20% slower),
+    judged on its interval; needs ``parity``."""
 
     def __post_init__(self) -> None:
         for name, rule in BOUND_RANGES.items():
@@ -94,6 +111,7 @@ class Bounds:
             if value is not None:
                 object.__setattr__(self, name, float(rule.check(value, f"Bounds.{name}",
                                                                 ProfileError)))
+        _check_parity(self.parity, self.max_latency_ratio, "Bounds")
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, object], where: str,
@@ -106,10 +124,15 @@ class Bounds:
         unknown field or a value outside ``BOUND_RANGES``.
         """
         _unknown(raw, BOUND_FIELDS, where)
-        values = {key: None if value is None
-                  else float(BOUND_RANGES[key].check(value, f"{where}.{key}", ProfileError))
-                  for key, value in raw.items()}
-        return dataclasses.replace(base if base is not None else cls(), **values)
+        values: dict[str, Any] = {
+            key: None if value is None else _backend_name(value, f"{where}.{key}")
+            if key == "parity"
+            else float(BOUND_RANGES[key].check(value, f"{where}.{key}", ProfileError))
+            for key, value in raw.items()}
+        base = base if base is not None else cls()
+        _check_parity(values.get("parity", base.parity),
+                      values.get("max_latency_ratio", base.max_latency_ratio), where)
+        return dataclasses.replace(base, **values)
 
     def merged(self, overrides: Mapping[str, Any]) -> Bounds:
         """A copy with ``overrides`` applied (checked as ``from_mapping`` checks them)."""
@@ -129,8 +152,34 @@ BOUND_RANGES: Mapping[str, Range] = {
     "min_throughput_qps": POSITIVE,
     "max_regression": NON_NEGATIVE,
     "max_vram_regression": NON_NEGATIVE,
+    # PSNR of uint8 images is >= 0 dB, so a bound of 0 never fires; the differences are in
+    # the frames' 0-255 values, where 0 asks for identical outputs.
+    "min_psnr": POSITIVE,
+    "max_mean_abs_diff": PIXEL_VALUES,
+    "max_p99_abs_diff": PIXEL_VALUES,
+    "max_latency_ratio": POSITIVE,
 }
 BOUND_FIELDS = tuple(f.name for f in dataclasses.fields(Bounds))
+# Backend names as --omni-backend takes them and plugins add them (lower case, - and _).
+_BACKEND = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+
+
+def _backend_name(value: object, where: str) -> str:
+    if not isinstance(value, str) or not _BACKEND.fullmatch(value) or value == "auto":
+        raise ProfileError(
+            f"{where}: expected the name of a backend to compare with, such as 'diffusers', "
+            f"'omni' or 'omni-server' (not 'auto'), got {value!r}")
+    return value
+
+
+def _check_parity(parity: object, ratio: object, where: str) -> None:
+    if parity is not None:
+        _backend_name(parity, f"{where}.parity")
+    elif ratio is not None:
+        raise ProfileError(
+            f"{where}.max_latency_ratio: compares this backend's latency with the parity "
+            "backend's, but no parity backend is named; add parity='diffusers' (or another "
+            "backend)")
 _REQUEST_FIELDS = ("steps_scale",)
 _STEPS_SCALE = Range(0, 1, low_open=True)  # a fraction of the request's steps
 _PROFILE_FIELDS = ("description", "method", "lossy", "baseline", "options", "request",

@@ -1,4 +1,4 @@
-"""Image and video quality metrics: SSIM, PSNR and a diff heat map.
+"""Image and video quality metrics: SSIM, PSNR, absolute pixel differences, a diff heat map.
 
 SSIM uses fixed parameters so numbers are comparable across runs, machines and the two
 implementations: scikit-image's ``structural_similarity`` with ``gaussian_weights=True``,
@@ -29,6 +29,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from pytest_omni_perf.pixel_diff import abs_diff
 from pytest_omni_perf.ssim_torch import K1 as _K1
 from pytest_omni_perf.ssim_torch import K2 as _K2
 from pytest_omni_perf.ssim_torch import SIGMA as _SIGMA
@@ -81,9 +82,17 @@ class QualityResult:
     """Why SSIM (or, when not ``comparable``, every metric) was not computed."""
     comparable: bool = True
     """False when output and reference differ in frame count, size, channels or dtype."""
+    mean_abs_diff: float | None = None
+    """Mean |output - reference| over every channel sample, in pixel values (0-255 for
+    uint8; ``pixel_diff``); None when not ``comparable``."""
+    p99_abs_diff: float | None = None
+    """Its 99th percentile (numpy's linear interpolation), in the same units."""
+    identical: bool = False
+    """Every sample equal: why ``psnr_mean`` is ``inf`` (JSON reports write it as null)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``psnr_mean`` may be ``inf``, which ``json`` writes as Infinity)."""
+        """JSON-ready dict (``psnr_mean`` may be ``inf``: ``identical`` says so, and the JSON
+        report writes it as null, since strict JSON has no infinity)."""
         return dataclasses.asdict(self)
 
     def explain(self, against: str) -> str | None:
@@ -273,6 +282,7 @@ def compare_frames(
         if (problem := _pair_problem(o, r, f"frame {i}: " if many else "")) is not None:
             return _not_comparable(problem[1])
     ranges = [_data_range(o) for o in outs]
+    diff = abs_diff(outs, refs)
     # One data range for the clip's PSNR: frames of a video share a dtype.
     size = sum(o.size for o in outs)
     small = [(i, why) for i, o in enumerate(outs)
@@ -280,7 +290,8 @@ def compare_frames(
     if small:
         mse = math.fsum(_sse(o, r) for o, r in zip(outs, refs)) / size
         return QualityResult(None, None, _psnr_from_mse(mse, max(ranges)), (), None,
-                             not_applicable=small[0][1])
+                             not_applicable=small[0][1], mean_abs_diff=diff.mean,
+                             p99_abs_diff=diff.p99, identical=diff.identical)
     pixels = sum(o.shape[0] * o.shape[1] for o in outs)
     scores: list[float] = [0.0] * len(outs)
     errors: list[int] = [0] * len(outs)
@@ -305,6 +316,9 @@ def compare_frames(
         psnr_mean=psnr_value,
         per_frame_ssim=tuple(scores),
         worst_frame=worst,
+        mean_abs_diff=diff.mean,
+        p99_abs_diff=diff.p99,
+        identical=diff.identical,
     )
 
 

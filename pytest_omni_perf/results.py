@@ -88,6 +88,30 @@ class Violation:
 
 
 @dataclasses.dataclass
+class ParityResult:
+    """The same profile and request on another backend (``omni_bounds(parity=...)``)."""
+
+    backend: str
+    measurement: Measurement
+    """The parity backend's rounds, interleaved with this backend's where both fit."""
+    beside: list[float]
+    """This backend's latencies (s) from the rounds alongside the parity backend's."""
+    latency_ratio: RatioInterval | None = None
+    """Robust latency here / on the parity backend, with its interval."""
+    quality: QualityResult | None = None
+    """This backend's output against the parity backend's."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "measurement": self.measurement.to_dict(),
+            "beside_samples_s": self.beside,
+            "latency_ratio": None if self.latency_ratio is None
+            else self.latency_ratio.to_dict(),
+            "quality": None if self.quality is None else self.quality.to_dict(),
+        }
+
+
+@dataclasses.dataclass
 class PerfResult:
     """Everything ``omni_perf.measure`` learned for one test, profile and request."""
 
@@ -119,6 +143,8 @@ class PerfResult:
     inputs: list[tuple[str, Any]] = dataclasses.field(default_factory=list, repr=False)
     """The request's conditioning inputs, (caption, ``InputImage``), for the HTML report's
     thumbnails; not serialized (the request dict holds their digests)."""
+    parity: ParityResult | None = None
+    """The same profile on the backend ``omni_bounds(parity=...)`` names, or None."""
 
     # Convenience accessors a test body reads.
     @property
@@ -175,4 +201,5 @@ class PerfResult:
             "undecided": [dataclasses.asdict(v) for v in self.undecided],
             "notes": self.notes, "verdict": self.verdict,
             "fingerprint": self.fingerprint,
+            "parity": None if self.parity is None else self.parity.to_dict(),
         }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_omni_perf import judge, stored_metrics
 from pytest_omni_perf.baseline_messages import baseline_label, request_diff
@@ -26,6 +26,9 @@ from pytest_omni_perf.measure.stats import (
 )
 from pytest_omni_perf.profiles import Bounds, Profile
 from pytest_omni_perf.results import Measurement, PerfResult, Violation
+
+if TYPE_CHECKING:
+    from pytest_omni_perf.quality import QualityResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,8 +212,10 @@ def _stored_facts(baseline: StoredBaseline, found: _Latency, ssim: float | None,
 def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
            measured: Measurement, base: Measurement | None, stored: StoredLookup,
            references: References, fingerprint_devices: Sequence[int],
-           hardware: HardwareInfo, confidence: float) -> PerfResult:
-    """Judge one measurement against every bound; in a record run, store it."""
+           hardware: HardwareInfo, confidence: float,
+           parity: tuple[Measurement, Measurement] | None = None) -> PerfResult:
+    """Judge one measurement against every bound; in a record run, store it. ``parity``:
+    (the profile on the parity backend, this backend's rounds beside it), see parity.py."""
     from pytest_omni_perf.quality import compare_frames
 
     result = PerfResult(
@@ -238,8 +243,14 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
         profile=profile.name, baseline=profile.baseline, speedup=found.speedup,
         ssim=result.ssim, ssim_worst=None if result.quality is None else result.quality.ssim_min,
         memory_gib=measured.memory.peak_gib, memory_ratio=result.memory_ratio,
-        memory_is_vram=measured.memory.is_vram, memory_unmeasured=measured.memory.unmeasured))
+        memory_is_vram=measured.memory.is_vram, memory_unmeasured=measured.memory.unmeasured,
+        pixels=_pixels(result.quality)))
     judged.extend(judge.absolute_latency_judgement(bounds, found.absolute))
+    if parity is not None:
+        from pytest_omni_perf import parity as parity_mod
+
+        judged.extend(parity_mod.assess(result, bounds, *parity, confidence=confidence,
+                                        spread=references.spread))
     if references.update:
         view = choose_view(measured.frames)
         path = references.store.save(nodeid, stored.name,
@@ -253,7 +264,7 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
         judged.notes.append(stored.note)
     elif stored.baseline is not None:
         judged.extend(_against_stored(result, stored.baseline, found, bounds, references))
-    _busy_host_cannot_decide(judged, measured, base)
+    _busy_host_cannot_decide(judged, measured, base, *(parity or ()))
     result.violations += judged.violations
     result.undecided += judged.undecided
     result.notes += judged.notes
@@ -262,11 +273,17 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     return result
 
 
-_LATENCY_GATES = ("speedup", "latency_regression", "max_latency")
+_LATENCY_GATES = ("speedup", "latency_regression", "max_latency", "parity_latency")
+
+
+def _pixels(quality: QualityResult | None) -> judge.PixelFacts | None:
+    if quality is None or not quality.comparable:
+        return None
+    return judge.PixelFacts(quality.psnr_mean, quality.mean_abs_diff, quality.p99_abs_diff)
 
 
 def _busy_host_cannot_decide(judged: judge.Judgement, measured: Measurement,
-                             base: Measurement | None) -> None:
+                             base: Measurement | None, *parity: Measurement) -> None:
     """Turn failed and passed latency gates into undecided ones when either engine's CPU was
     contended in most rounds (``measure.contention``), naming the load: on an oversubscribed
     host the engines of a pair do not share the load evenly, so pairing no longer cancels it
@@ -275,8 +292,9 @@ def _busy_host_cannot_decide(judged: judge.Judgement, measured: Measurement,
     results/cpu/noop-drill-busy-3/). Quality and memory gates are not timings and stand.
     Latency gates already undecided, and warn-only latency notes, name the load too, so an
     inconclusive line or a warning says why by itself."""
-    why = next((f"{what}: {reason}" for what, m in (("this profile", measured),
-                                                     ("its baseline", base))
+    arms = [("this profile", measured), ("its baseline", base),
+            *zip(("its parity backend", "this profile beside it"), parity)]
+    why = next((f"{what}: {reason}" for what, m in arms
                 if m is not None and m.interference is not None
                 and (reason := contended(m.interference)) is not None), None)
     if why is None:
@@ -347,8 +365,10 @@ def _against_stored(result: PerfResult, stored: StoredBaseline, found: _Latency,
     stored_gib = None
     if memory.get("kind") == measured.memory.kind and memory.get("peak_bytes"):
         stored_gib = float(memory["peak_bytes"]) / 2**30
-    judged.extend(judge.stored_judgement(bounds, _stored_facts(
+    facts = _stored_facts(
         stored, found, None if result.stored_quality is None
         else result.stored_quality.ssim_mean, measured.memory.peak_gib, stored_gib,
-        references, memory_is_vram=measured.memory.is_vram)))
+        references, memory_is_vram=measured.memory.is_vram)
+    judged.extend(judge.stored_judgement(bounds, dataclasses.replace(
+        facts, pixels=_pixels(result.stored_quality))))
     return judged

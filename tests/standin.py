@@ -15,6 +15,9 @@ pytester run can change it between runs:
     STANDIN_HANG_<PROFILE>=1          (the request never returns)
     STANDIN_CRASH_ONCE_<PROFILE>=path (exits during the request unless ``path`` exists; creates
                                        it first, so only the first engine of the run crashes)
+    STANDIN_<WHAT>_<PROFILE>_<BACKEND>  (any of the above for one backend only, the backend's
+                                       name upper-cased with - as _: STANDIN_NOISE_EAGER_
+                                       OMNI_SERVER; parity tests run one profile on two)
     STANDIN_DEVICES_LOG=path          (every request appends one JSON line: profile, pid, the
                                        CUDA_VISIBLE_DEVICES it was started with, width, begin,
                                        end: which GPUs an engine ran on, and when)
@@ -42,13 +45,15 @@ def _uniform_draws(profile: str) -> Iterator[float]:
 
 
 class StandinRunner:
-    def __init__(self, profile: str, options: Mapping[str, Any]) -> None:
+    def __init__(self, profile: str, options: Mapping[str, Any], backend: str = "") -> None:
         self.profile = profile
         self.options = dict(options)
+        self.backend = backend.upper().replace("-", "_")
         self._jitter_draws = _uniform_draws(profile)
 
     def _env(self, what: str, default: str) -> str:
-        return os.environ.get(f"STANDIN_{what}_{self.profile.upper()}", default)
+        name = f"STANDIN_{what}_{self.profile.upper()}"
+        return os.environ.get(f"{name}_{self.backend}", os.environ.get(name, default))
 
     def load(self) -> dict[str, Any]:
         if self._env("UNSUPPORTED", ""):
@@ -93,8 +98,8 @@ class StandinRunner:
         return {"standin": "1"}
 
 
-def make(profile: str, options: Mapping[str, Any]) -> StandinRunner:
-    return StandinRunner(profile, options)
+def make(profile: str, options: Mapping[str, Any], backend: str = "") -> StandinRunner:
+    return StandinRunner(profile, options, backend)
 
 
 CONFTEST = '''
@@ -103,7 +108,8 @@ sys.path.insert(0, {tests_dir!r})
 from pytest_omni_perf.engines.hosting import InProcessEngine, IsolatedEngine
 
 def pytest_omni_perf_make_engine(config, spec, hardware):
-    kwargs = {{"profile": spec.profile_name, "options": dict(spec.options)}}
+    kwargs = {{"profile": spec.profile_name, "options": dict(spec.options),
+              "backend": spec.backend}}
     if os.environ.get("STANDIN_ISOLATED"):
         return IsolatedEngine(spec, "standin:make", kwargs,
                               env={{"PYTHONPATH": {tests_dir!r}}})

@@ -40,7 +40,14 @@ BOUND_ALLOWED: dict[str, Allowed] = {
     "max_latency_s": lambda v: v > 0,
     "max_regression": lambda v: v >= 0,
     "max_vram_regression": lambda v: v >= 0,
+    "min_psnr": lambda v: v > 0,
+    "max_mean_abs_diff": lambda v: 0 <= v <= 255,
+    "max_p99_abs_diff": lambda v: 0 <= v <= 255,
 }
+# Every numeric bound that stands alone; parity (a backend name) and max_latency_ratio (which
+# needs parity) are tested in test_parity_bounds.py.
+NUMBER_FIELDS = tuple(f for f in BOUND_FIELDS if f not in ("parity", "max_latency_ratio"))
+assert set(NUMBER_FIELDS) == set(BOUND_ALLOWED)
 # (TOML table under [profiles.p], field, allowed, whole numbers only)
 FILE_FIELDS: list[tuple[str, str, Allowed, bool]] = [
     *(("bounds", name, allowed, False) for name, allowed in BOUND_ALLOWED.items()),
@@ -116,7 +123,7 @@ def test_profile_file_numbers(tmp_path: Path, field: tuple[str, str, Allowed, bo
 
 
 @SETTINGS
-@given(name=st.sampled_from(BOUND_FIELDS), value=toml_values)
+@given(name=st.sampled_from(NUMBER_FIELDS), value=toml_values)
 def test_defaults_bounds_are_checked_too(tmp_path: Path, name: str, value: object) -> None:
     path = tmp_path / "mine.toml"
     path.write_text(f"[defaults.bounds]\n{name} = {toml_literal(value)}\n[profiles.p]\n",
@@ -140,7 +147,7 @@ python_values = st.one_of(
 
 
 @SETTINGS
-@given(name=st.sampled_from(BOUND_FIELDS), value=python_values)
+@given(name=st.sampled_from(NUMBER_FIELDS), value=python_values)
 def test_bounds_constructor_and_mapping_agree(name: str, value: object) -> None:
     """``Bounds(...)``, ``Bounds.from_mapping`` and ``merged`` take the same values."""
     number = None

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_omni_perf.report import html_parity
 from pytest_omni_perf.report.trend import trend_html
 from pytest_omni_perf.escape import html_text as escape
 from pytest_omni_perf.escape import json_document
@@ -157,6 +158,7 @@ def _facts(r: Result) -> str:
          + _bound("≤", b.get("max_vram_gib"), " GiB")
          + _bound("≤", b.get("max_vram_ratio"), "x"),
          ("vram", "vram_ratio", "vram_regression")),
+        *html_parity.rows(r),
         ("host conditions", _interference_text(m.get("interference")), ()),
         ("request", escape(f'{req.get("width")}x{req.get("height")}, '
                            f'{req.get("num_inference_steps")} steps, '

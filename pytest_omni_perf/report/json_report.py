@@ -22,7 +22,9 @@ of two identical images, are written as ``null``. Schema, version 1::
       pytest call outcome: passed|failed|skipped), verdict (pass|fail|inconclusive: the
       omni-perf gates; inconclusive = a gate's interval still straddled its bound at the
       round budget), undecided [{metric, message}] (those gates),
-      bounds {min_speedup, min_ssim, max_vram_gib, max_vram_ratio, max_regression, ...},
+      bounds {min_speedup, min_ssim, min_psnr (dB), max_mean_abs_diff, max_p99_abs_diff (pixel
+        values, 0-255), max_vram_gib, max_vram_ratio, max_regression, parity (a backend
+        name or null), max_latency_ratio, ...},
       measurement {profile, model, backend, request {prompt, width, height,
         num_inference_steps, num_frames, seed, ...}, samples_s [warm latencies, s],
         latency {n, median, p90, mean, stdev, min, max, samples} (s, around each request),
@@ -50,13 +52,20 @@ of two identical images, are written as ``null``. Schema, version 1::
         output_shape [H, W, C], output_frames},
       baseline (the baseline profile's measurement, same keys; null for reference profiles),
       speedup (robust baseline latency / this profile's: Harrell-Davis 20% quantiles),
-        quality {ssim_mean, ssim_min, psnr_mean, per_frame_ssim [...], worst_frame,
-        not_applicable (why a metric is null), comparable} against the baseline profile's
-        output (or null),
+        quality {ssim_mean, ssim_min, psnr_mean (dB; null when infinite, see identical),
+        per_frame_ssim [...], worst_frame, not_applicable (why a metric is null), comparable,
+        mean_abs_diff and p99_abs_diff (|output - reference| over every channel sample, in
+        pixel values 0-255: mean and 99th percentile), identical (every sample equal: the
+        PSNR is infinite)} against the baseline profile's output (or null),
       stored_quality (same keys, against the stored baseline image; or null),
       speedup_interval and latency_ratio (against the stored run) {estimate, low, high,
       confidence, rounds}: percentile-bootstrap intervals of ratios of robust estimates,
       memory_ratio (peak / baseline profile's peak), stored_path,
+      parity (omni_bounds(parity=...); else null) {backend, measurement (the same profile on
+        that backend, same keys as measurement), beside_samples_s (this backend's latencies
+        in the rounds alongside it), latency_ratio {estimate, low, high, confidence, rounds}
+        (robust latency here / there), quality (same keys as quality: this output against
+        that backend's)},
       violations [{metric, message}], notes [...], fingerprint {hardware_key, gpus, driver,
       cuda_driver, clocks, cpu, cpu_count, python, platform, versions},
       images (only with --omni-report-html) {frames, output, baseline, diff: [paths relative

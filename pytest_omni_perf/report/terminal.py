@@ -66,6 +66,40 @@ def _ssim(result: Result) -> str:
     return "n/a" if quality.get("not_applicable") else _fmt(quality.get("ssim_mean"), ".4f")
 
 
+def psnr_text(quality: Mapping[str, Any]) -> str:
+    """``34.12 dB``, ``inf (identical)`` or ``-``; JSON reports carry an infinite PSNR as
+    null beside ``identical``, results in this process as ``inf``."""
+    value = quality.get("psnr_mean")
+    if quality.get("identical") or value == float("inf"):
+        return "inf (identical)"
+    return _fmt(value, ".2f", " dB")
+
+
+def _pixels(result: Result) -> str:
+    """PSNR against the baseline profile's output, then the mean and p99 |difference|."""
+    quality = result.get("quality") or {}
+    if not quality.get("comparable", bool(quality)):
+        return "-"
+    return (f"{psnr_text(quality)}, |d| {_fmt(quality.get('mean_abs_diff'), '.2f')}/"
+            f"{_fmt(quality.get('p99_abs_diff'), '.0f')}")
+
+
+def _parity(result: Result) -> str:
+    """``diffusers 1.02x [0.98-1.05], SSIM 1.0000, PSNR inf (identical)``: latency here over
+    the parity backend's, and how its output compares."""
+    parity = result.get("parity")
+    if not parity:
+        return "-"
+    ratio = parity.get("latency_ratio") or {}
+    latency = "-" if not ratio else (
+        f'{ratio["estimate"]:.2f}x' if ratio.get("rounds", 0) < 5 else
+        f'{ratio["estimate"]:.2f}x [{ratio["low"]:.2f}-{ratio["high"]:.2f}]')
+    quality = parity.get("quality") or {}
+    ssim = "n/a" if quality.get("not_applicable") else _fmt(quality.get("ssim_mean"), ".4f")
+    return terminal_text(f'{parity["backend"]} {latency}, SSIM {ssim}, PSNR '
+                         f'{psnr_text(quality)}')
+
+
 def _trend(result: Result) -> str:
     from pytest_omni_perf.report.trend import marker
 
@@ -105,6 +139,12 @@ GPU_COLUMN: Column = ("GPUs", _gpus)
 indices, then the baseline's."""
 
 
+PIXEL_COLUMN: Column = ("PSNR, |d| mean/p99", _pixels)
+"""Shown after SSIM when a result has a PSNR or pixel-difference bound."""
+PARITY_COLUMN: Column = ("parity: latency ratio [95% CI], quality", _parity)
+"""Shown before the verdict when a result compared with another backend (parity)."""
+_PIXEL_BOUNDS = ("min_psnr", "max_mean_abs_diff", "max_p99_abs_diff")
+
 TREND_COLUMN: Column = ("trend (last 8 runs)", _trend)
 """Shown last when the run history is kept: a sparkline of the recent estimates."""
 
@@ -112,6 +152,10 @@ TREND_COLUMN: Column = ("trend (last 8 runs)", _trend)
 def columns(results: Sequence[Result]) -> list[Column]:
     """The columns of this run's table."""
     cols = [*COLUMNS[:2], GPU_COLUMN, *COLUMNS[2:]] if _on_gpus(results) else list(COLUMNS)
+    if any((r.get("bounds") or {}).get(b) is not None for r in results for b in _PIXEL_BOUNDS):
+        cols.insert(len(cols) - 1, PIXEL_COLUMN)
+    if any(r.get("parity") for r in results):
+        cols.insert(len(cols) - 1, PARITY_COLUMN)
     if any(r.get("history") for r in results):
         cols.append(TREND_COLUMN)
     return cols
