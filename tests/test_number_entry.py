@@ -43,6 +43,9 @@ BOUND_ALLOWED: dict[str, Allowed] = {
     "min_psnr": lambda v: v > 0,
     "max_mean_abs_diff": lambda v: 0 <= v <= 255,
     "max_p99_abs_diff": lambda v: 0 <= v <= 255,
+    "max_latency_p99_s": lambda v: v > 0,
+    "max_latency_mean_s": lambda v: v > 0,
+    "min_throughput_qps": lambda v: v > 0,
 }
 # Every numeric bound that stands alone; parity (a backend name) and max_latency_ratio (which
 # needs parity) are tested in test_parity_bounds.py.
