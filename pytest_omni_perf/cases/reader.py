@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_omni_perf import canonical
+from pytest_omni_perf import canonical, passthrough
 from pytest_omni_perf.cases.bounds import check_baseline
 from pytest_omni_perf.cases.marks import MarkError, read_marks
 from pytest_omni_perf.numeric import Range
@@ -179,13 +179,15 @@ def split_serve_args(raw: Mapping[str, Any], where: str
                      ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``serve_args`` as (canonical options, the rest as written); CaseError for a canonical
     option of the wrong type or value, naming the key as the file spells it."""
-    aliases = _canonical_aliases()
+    aliases = canonical.spellings()
     options: dict[str, Any] = {}
     spelled: dict[str, str] = {}
     rest: dict[str, Any] = {}
     for key, value in raw.items():
         name = aliases.get(key)
         if name is None:
+            if (why := passthrough.name_problem(key, canonical.CANONICAL_OPTIONS)) is not None:
+                raise CaseError(f"{where}.{key}: {why}")
             rest[key] = value
             continue
         if name == "cache_config" and isinstance(value, str):
@@ -201,18 +203,6 @@ def split_serve_args(raw: Mapping[str, Any], where: str
         head, dot, tail = field.partition(".")
         raise CaseError(f"{where}.{spelled.get(head, head)}{dot}{tail}: {why}")
     return options, rest
-
-
-def _canonical_aliases() -> dict[str, str]:
-    """Every spelling of a canonical option a case file may use: the field name, with dashes,
-    its ``vllm serve`` flag (``usp`` for ulysses_degree) and vLLM's other long flags."""
-    aliases: dict[str, str] = {}
-    for option in canonical.CANONICAL_OPTIONS.values():
-        aliases[option.name] = aliases[option.name.replace("_", "-")] = option.name
-        if option.flag:
-            aliases[option.flag.lstrip("-")] = option.name
-    aliases.update({"ulysses-degree": "ulysses_degree", "ring-degree": "ring_degree"})
-    return aliases
 
 
 def _entries(raw: object, where: str, index: int, common: Mapping[str, Any]
@@ -325,18 +315,5 @@ def model_for(entry: CaseEntry, override: Mapping[str, str]) -> str:
 
 
 def passthrough_argv(args: Mapping[str, Any]) -> list[str]:
-    """Non-canonical serve_args as flags: ``true`` -> ``--key``, ``false`` left out, objects
-    and lists as JSON, anything else as text (keys kept as written; vLLM takes both spellings)."""
-    argv: list[str] = []
-    for key, value in args.items():
-        if value is False or value is None:
-            continue
-        argv.append(f"--{key}")
-        if value is not True:
-            argv.append(json.dumps(value) if isinstance(value, (dict, list)) else str(value))
-    return argv
-
-
-def unknown_flags(args: Sequence[str], known: Sequence[str]) -> list[str]:
-    """Pass-through keys whose ``--key`` is not among ``known`` option strings."""
-    return [key for key in args if f"--{key}" not in known]
+    """Non-canonical serve_args as flags, keys kept as written (``passthrough.argv``)."""
+    return passthrough.argv(args, keep_spelling=True)
