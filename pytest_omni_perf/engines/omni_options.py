@@ -24,27 +24,16 @@ _MEMO: dict[tuple[str, str], KnownOptions | str] = {}
 _READ_TIMEOUT_S = 300.0
 
 
-def read_installed() -> KnownOptions:
-    """The options of the vLLM-Omni importable here (imports it; on a CPU-only machine the
-    caller must first make it importable, see ``tests/contract/vllm_omni_cpu_shim.py``)."""
-    import argparse
-    import dataclasses
-
-    from vllm_omni.diffusion.data import DiffusionParallelConfig, OmniDiffusionConfig
+def build_root_parser() -> Any:
+    """vLLM-Omni's ``vllm`` argument parser with its ``serve`` command, built as ``vllm
+    serve`` builds it (imports vLLM; ``parse_args(["serve", MODEL, "--omni", ...])``)."""
     from vllm_omni.entrypoints.cli.serve import OmniServeCommand, _ensure_vllm_platform
     from vllm_omni.utils.tracking_parser import TrackingArgumentParser
 
-    from pytest_omni_perf.engines.omni_compat import installed_version
-
     _ensure_vllm_platform()
-    root: argparse.ArgumentParser = TrackingArgumentParser(prog="vllm")
+    root = TrackingArgumentParser(prog="vllm")
     OmniServeCommand().subparser_init(root.add_subparsers(dest="subparser"))
-    serve = serve_parser(root)
-    flags = frozenset(s for s in serve._option_string_actions if s.startswith("-"))
-    dests = {a.dest for a in serve._actions if a.option_strings}
-    fields = {f.name for cls in (OmniDiffusionConfig, DiffusionParallelConfig)
-              for f in dataclasses.fields(cls)}
-    return KnownOptions(installed_version() or "unknown", flags, frozenset(dests | fields))
+    return root
 
 
 def serve_parser(root: Any) -> Any:
@@ -55,6 +44,24 @@ def serve_parser(root: Any) -> Any:
         if isinstance(action, argparse._SubParsersAction):
             return action.choices["serve"]
     raise LookupError("the vllm parser has no 'serve' command")
+
+
+def read_installed(root: Any = None) -> KnownOptions:
+    """The options of the vLLM-Omni importable here (imports it; on a CPU-only machine the
+    caller must first make it importable, see ``tests/contract/vllm_omni_cpu_shim.py``).
+    ``root``: a parser from ``build_root_parser`` already built (it takes seconds)."""
+    import dataclasses
+
+    from vllm_omni.diffusion.data import DiffusionParallelConfig, OmniDiffusionConfig
+
+    from pytest_omni_perf.engines.omni_compat import installed_version
+
+    serve = serve_parser(root if root is not None else build_root_parser())
+    flags = frozenset(s for s in serve._option_string_actions if s.startswith("-"))
+    dests = {a.dest for a in serve._actions if a.option_strings}
+    fields = {f.name for cls in (OmniDiffusionConfig, DiffusionParallelConfig)
+              for f in dataclasses.fields(cls)}
+    return KnownOptions(installed_version() or "unknown", flags, frozenset(dests | fields))
 
 
 def known_options(version: str, cache_dir: Path | None,
