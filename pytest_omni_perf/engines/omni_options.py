@@ -68,20 +68,24 @@ def known_options(version: str, cache_dir: Path | None,
                   timeout_s: float = _READ_TIMEOUT_S) -> KnownOptions | str:
     """The installed vLLM-Omni ``version``'s options, or why they could not be read.
 
-    Read in a child Python (``read_installed``), then kept in ``cache_dir`` as
-    ``vllm-omni-options-<version>.json`` and in this process.
+    Read in a child Python (``read_installed``), then kept in ``cache_dir`` (default: the
+    built-in models' cache folder) as ``vllm-omni-options-<version>.json`` and in this
+    process.
     """
+    if cache_dir is None:
+        from pytest_omni_perf.builtin_models import default_cache_dir
+
+        cache_dir = default_cache_dir()
     key = (version, str(cache_dir))
     if key in _MEMO:
         return _MEMO[key]
-    cached = cache_dir / f"vllm-omni-options-{version}.json" if cache_dir else None
+    cached = cache_dir / f"vllm-omni-options-{version}.json"
     answer: KnownOptions | str
     try:
-        answer = KnownOptions.from_json(json.loads(cached.read_text(encoding="utf-8"))) \
-            if cached is not None else _read_in_child(timeout_s)
+        answer = KnownOptions.from_json(json.loads(cached.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError):
         answer = _read_in_child(timeout_s)
-        if cached is not None and isinstance(answer, KnownOptions):
+        if isinstance(answer, KnownOptions):
             from pytest_omni_perf.atomic_files import write_atomic
 
             try:

@@ -132,3 +132,10 @@ def test_the_check_reads_the_cached_options_and_names_the_version(
                                     cache_dir=tmp_path)
     assert failure is not None and "max_num_seqs" not in failure
     assert f"option(s) max_num_seq: the installed vLLM-Omni {version}" in failure
+
+
+def test_the_committed_option_snapshot_is_the_installed_ones(known: KnownOptions) -> None:
+    """tests/contract/vllm_omni_options_0.30.0.json, which the CPU tests check against,
+    is what the plugin reads from the real release (rewrite it when the release moves)."""
+    snapshot = Path(__file__).with_name(f"vllm_omni_options_{known.version}.json")
+    assert KnownOptions.from_json(json.loads(snapshot.read_text())) == known
