@@ -132,7 +132,8 @@ class CaseItem(pytest.Item):
             from pytest_omni_perf.engines.omni_server import shipped_server_reason
 
             if (why := shipped_server_reason(list(entry.passthrough))) is not None:
-                pytest.skip(f"serve_args: {why}")
+                # At the case file, not here, as a skip mark's would be.
+                raise pytest.skip.Exception(f"serve_args: {why}", _use_item_location=True)
         elif entry.passthrough:
             from pytest_omni_perf.engines.omni_options import check
 

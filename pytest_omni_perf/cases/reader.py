@@ -7,8 +7,11 @@ where it enters, and a bad one raises ``CaseError`` naming the file, the row and
 What the plugin cannot run yet (image inputs, audio, other datasets, fields it does not know)
 is not an error: the entry carries a ``skip`` reason that names it.
 
-``serve_args`` are split into canonical options (``canonical.CANONICAL_OPTIONS``, by field
-name or by their ``vllm serve`` flag) and the rest, kept as written for servers that take them.
+A row's ``benchmark_params`` may be ``{"$ref": FILE}`` and any field ``<key>-inline`` (file
+content written out, ``<key>`` given its path), as vLLM-Omni's runner reads them
+(``cases.includes``). ``serve_args`` are split into canonical options
+(``canonical.CANONICAL_OPTIONS``, by field name or by their ``vllm serve`` flag) and the
+rest, pass-through options kept as written (``passthrough``).
 Stdlib only at import time.
 """
 
@@ -22,6 +25,7 @@ from typing import Any
 
 from pytest_omni_perf import canonical, passthrough
 from pytest_omni_perf.cases.bounds import check_baseline
+from pytest_omni_perf.cases.includes import resolve_inline, resolve_ref
 from pytest_omni_perf.cases.marks import MarkError, read_marks
 from pytest_omni_perf.numeric import Range
 
@@ -143,6 +147,8 @@ def _row_entries(path: Path, index: int, row: object) -> list[CaseEntry]:
         raise CaseError(f"{where}: expected an object, got {type(row).__name__}")
     name = _text(row, "test_name", where)
     where = f"{where} ({name})"
+    resolve_ref(row, where, path.parent, CaseError)
+    resolve_inline(row, where, CaseError)
     server_type = _text(row, "server_type", where, default="vllm-omni")
     params = row.get("server_params")
     if not isinstance(params, dict):
