@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from pytest_omni_perf import passthrough
 from pytest_omni_perf.numeric import NumberError, Range
 
 FlagStyle = Literal["switch", "value", "json"]
@@ -138,14 +139,39 @@ CACHE_CONFIG_KEYS: Mapping[str, frozenset[str]] = {
 _WORLD_FACTORS = ("tensor_parallel_size", "ulysses_degree", "ring_degree", "cfg_parallel_size")
 
 
+def spellings() -> dict[str, str]:
+    """Every spelling of a canonical option -> its field name: the field name, with dashes,
+    its ``vllm serve`` flag without dashes (``usp`` for ulysses_degree) and vLLM's other
+    long flags (``ulysses-degree``)."""
+    names: dict[str, str] = {}
+    for option in CANONICAL_OPTIONS.values():
+        names[option.name] = names[option.name.replace("_", "-")] = option.name
+        if option.flag:
+            names[option.flag.lstrip("-")] = option.name
+    names.update({"ulysses-degree": "ulysses_degree", "ring-degree": "ring_degree"})
+    return names
+
+
 def validate_options(options: Mapping[str, Any]) -> list[str]:
-    """Problems with ``options`` as ``"field: why"`` strings (empty when valid)."""
+    """Problems with ``options`` as ``"field: why"`` strings (empty when valid).
+
+    A name outside the canonical set is a pass-through option (``passthrough``): valid when
+    it is an option name, not another spelling or a near-miss of a canonical field, and its
+    value is JSON-able. Whether vLLM-Omni knows it is checked where vLLM-Omni is installed.
+    """
     problems = []
+    aliases = spellings()
     for name, value in options.items():
         option = CANONICAL_OPTIONS.get(name)
-        if option is None:
-            problems.append(f"{name}: unknown option (known: {', '.join(CANONICAL_OPTIONS)})")
-        elif (why := option.check(value)) is not None:
+        if option is not None:
+            if (why := option.check(value)) is not None:
+                problems.append(f"{name}: {why}")
+        elif name in aliases:
+            problems.append(f"{name}: another spelling of {aliases[name]}; profiles write "
+                            f"the field name {aliases[name]}")
+        elif (why := passthrough.name_problem(name, CANONICAL_OPTIONS)) is not None:
+            problems.append(f"{name}: {why}")
+        elif (why := passthrough.value_problem(value)) is not None:
             problems.append(f"{name}: {why}")
     known = CACHE_CONFIG_KEYS.get(str(options.get("cache_backend")))
     if known is not None and isinstance(options.get("cache_config"), Mapping):
@@ -190,12 +216,14 @@ def omni_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
     Parallel fields stay flat, as the guide writes them: ``Omni`` folds them into its
     ``DiffusionParallelConfig`` in 0.26 and 0.30 alike. Quantization goes in
     ``quantization_config``, the spelling both versions take without a warning.
+    Pass-through options go as they are, under their snake_case name.
     """
     kwargs: dict[str, Any] = {}
     for name, value in options.items():
         if value is None or name in ("quantization", "gguf_model", "ignored_layers"):
             continue
-        kwargs[name] = dict(value) if isinstance(value, Mapping) else value
+        key = name if name in CANONICAL_OPTIONS else passthrough.option_name(name)
+        kwargs[key] = dict(value) if isinstance(value, Mapping) else value
     quantization = _quantization(options)
     if quantization is not None:
         kwargs["quantization_config"] = quantization
@@ -203,8 +231,10 @@ def omni_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def serve_args(options: Mapping[str, Any]) -> list[str]:
-    """argv tokens after ``vllm serve MODEL --omni`` that ask for the same configuration."""
+    """argv tokens after ``vllm serve MODEL --omni`` that ask for the same configuration;
+    pass-through options follow the canonical ones (``passthrough.argv``)."""
     argv: list[str] = []
+    options, rest = passthrough.split(options, CANONICAL_OPTIONS)
     for name, value in options.items():
         option = CANONICAL_OPTIONS[name]
         if _is_default(value) or not option.flag:
@@ -223,4 +253,4 @@ def serve_args(options: Mapping[str, Any]) -> list[str]:
             continue  # degree 1 is the default: keep the command line minimal
         else:
             argv += [option.flag, str(value)]
-    return argv
+    return argv + passthrough.argv(rest)

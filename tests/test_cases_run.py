@@ -103,6 +103,9 @@ def _row(**changes: Any) -> dict[str, Any]:
     ({"serve_args": {"cfg-parallel-size": 3}},
      "*row 0 (test_x).server_params.serve_args.cfg-parallel-size: expected one of 1, 2, "
      "got 3"),
+    ({"serve_args": {"enforce-eagr": True}},
+     "*row 0 (test_x).server_params.serve_args.enforce-eagr: unknown option; did you mean "
+     "enforce_eager?"),
     ({"serve_args": {"cache-backend": "cache_dit", "cache-config": {"max_warmup_step": 4}}},
      "*serve_args.cache-config.max_warmup_step: not a cache_dit setting*"),
     ({"mark": [{"hardware_marks": {"res": {"cuda": "H100"}, "num_cards": 1}},
@@ -165,6 +168,7 @@ def test_options_the_shipped_server_lacks_skip_naming_them(pytester: pytest.Pyte
     result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--omni-cases=case.json",
                                 SERVER)
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*serve_args max_num_seqs: the shipped server "
-                                 "(pytest_omni_perf.serve) takes no such option; they pass "
-                                 "through to a vllm serve --omni command only"])
+    result.stdout.fnmatch_lines(["*serve_args: pass-through option(s) max_num_seqs: the "
+                                 "shipped server (pytest_omni_perf.serve, the diffusers "
+                                 "engine) takes no such option; they pass through to a vllm "
+                                 "serve --omni command only"])

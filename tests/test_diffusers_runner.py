@@ -86,8 +86,11 @@ def wan_eager(models: dict[str, Path]) -> Iterator[DiffusersRunner]:
      "--omni-backend=omni"),
     ({"enable_cpu_offload": True}, "cpu", None, "enable_cpu_offload needs an accelerator"),
     ({"enable_layerwise_offload": True}, "cpu", None, "enable_layerwise_offload needs CUDA"),
-    ({"bogus": 1, "also_bogus": 2}, "cpu", None,
-     "unknown option(s) for the diffusers backend: also_bogus, bogus"),
+    ({"step_execution": True, "max_num_seqs": 2}, "cpu", None,
+     "pass-through option(s) step_execution, max_num_seqs: vLLM-Omni options the diffusers "
+     "backend cannot honour"),
+    ({"ignored_layers": ["img_mod"]}, "cpu", None,
+     "unknown option(s) for the diffusers backend: ignored_layers"),
     ({"cache_backend": "cache_dit", "cache_config": {"rel_l1_thresh": 0.2}}, "cpu", None,
      "cache_config key(s) cache_dit does not take: rel_l1_thresh"),
     ({"cache_backend": "cache_dit", "cache_config": {"scm_steps_mask_policy": "warp"}}, "cpu",

@@ -21,14 +21,13 @@ import pytest
 
 from pytest_omni_perf.cases.reader import (
     NEGATIVE_PROMPT, CaseEntry, CaseError, model_for, passthrough_argv, read_case_file,
-    unknown_flags,
 )
+from pytest_omni_perf.engines.server_command import SHIPPED_SERVER
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle
 
 CASE_PROPERTY = "omni_case"
-SHIPPED_SERVER = "pytest_omni_perf.serve"
 
 
 class CaseFile(pytest.File):
@@ -130,16 +129,19 @@ class CaseItem(pytest.Item):
         command = perf.server_command
         notes = []
         if SHIPPED_SERVER in command:
-            from pytest_omni_perf.serve import build_parser
+            from pytest_omni_perf.engines.omni_server import shipped_server_reason
 
-            known = list(build_parser()._option_string_actions)
-            if missing := unknown_flags(list(entry.passthrough), known):
-                pytest.skip(f"serve_args {', '.join(missing)}: the shipped server "
-                            f"({SHIPPED_SERVER}) takes no such option; they pass through "
-                            "to a vllm serve --omni command only")
+            if (why := shipped_server_reason(list(entry.passthrough))) is not None:
+                # At the case file, not here, as a skip mark's would be.
+                raise pytest.skip.Exception(f"serve_args: {why}", _use_item_location=True)
         elif entry.passthrough:
-            notes.append("passed through unchecked: " + shlex.join(
-                passthrough_argv(entry.passthrough)))
+            from pytest_omni_perf.engines.omni_options import check
+
+            failure, note = check(entry.passthrough, online=True, cache_dir=perf.cache_dir)
+            if failure is not None:
+                pytest.fail(f"{entry.where}: server_params.serve_args: {failure}",
+                            pytrace=False)
+            notes.append(f"{note}: " + shlex.join(passthrough_argv(entry.passthrough)))
         extra = passthrough_argv(entry.passthrough)
         try:
             devices = state.gpus.devices_for(gpus_needed(world_size(entry.options)),

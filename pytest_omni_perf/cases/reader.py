@@ -7,8 +7,11 @@ where it enters, and a bad one raises ``CaseError`` naming the file, the row and
 What the plugin cannot run yet (image inputs, audio, other datasets, fields it does not know)
 is not an error: the entry carries a ``skip`` reason that names it.
 
-``serve_args`` are split into canonical options (``canonical.CANONICAL_OPTIONS``, by field
-name or by their ``vllm serve`` flag) and the rest, kept as written for servers that take them.
+A row's ``benchmark_params`` may be ``{"$ref": FILE}`` and any field ``<key>-inline`` (file
+content written out, ``<key>`` given its path), as vLLM-Omni's runner reads them
+(``cases.includes``). ``serve_args`` are split into canonical options
+(``canonical.CANONICAL_OPTIONS``, by field name or by their ``vllm serve`` flag) and the
+rest, pass-through options kept as written (``passthrough``).
 Stdlib only at import time.
 """
 
@@ -16,12 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_omni_perf import canonical
+from pytest_omni_perf import canonical, passthrough
 from pytest_omni_perf.cases.bounds import check_baseline
+from pytest_omni_perf.cases.includes import resolve_inline, resolve_ref
 from pytest_omni_perf.cases.marks import MarkError, read_marks
 from pytest_omni_perf.numeric import Range
 
@@ -143,6 +147,8 @@ def _row_entries(path: Path, index: int, row: object) -> list[CaseEntry]:
         raise CaseError(f"{where}: expected an object, got {type(row).__name__}")
     name = _text(row, "test_name", where)
     where = f"{where} ({name})"
+    resolve_ref(row, where, path.parent, CaseError)
+    resolve_inline(row, where, CaseError)
     server_type = _text(row, "server_type", where, default="vllm-omni")
     params = row.get("server_params")
     if not isinstance(params, dict):
@@ -179,13 +185,15 @@ def split_serve_args(raw: Mapping[str, Any], where: str
                      ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``serve_args`` as (canonical options, the rest as written); CaseError for a canonical
     option of the wrong type or value, naming the key as the file spells it."""
-    aliases = _canonical_aliases()
+    aliases = canonical.spellings()
     options: dict[str, Any] = {}
     spelled: dict[str, str] = {}
     rest: dict[str, Any] = {}
     for key, value in raw.items():
         name = aliases.get(key)
         if name is None:
+            if (why := passthrough.name_problem(key, canonical.CANONICAL_OPTIONS)) is not None:
+                raise CaseError(f"{where}.{key}: {why}")
             rest[key] = value
             continue
         if name == "cache_config" and isinstance(value, str):
@@ -201,18 +209,6 @@ def split_serve_args(raw: Mapping[str, Any], where: str
         head, dot, tail = field.partition(".")
         raise CaseError(f"{where}.{spelled.get(head, head)}{dot}{tail}: {why}")
     return options, rest
-
-
-def _canonical_aliases() -> dict[str, str]:
-    """Every spelling of a canonical option a case file may use: the field name, with dashes,
-    its ``vllm serve`` flag (``usp`` for ulysses_degree) and vLLM's other long flags."""
-    aliases: dict[str, str] = {}
-    for option in canonical.CANONICAL_OPTIONS.values():
-        aliases[option.name] = aliases[option.name.replace("_", "-")] = option.name
-        if option.flag:
-            aliases[option.flag.lstrip("-")] = option.name
-    aliases.update({"ulysses-degree": "ulysses_degree", "ring-degree": "ring_degree"})
-    return aliases
 
 
 def _entries(raw: object, where: str, index: int, common: Mapping[str, Any]
@@ -325,18 +321,5 @@ def model_for(entry: CaseEntry, override: Mapping[str, str]) -> str:
 
 
 def passthrough_argv(args: Mapping[str, Any]) -> list[str]:
-    """Non-canonical serve_args as flags: ``true`` -> ``--key``, ``false`` left out, objects
-    and lists as JSON, anything else as text (keys kept as written; vLLM takes both spellings)."""
-    argv: list[str] = []
-    for key, value in args.items():
-        if value is False or value is None:
-            continue
-        argv.append(f"--{key}")
-        if value is not True:
-            argv.append(json.dumps(value) if isinstance(value, (dict, list)) else str(value))
-    return argv
-
-
-def unknown_flags(args: Sequence[str], known: Sequence[str]) -> list[str]:
-    """Pass-through keys whose ``--key`` is not among ``known`` option strings."""
-    return [key for key in args if f"--{key}" not in known]
+    """Non-canonical serve_args as flags, keys kept as written (``passthrough.argv``)."""
+    return passthrough.argv(args, keep_spelling=True)

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..canonical import world_size
+from .. import passthrough
+from ..canonical import CANONICAL_OPTIONS, world_size
 from . import diffusers_parallel, diffusers_sampling
 from .base import GenerationRequest, ProfileUnsupported
 
@@ -81,7 +82,10 @@ def unsupported_reason(options: Mapping[str, Any], *, device: str,
                        sm: tuple[int, int] | None, gpu_count: int) -> str | None:
     """Why this backend cannot honour ``options`` on ``device`` here, or None when it can."""
     reasons: list[str] = []
-    if unknown := sorted(set(options) - KNOWN_OPTIONS):
+    if (why := passthrough.diffusers_reason(options, CANONICAL_OPTIONS)) is not None:
+        reasons.append(why)
+    canonical, _ = passthrough.split(options, CANONICAL_OPTIONS)
+    if unknown := sorted(set(canonical) - KNOWN_OPTIONS):
         reasons.append(f"unknown option(s) for the diffusers backend: {', '.join(unknown)}")
     backend = options.get("cache_backend") or "none"
     if backend in _OTHER_CACHES:

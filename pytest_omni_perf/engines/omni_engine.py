@@ -394,6 +394,9 @@ def create(spec: EngineSpec, hw: HardwareInfo) -> IsolatedEngine | InProcessEngi
     if not gpus:
         raise EngineError("--omni-backend=omni needs a CUDA GPU and found none "
                           f"({hw.note}); use --omni-backend=diffusers on this machine")
+    from pytest_omni_perf.engines.omni_options import refuse_unknown
+
+    refuse_unknown(spec.options, online=False, cache_dir=spec.cache_dir)
     kwargs = {"model": spec.model, "cache_dir": spec.cache_dir, "options": dict(spec.options)}
     if spec.in_process:
         return InProcessEngine(spec, FACTORY, kwargs, device="cuda")

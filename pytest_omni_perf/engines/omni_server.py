@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_omni_perf import builtin_models
-from pytest_omni_perf.canonical import serve_args
+from pytest_omni_perf import builtin_models, passthrough
+from pytest_omni_perf.canonical import CANONICAL_OPTIONS, serve_args
 from pytest_omni_perf.engines.compile_cache import compile_cache_env
 from pytest_omni_perf.engines.base import (
     EngineError, EngineSpec, ProfileUnsupported, out_of_memory_line,
@@ -32,7 +32,9 @@ from pytest_omni_perf.engines.base import (
 from pytest_omni_perf.engines.hosting import ProcessHost
 from pytest_omni_perf.engines.omni_client import OmniHttpClient
 from pytest_omni_perf.engines.ports import free_port, port_in_use
-from pytest_omni_perf.engines.server_command import command_argv, connect_host, flag_value
+from pytest_omni_perf.engines.server_command import (
+    SHIPPED_SERVER, command_argv, connect_host, flag_value,
+)
 from pytest_omni_perf.engines.parent_death import guarded
 from pytest_omni_perf.engines.process import ManagedProcess
 from pytest_omni_perf.hardware import HardwareInfo
@@ -226,6 +228,22 @@ def resolve_model(model: str, cache_dir: str, timeout_s: float) -> str:
     return lines[-1]
 
 
+def shipped_server_reason(keys: list[str]) -> str | None:
+    """Why the shipped server cannot take these pass-through serve options (flags as the
+    keys spell them, or their dashed form), or None. It is the diffusers engine behind an
+    HTTP API: vLLM-Omni's other options mean nothing to it."""
+    from pytest_omni_perf.serve import build_parser
+
+    known = build_parser()._option_string_actions
+    missing = [k for k in keys if f"--{k.lstrip('-')}" not in known
+               and passthrough.flag_of(k) not in known]
+    if not missing:
+        return None
+    return (f"pass-through option(s) {', '.join(missing)}: the shipped server "
+            f"({SHIPPED_SERVER}, the diffusers engine) takes no such option; they pass "
+            "through to a vllm serve --omni command only")
+
+
 def create(spec: EngineSpec, hw: HardwareInfo) -> OmniServerEngine:
     """An ``omni-server`` engine; for a ``vllm`` command, profiles vLLM-Omni would silently
     not apply to the model are refused first (capability discovery, as the omni backend)."""
@@ -234,6 +252,14 @@ def create(spec: EngineSpec, hw: HardwareInfo) -> OmniServerEngine:
     gpus = [g for g in hw.gpus if not spec.devices or g.index in spec.devices]
     uses_vllm = "vllm" in shlex.split(spec.server_command)[:3] or "vllm." in spec.server_command
     note = ""
+    _, rest = passthrough.split(spec.options, CANONICAL_OPTIONS)
+    if SHIPPED_SERVER in spec.server_command and \
+            (why := shipped_server_reason(list(rest))) is not None:
+        raise ProfileUnsupported(why)
+    if uses_vllm and rest:
+        from pytest_omni_perf.engines.omni_options import refuse_unknown
+
+        note = refuse_unknown(spec.options, online=True, cache_dir=spec.cache_dir)
     if uses_vllm and importlib.util.find_spec("vllm_omni") is not None:
         from pytest_omni_perf.engines import omni_compat, omni_engine
 
@@ -246,7 +272,8 @@ def create(spec: EngineSpec, hw: HardwareInfo) -> OmniServerEngine:
         if folder not in _CAPABILITIES:  # per model, not per profile: discovery takes seconds
             _CAPABILITIES[folder] = omni_engine.capabilities_in_subprocess(
                 folder, spec.start_timeout_s)
-        capabilities, note = _CAPABILITIES[folder]
+        capabilities, found = _CAPABILITIES[folder]
+        note = "; ".join(n for n in (found, note) if n)
         if capabilities is not None:
             reason = omni_engine.capability_reason(capabilities, spec.options)
             if reason is not None:

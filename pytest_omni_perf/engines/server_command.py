@@ -10,6 +10,9 @@ from typing import Any
 
 from pytest_omni_perf.canonical import serve_args
 
+SHIPPED_SERVER = "pytest_omni_perf.serve"
+"""The module of the shipped server, as it appears in a server command."""
+
 
 def command_argv(template: str, model: str, port: int | None,
                  options: Mapping[str, Any]) -> list[str]:

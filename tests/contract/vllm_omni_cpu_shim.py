@@ -121,13 +121,10 @@ def _build_serve_parser() -> argparse.ArgumentParser:
     if _serve_parser is not None:
         return _serve_parser
     prepare_vllm_omni_import()
-    from vllm_omni.entrypoints.cli.serve import OmniServeCommand, _ensure_vllm_platform
-    from vllm_omni.utils.tracking_parser import TrackingArgumentParser
+    # The plugin's own builder, so these tests parse with exactly what it checks against.
+    from pytest_omni_perf.engines.omni_options import build_root_parser
 
-    _ensure_vllm_platform()
-    parser: argparse.ArgumentParser = TrackingArgumentParser(prog="vllm")
-    subparsers = parser.add_subparsers(dest="subparser")
-    OmniServeCommand().subparser_init(subparsers)
+    parser: argparse.ArgumentParser = build_root_parser()
     _serve_parser = parser
     return parser
 
