@@ -16,10 +16,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from pytest_omni_perf.hardware import HardwareInfo
+from pytest_omni_perf.hardware_info import GpuInfo, HardwareInfo
 
 Importer = Callable[[str], Any]
 _ATLAS = ((re.compile(r"^Ascend910_?93", re.IGNORECASE), "A3"),
@@ -48,7 +47,6 @@ def probe_other(dev: Path = Path("/dev"), importer: Importer = _import) -> Hardw
 
 
 def _rocm(importer: Importer) -> HardwareInfo:
-    from pytest_omni_perf.hardware import GpuInfo, HardwareInfo
 
     try:
         torch = importer("torch")
@@ -70,7 +68,6 @@ def _rocm(importer: Importer) -> HardwareInfo:
 
 
 def _ascend(importer: Importer) -> HardwareInfo:
-    from pytest_omni_perf.hardware import GpuInfo, HardwareInfo
 
     try:
         torch = importer("torch")

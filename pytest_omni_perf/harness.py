@@ -23,6 +23,7 @@ from pytest_omni_perf.hardware import HardwareInfo
 from pytest_omni_perf.measure.interference import InterferenceMonitor, monitor_for
 from pytest_omni_perf.measure.memory import MemorySampler, sampler_for, with_engine_peak
 from pytest_omni_perf.parity import latency_gate as parity_gate
+from pytest_omni_perf.parity import parity_backend
 from pytest_omni_perf.profiles import Bounds, Profile
 from pytest_omni_perf.request_inputs import shown_inputs
 from pytest_omni_perf.results import Measurement, PerfResult
@@ -160,7 +161,7 @@ class Harness:
         self.cost.measurements += 1
         references = self.references.for_series(self.nodeid, self.profile, label)
         stored = references.lookup(self.nodeid, self.profile, label)
-        other, parity_note = self._parity_backend()
+        other, parity_note = parity_backend(self.bounds, self.backend)
         parity: tuple[Measurement, Measurement] | None = None
         if other is not None and baseline is None:
             # A reference profile's only partner is the parity backend: one pair serves.
@@ -181,13 +182,7 @@ class Harness:
             fingerprint_devices=self.spec_for(self.profile).devices, hardware=self.hardware,
             confidence=self.budget.confidence, parity=parity)
         result.notes += [*self.bound_notes, *filter(None, [parity_note])]
-        engine = measured.engine_profile or measured.profile
-        if base is not None and measured.interleaved_with == base.profile \
-                and engine == (base.engine_profile or base.profile):
-            result.notes.append(
-                f"{self.profile.name} and {base.profile} ran in one engine, {engine}'s, "
-                "their rounds alternating in one process: their engine options are equal "
-                "(--omni-separate-engines starts one per profile)")
+        result.notes += filter(None, [measured.shared_engine_note(base)])
         result.inputs = shown_inputs(request.images, request.mask, request.video)
         self.results.append(result)
         return result
@@ -196,16 +191,6 @@ class Harness:
     def _baseline_profile(self) -> Profile | None:
         name = self.profile.baseline
         return None if name is None else self.profiles[name]
-
-    def _parity_backend(self) -> tuple[str | None, str]:
-        """The backend ``omni_bounds(parity=...)`` names (None: none, or this one: a note)."""
-        other = self.bounds.parity
-        if other is None:
-            return None, ""
-        if other == self.backend:
-            return None, (f"parity with {other!r} not measured: this run's backend is {other!r}"
-                          " itself (run with another --omni-backend to compare the two)")
-        return other, ""
 
     def _spec(self, profile: Profile, backend: str | None = None) -> EngineSpec:
         """``profile``'s engine; on another ``backend``, a parity partner started here."""

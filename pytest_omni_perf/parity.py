@@ -26,6 +26,18 @@ from pytest_omni_perf.profiles import Bounds
 from pytest_omni_perf.results import Measurement, ParityResult, PerfResult, Violation
 
 
+def parity_backend(bounds: Bounds, backend: str) -> tuple[str | None, str]:
+    """The backend ``omni_bounds(parity=...)`` names, to run beside ``backend`` (None: none,
+    or ``backend`` itself, which the note then says)."""
+    other = bounds.parity
+    if other is None:
+        return None, ""
+    if other == backend:
+        return None, (f"parity with {other!r} not measured: this run's backend is {other!r}"
+                      " itself (run with another --omni-backend to compare the two)")
+    return other, ""
+
+
 def latency_ratio(samples: Sequence[float], parity: Sequence[float], *, paired: bool,
                   confidence: float, spread: float) -> RatioInterval:
     """Robust latency of ``samples`` over that of ``parity`` (s each), with its interval

@@ -14,10 +14,8 @@ from typing import Any
 
 from pytest_omni_perf.numeric import Range
 from pytest_omni_perf.request_inputs import InputImage
-
-
-class RequestError(ValueError):
-    """A request field is of the wrong type, not finite or out of range; names the field."""
+# Re-exported: defined below this module, where the input checks raise it too.
+from pytest_omni_perf.request_inputs import RequestError as RequestError
 
 
 _REQUEST_RANGES = {

@@ -33,11 +33,13 @@ DIGEST_CHARS = 24
 """Hex characters of the sha256 kept (96 bits): short in reports, never equal by chance."""
 
 
-def InputError(message: str) -> ValueError:  # noqa: N802 - reads as the raise it is
-    """``RequestError(message)``: an input that cannot be used, named by its field. Imported
-    here, not at the top, because ``request`` imports this module."""
-    from pytest_omni_perf.request import RequestError
+class RequestError(ValueError):
+    """A request field is of the wrong type, not finite or out of range; names the field.
+    (Defined here, below ``request``, which re-exports it, so that both raise one type.)"""
 
+
+def InputError(message: str) -> ValueError:  # noqa: N802 - reads as the raise it is
+    """``RequestError(message)``: an input that cannot be used, named by its field."""
     return RequestError(message)
 
 

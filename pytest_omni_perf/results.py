@@ -58,6 +58,16 @@ class Measurement:
     def cold_start_s(self) -> float | None:
         return None if self.first_request_s is None else self.start_s + self.first_request_s
 
+    def shared_engine_note(self, base: Measurement | None) -> str | None:
+        """What to tell when these rounds alternated with ``base``'s in one engine."""
+        engine = self.engine_profile or self.profile
+        if base is None or self.interleaved_with != base.profile \
+                or engine != (base.engine_profile or base.profile):
+            return None
+        return (f"{self.profile} and {base.profile} ran in one engine, {engine}'s, their rounds "
+                "alternating in one process: their engine options are equal "
+                "(--omni-separate-engines starts one per profile)")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "profile": self.profile, "model": self.model, "backend": self.backend,
