@@ -271,7 +271,8 @@ def test_attached_profile_and_baseline_interleave_on_a_gpu_machine() -> None:
     from pytest_omni_perf.harness import Harness
 
     gpu = SimpleNamespace(index=0, vram_gib=80.0)
-    harness = SimpleNamespace(hardware=SimpleNamespace(gpus=[gpu]))
+    harness = SimpleNamespace(hardware=SimpleNamespace(gpus=[gpu]),
+                              pool=SimpleNamespace(shares=lambda spec, other: False))
 
     def spec(name: str, url: str) -> EngineSpec:
         return EngineSpec(model="tiny-flux", profile_name=name, options={},
