@@ -15,6 +15,7 @@ Units: seconds, requests per second, MB (2**20 bytes).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
 import time
@@ -23,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pytest_omni_perf.engines.base import GenerationRequest
+from pytest_omni_perf.request_inputs import InputImage
 from pytest_omni_perf.omni_wire import (
     DEFAULT_FPS, EDITS_PATH, IMAGES_PATH, VIDEOS_SYNC_PATH, edit_parts, error_message,
     image_payload, multipart, video_parts,
@@ -122,6 +124,19 @@ def random_prompts(count: int, seed: int) -> list[str]:
 
     rng = np.random.Generator(np.random.PCG64(seed))
     return [" ".join(str(w) for w in rng.choice(_WORDS, size=6)) for _ in range(count)]
+
+
+@functools.lru_cache(maxsize=1)  # one picture for every request: encoded once
+def random_input_image() -> InputImage:
+    """The input image of the benchmark's ``random`` dataset for image tasks (i2v, ti2v,
+    i2i ...): a 512x512 white RGB picture, as vLLM-Omni's
+    ``benchmarks/diffusion/diffusion_benchmark_serving.py`` (``RandomDataset.
+    _generate_random_image_paths``) writes it; the pipeline resizes it to the request's size."""
+    import numpy as np
+
+    from pytest_omni_perf.request_inputs import input_image
+
+    return input_image(np.full((512, 512, 3), 255, dtype=np.uint8), "image")
 
 
 def run_load(url: str, plan: LoadPlan) -> LoadResult:
