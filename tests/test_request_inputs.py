@@ -183,3 +183,9 @@ def test_omni_backend_prompt_carries_the_inputs() -> None:
     assert isinstance(two, dict) and len(two["multi_modal_data"]["image"]) == 2
     assert sampling_fields(GenerationRequest(strength=0.4, **inputs_of(image=_picture(0))))[
         "strength"] == 0.4
+    # Image to video: the first frame in multi_modal_data, the frame count a sampling field.
+    i2v = GenerationRequest(num_frames=9, **inputs_of(image=_picture(2)))
+    prompt = prompt_of(i2v)
+    assert isinstance(prompt, dict)
+    assert np.array_equal(np.asarray(prompt["multi_modal_data"]["image"]), _picture(2))
+    assert sampling_fields(i2v)["num_frames"] == 9
