@@ -40,7 +40,8 @@ class Recipe:
     t5: dict[str, Any] | None = None  # flux's second text encoder
     pipeline: str | None = None
     """The diffusers pipeline class, when not the family's text-to-X one (FluxPipeline,
-    WanPipeline): e.g. FluxKontextPipeline, which takes Flux's components unchanged."""
+    WanPipeline): e.g. FluxKontextPipeline, which takes Flux's components unchanged, or
+    WanImageToVideoPipeline (a transformer of 36 input channels, no image encoder)."""
 
 
 def build(recipe: Recipe, folder: pathlib.Path) -> None:
@@ -97,10 +98,18 @@ def _make_wan(recipe: Recipe) -> Any:
     scheduler = d.UniPCMultistepScheduler(prediction_type="flow_prediction",
                                           use_flow_sigmas=True, flow_shift=3.0,
                                           num_train_timesteps=1000)
-    return d.WanPipeline(
-        tokenizer=tokenizer, scheduler=scheduler, vae=d.AutoencoderKLWan(**recipe.vae),
-        text_encoder=t.UMT5EncoderModel(_t5_config(t.UMT5Config, tokenizer, recipe.text_encoder)),
-        transformer=d.WanTransformer3DModel(**recipe.transformer))
+    components = {
+        "tokenizer": tokenizer, "scheduler": scheduler, "vae": d.AutoencoderKLWan(**recipe.vae),
+        "text_encoder": t.UMT5EncoderModel(_t5_config(t.UMT5Config, tokenizer,
+                                                      recipe.text_encoder)),
+        "transformer": d.WanTransformer3DModel(**recipe.transformer)}
+    if recipe.pipeline == "WanImageToVideoPipeline":
+        # Wan2.2-I2V-A14B's layout (diffusers 0.40 pipeline_wan_i2v.py): no CLIP image encoder
+        # (the transformer's image_dim is None, so the pipeline never calls one), the input
+        # image enters as VAE latents; one transformer for every step (boundary_ratio None).
+        components.update(image_encoder=None, image_processor=None, transformer_2=None,
+                          boundary_ratio=None, expand_timesteps=False)
+    return getattr(d, recipe.pipeline or "WanPipeline")(**components)
 
 
 def _t5_config(config_cls: Any, tokenizer: Any, sizes: dict[str, Any]) -> Any:

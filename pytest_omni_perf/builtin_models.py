@@ -1,7 +1,8 @@
 """Built-in random-weight diffusion pipelines, generated offline and cached on disk.
 
-``tiny-flux`` / ``tiny-wan`` run anywhere (CPU CI); ``medium-flux`` / ``medium-wan`` are sized
-for one H100. Committed baselines are compared against these models' outputs, so the weights
+``tiny-*`` run anywhere (CPU CI); ``medium-*`` are sized for one H100. Each family has a
+text-to-X model (flux, wan) and one that takes an input image (flux-kontext: image edit,
+wan-i2v: image to video). Committed baselines are compared against these models' outputs, so the weights
 must be bit-identical on every machine and torch version: every parameter is drawn from numpy's
 PCG64 raw stream (whose bits numpy guarantees), never from torch's initializers, and
 ``EXPECTED_DIGESTS`` pins the result for the tiny models.
@@ -24,9 +25,12 @@ from typing import Any
 from pytest_omni_perf.builtin_build import Recipe, build
 
 BUILTIN_MODELS: tuple[str, ...] = ("tiny-flux", "tiny-wan", "medium-flux", "medium-wan",
-                                   "tiny-flux-kontext", "medium-flux-kontext")
+                                   "tiny-flux-kontext", "medium-flux-kontext",
+                                   "tiny-wan-i2v", "medium-wan-i2v")
 EDIT_MODELS: tuple[str, ...] = ("tiny-flux-kontext", "medium-flux-kontext")
 """Built-ins that take an input image (image edit)."""
+I2V_MODELS: tuple[str, ...] = ("tiny-wan-i2v", "medium-wan-i2v")
+"""Built-ins that take an input image and make a video (image to video)."""
 RECIPE_VERSION: int = 1
 
 # weights_digest of a fresh build; a change means baselines of these models are stale.
@@ -35,6 +39,7 @@ EXPECTED_DIGESTS: dict[str, str] = {
     "tiny-wan": "a37a0e7f5a6d6ce090ecf0a08262a523940159198770fff942713ac6c880bf85",
     # Flux's weights under FluxKontextPipeline: the same tensors, so the same digest.
     "tiny-flux-kontext": "2f200020a4a7a498d2a6e4749522adc3a50360e4b9dcfc7ec0189e437d66272c",
+    "tiny-wan-i2v": "6d9e9bee7c9bbad2d597f1b503dee35e25fcb1d60145478decf56fa1d9a52fd1",
 }
 
 # Substrings of model_index.json's _class_name that mark a video pipeline.
@@ -51,10 +56,10 @@ def _flux_dit(double: int, single: int, heads: int, head_dim: int, joint: int, p
             "guidance_embeds": False, "axes_dims_rope": rope}
 
 
-def _wan_dit(heads: int, text_dim: int, ffn_dim: int, layers: int, head_dim: int
-             ) -> dict[str, Any]:
+def _wan_dit(heads: int, text_dim: int, ffn_dim: int, layers: int, head_dim: int,
+             in_channels: int = 16) -> dict[str, Any]:
     return {"patch_size": (1, 2, 2), "num_attention_heads": heads, "attention_head_dim": head_dim,
-            "in_channels": 16, "out_channels": 16, "text_dim": text_dim, "freq_dim": 256,
+            "in_channels": in_channels, "out_channels": 16, "text_dim": text_dim, "freq_dim": 256,
             "ffn_dim": ffn_dim, "num_layers": layers, "cross_attn_norm": True,
             "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "rope_max_seq_len": 1024}
 
@@ -88,6 +93,15 @@ _MEDIUM_FLUX = Recipe(  # 636M transformer + real VAE + CLIP-L-sized CLIP + smal
     "flux", "bfloat16", _flux_dit(4, 8, 12, 128, 1024, 768, (16, 56, 56)), _FLUX_VAE,
     _clip(768, 3072, 12, 12), _t5(1024, 2816, 8, 16, 64))
 
+_TINY_WAN_VAE: dict[str, Any] = {"base_dim": 8, "z_dim": 16, "dim_mult": [1, 1, 2, 2],
+                                  "num_res_blocks": 1, "temperal_downsample": [False, True, True]}
+# Image to video in Wan2.2-I2V-A14B's layout, without its image encoder: the transformer takes
+# 36 channels (16 noise latents + 4 first-frame mask + 16 latents of the input image, in
+# WanImageToVideoPipeline.prepare_latents' order), image_dim None (no CLIP image tokens). One
+# transformer, no boundary_ratio: A14B's second (low-noise) transformer has the same shape and
+# doubles the weights without changing what one denoising step costs.
+_I2V_CHANNELS = 16 + 4 + 16
+
 _RECIPES: dict[str, Recipe] = {
     "tiny-flux": _TINY_FLUX,
     "medium-flux": _MEDIUM_FLUX,
@@ -96,12 +110,15 @@ _RECIPES: dict[str, Recipe] = {
     "tiny-flux-kontext": dataclasses.replace(_TINY_FLUX, pipeline="FluxKontextPipeline"),
     "medium-flux-kontext": dataclasses.replace(_MEDIUM_FLUX, pipeline="FluxKontextPipeline"),
     "tiny-wan": Recipe(  # ~9M-param transformer, 36 MiB fp32
-        "wan", "float32", _wan_dit(4, 64, 1024, 8, 64),
-        {"base_dim": 8, "z_dim": 16, "dim_mult": [1, 1, 2, 2], "num_res_blocks": 1,
-         "temperal_downsample": [False, True, True]},
-        _t5(64, 128, 2, 4, 16)),
+        "wan", "float32", _wan_dit(4, 64, 1024, 8, 64), _TINY_WAN_VAE, _t5(64, 128, 2, 4, 16)),
     "medium-wan": Recipe(  # Wan2.1-1.3B's width and FFN, 20 of its 30 layers: 0.95B + VAE
         "wan", "bfloat16", _wan_dit(12, 768, 8960, 20, 128), _WAN_VAE, _t5(768, 2048, 4, 12, 64)),
+    "tiny-wan-i2v": Recipe(
+        "wan", "float32", _wan_dit(4, 64, 1024, 8, 64, _I2V_CHANNELS), _TINY_WAN_VAE,
+        _t5(64, 128, 2, 4, 16), pipeline="WanImageToVideoPipeline"),
+    "medium-wan-i2v": Recipe(
+        "wan", "bfloat16", _wan_dit(12, 768, 8960, 20, 128, _I2V_CHANNELS), _WAN_VAE,
+        _t5(768, 2048, 4, 12, 64), pipeline="WanImageToVideoPipeline"),
 }
 
 

@@ -85,9 +85,9 @@ _OPTIONS = (
     _Opt("--omni-profile", "Profiles to measure, comma separated ('all' for every known one); "
          "tests using omni_profile/omni_engine/omni_perf are parametrized over them. "
          "Default: the test's omni_profiles marker, else 'eager'.", metavar="NAME[,NAME...]"),
-    _Opt("--omni-model", "Model to measure: a built-in (tiny-flux, tiny-wan, medium-flux, "
-         "medium-wan; tiny-flux-kontext, medium-flux-kontext for image edit), a local "
-         "diffusers folder or a vLLM-Omni model id. Default: tiny-flux.",
+    _Opt("--omni-model", "Model to measure: a built-in (tiny-/medium- flux, wan; flux-kontext "
+         "for image edit, wan-i2v for image to video: tiny-flux-kontext, medium-wan-i2v ...), "
+         "a local diffusers folder or a vLLM-Omni model id. Default: tiny-flux.",
          default="tiny-flux", metavar="ID_OR_PATH"),
     _Opt("--omni-backend", "Engine driving the model: auto (omni when vllm_omni imports and a GPU "
          "is present, else diffusers), diffusers, omni, omni-server. Default: auto.",

@@ -44,6 +44,10 @@ EDITS_PATH = "/v1/images/edits"
 the other fields as form fields (vLLM-Omni's ``edit_images``, api_server.py at 005fd8e)."""
 VIDEOS_PATH = "/v1/videos"
 VIDEOS_SYNC_PATH = "/v1/videos/sync"
+INPUT_REFERENCE = "input_reference"
+"""Image to video: the multipart file part of ``POST /v1/videos`` (and ``/v1/videos/sync``)
+that carries the input image (vLLM-Omni's ``create_video``: ``input_reference: UploadFile``
+in api_server.py; serving_video.py at 0131cb5 passes it as ``multi_modal_data["image"]``)."""
 # vLLM-Omni's mp4 settings (diffusion/utils/media_utils.py: h264, yuv420p, crf 18), so the
 # codec loss a client measures through the shipped server is the one the real server adds.
 VIDEO_CODEC = "h264"
@@ -152,6 +156,25 @@ def video_fields(request: GenerationRequest, fps: int = DEFAULT_FPS) -> dict[str
         fields[key] = json.dumps(value) if isinstance(value, (dict, list, bool)) or \
             value is None else value
     return fields
+
+
+def video_parts(request: GenerationRequest, fps: int = DEFAULT_FPS
+                ) -> tuple[dict[str, Any], list[tuple[str, str, bytes]]]:
+    """Form fields and file parts of ``POST /v1/videos`` (or ``/sync``) for ``request``: its
+    input image, if any, as the ``input_reference`` PNG (lossless bytes, never re-encoded).
+    ValueError naming the request field the endpoint has no place for."""
+    if request.video:
+        raise ValueError("request field video: the omni-server client sends no input video "
+                         "(video to video) yet; an input image it sends as input_reference")
+    if request.mask is not None or request.strength is not None:
+        field = "mask" if request.mask is not None else "strength"
+        raise ValueError(f"request field {field}: POST {VIDEOS_PATH} has no {field} (it takes "
+                         "one input image, input_reference)")
+    if len(request.images) > 1:
+        raise ValueError(f"request field images: POST {VIDEOS_PATH} takes one input image "
+                         f"(input_reference), the request gives {len(request.images)}")
+    files = [(INPUT_REFERENCE, "input.png", item.png) for item in request.images]
+    return video_fields(request, fps), files
 
 
 # -- answers -----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from pytest_omni_perf import builtin_build as bb  # noqa: E402
 from pytest_omni_perf import builtin_models as bm  # noqa: E402
 
-TINY = ("tiny-flux", "tiny-wan", "tiny-flux-kontext")
+TINY = ("tiny-flux", "tiny-wan", "tiny-flux-kontext", "tiny-wan-i2v")
 _ROOT = str(pathlib.Path(bm.__file__).resolve().parents[1])
 
 
@@ -130,6 +130,7 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Pa
 _GENERATE = """
 import json, sys, numpy as np, torch
 from diffusers import DiffusionPipeline
+from PIL import Image
 from pytest_omni_perf.builtin_models import model_kind
 report = {}
 for folder in sys.argv[1:]:
@@ -141,6 +142,8 @@ for folder in sys.argv[1:]:
     outs = []
     for _ in range(2):  # two loads from the folder, one call each
         pipe = DiffusionPipeline.from_pretrained(folder)
+        if "ImageToVideo" in type(pipe).__name__:  # the first frame comes from an image
+            kw["image"] = Image.fromarray(np.full((64, 64, 3), 200, np.uint8))
         pipe.set_progress_bar_config(disable=True)
         out = pipe(generator=torch.Generator().manual_seed(7), **kw)
         outs.append(np.asarray(out.frames if video else out.images))
@@ -157,9 +160,11 @@ def test_reloaded_pipelines_run_offline_and_repeat_bitwise(built: dict[str, path
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     flux, wan = report[str(built["tiny-flux"])], report[str(built["tiny-wan"])]
+    i2v = report[str(built["tiny-wan-i2v"])]
     assert (flux["class"], flux["shape"]) == ("FluxPipeline", [1, 64, 64, 3])
     assert (wan["class"], wan["shape"]) == ("WanPipeline", [1, 5, 64, 64, 3])
-    for result in (flux, wan):
+    assert (i2v["class"], i2v["shape"]) == ("WanImageToVideoPipeline", [1, 5, 64, 64, 3])
+    for result in (flux, wan, i2v):
         assert result["equal"] and result["finite"]
         assert result["std"] > 0.01  # an image, not a constant
 
@@ -167,6 +172,7 @@ def test_reloaded_pipelines_run_offline_and_repeat_bitwise(built: dict[str, path
 def test_model_kind(built: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
     assert bm.model_kind(built["tiny-flux"]) == "image"
     assert bm.model_kind(built["tiny-wan"]) == "video"
+    assert bm.model_kind(built["tiny-wan-i2v"]) == "video"
     cases = {"QwenImagePipeline": "image", "StableDiffusion3Pipeline": "image",
              "HunyuanVideoPipeline": "video", "LTXPipeline": "video",
              "WanImageToVideoPipeline": "video", "CogVideoXPipeline": "video"}

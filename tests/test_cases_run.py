@@ -38,7 +38,7 @@ def test_six_case_files_through_the_shipped_server(pytester: pytest.Pytester) ->
         "-p", "no:cacheprovider", "-rs", "--strict-markers", SERVER,
         "--omni-cases=" + ",".join(str(f.relative_to(pytester.path)) for f in files),
         "--omni-cases-model=t2i=tiny-flux")
-    result.assert_outcomes(passed=7, failed=1, skipped=3)
+    result.assert_outcomes(passed=9, failed=1, skipped=2)
     result.stdout.fnmatch_lines_random([
         # a violated bound: file, row, entry, field, measured value and bound
         "*cases/test_tight.json: row 0 (test_qwen_image_single_device_tight), "
@@ -58,8 +58,12 @@ def test_six_case_files_through_the_shipped_server(pytester: pytest.Pytester) ->
         # videos at concurrency 2
         "*test_ltx2_baseline_eager?480x768_41f_steps20? ?passed? c=2: *3 ok / 0 failed",
         "*test_hunyuanvideo15_t2v_single_device?832x480_frames33_steps4? ?passed? c=2:*",
+        # image to video: the random dataset's input image sent with every request
+        "*test_wan22_i2v_single_device?832x480_frames81_steps4-c1? ?passed? c=1: "
+        "*3 ok / 0 failed",
+        "*test_wan22_i2v_single_device?832x480_frames81_steps4-c2? ?passed? c=2: "
+        "*3 ok / 0 failed",
         # skips name what is missing
-        "SKIPPED ?1? cases/test_wan22_i2v_vllm_omni.json: task 'i2v' needs image inputs*",
         "SKIPPED ?1? cases/test_hunyuan_image_tp2_cfgp2.json: requires 4 GPU(s), found none*",
     ])
 
@@ -132,7 +136,8 @@ def test_marks_select_as_their_ci_does(pytester: pytest.Pytester) -> None:
         "test_hunyuanvideo15_t2v_single_device[832x480_frames33_steps4]",
         "test_ltx2_baseline_eager[256x256_145f_steps6]",
         "test_ltx2_baseline_eager[480x768_41f_steps20]",
-        "test_wan22_i2v_single_device[832x480_frames81_steps4]"]
+        "test_wan22_i2v_single_device[832x480_frames81_steps4-c1]",
+        "test_wan22_i2v_single_device[832x480_frames81_steps4-c2]"]
     everything, _ = pytester.inline_genitems("-p", "no:cacheprovider",
                                              f"--omni-cases={names}")
     for item in everything:
@@ -153,11 +158,40 @@ def test_missing_case_file_is_a_usage_error(pytester: pytest.Pytester) -> None:
 
 
 def test_ini_key_reads_paths_beside_the_ini_file(pytester: pytest.Pytester) -> None:
-    shutil.copy(CASES / "test_wan22_i2v_vllm_omni.json", pytester.path)
-    pytester.makeini("[pytest]\nomni_cases = test_wan22_i2v_vllm_omni.json\n")
+    (pytester.path / "edit.json").write_text(json.dumps([_row(task="ti2i")]))
+    pytester.makeini("[pytest]\nomni_cases = edit.json\n")
     result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*task 'i2v' needs image inputs*"])
+    result.stdout.fnmatch_lines(["*task 'ti2i' needs image inputs (the case reader makes "
+                                 "input images for i2v only yet)*"])
+
+
+@pytest.mark.parametrize(("changes", "skip"), [
+    ({"num_input_images": 2},
+     "*num-input-images 2: POST /v1/videos takes one input image (input_reference)"),
+    ({"backend": "v1/images/generations"},
+     "*backend 'v1/images/generations': the load client drives v1/videos for i2v only"),
+])
+def test_i2v_entries_the_load_client_cannot_send_skip(pytester: pytest.Pytester,
+                                                      changes: dict[str, Any], skip: str
+                                                      ) -> None:
+    (pytester.path / "case.json").write_text(json.dumps([_row(
+        task="i2v", num_frames=5, **changes)]))
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--omni-cases=case.json")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([skip])
+
+
+def test_i2v_requests_carry_the_random_datasets_image() -> None:
+    from pytest_omni_perf.cases.items import request_of
+    from pytest_omni_perf.cases.reader import read_case_file
+
+    [one, two] = read_case_file(CASES / "test_wan22_i2v_vllm_omni.json")
+    assert (one.task, one.input_images, one.concurrency, two.concurrency) == ("i2v", 1, 1, 2)
+    request = request_of(one, "a prompt", one.steps)
+    [image] = request.images
+    assert (image.width, image.height, image.pixels().min()) == (512, 512, 255)
+    assert request.is_video and request.num_frames == 5
 
 
 def test_options_the_shipped_server_lacks_skip_naming_them(pytester: pytest.Pytester) -> None:

@@ -183,3 +183,33 @@ def test_omni_backend_prompt_carries_the_inputs() -> None:
     assert isinstance(two, dict) and len(two["multi_modal_data"]["image"]) == 2
     assert sampling_fields(GenerationRequest(strength=0.4, **inputs_of(image=_picture(0))))[
         "strength"] == 0.4
+    # Image to video: the first frame in multi_modal_data, the frame count a sampling field.
+    i2v = GenerationRequest(num_frames=9, **inputs_of(image=_picture(2)))
+    prompt = prompt_of(i2v)
+    assert isinstance(prompt, dict)
+    assert np.array_equal(np.asarray(prompt["multi_modal_data"]["image"]), _picture(2))
+    assert sampling_fields(i2v)["num_frames"] == 9
+
+
+def test_video_parts_send_one_input_reference_and_refuse_what_has_no_field() -> None:
+    """POST /v1/videos carries one input image (input_reference, its PNG bytes untouched);
+    a mask, strength, an input video or a second image has no field there: refused by name."""
+    from pytest_omni_perf.omni_wire import INPUT_REFERENCE, video_parts
+
+    i2v = GenerationRequest(num_frames=5, **inputs_of(image=_picture(0)))
+    fields, files = video_parts(i2v)
+    assert fields["num_frames"] == 5
+    assert files == [(INPUT_REFERENCE, "input.png", i2v.images[0].png)]
+    assert video_parts(GenerationRequest(num_frames=5))[1] == []
+    refused = {
+        "mask": GenerationRequest(num_frames=5, **inputs_of(image=_picture(0),
+                                                            mask=_picture(1))),
+        "strength": GenerationRequest(num_frames=5, strength=0.5,
+                                      **inputs_of(image=_picture(0))),
+        "images": GenerationRequest(num_frames=5,
+                                    **inputs_of(images=[_picture(0), _picture(1)])),
+        "video": GenerationRequest(num_frames=5, **inputs_of(video=[_picture(0)])),
+    }
+    for field, request in refused.items():
+        with pytest.raises(ValueError, match=f"^request field {field}: "):
+            video_parts(request)

@@ -192,6 +192,7 @@ def request_of(entry: CaseEntry, prompt: str, steps: int) -> Any:
     the entry) for a value the request refuses."""
     import dataclasses
 
+    from pytest_omni_perf.cases.load import random_input_image
     from pytest_omni_perf.engines.base import GenerationRequest, RequestError
 
     own = {f.name for f in dataclasses.fields(GenerationRequest)} - {"prompt", "extra_body"}
@@ -200,7 +201,8 @@ def request_of(entry: CaseEntry, prompt: str, steps: int) -> Any:
     fields = {"width": entry.width, "height": entry.height, "seed": entry.seed,
               "num_frames": entry.num_frames if entry.is_video else None,
               "fps": entry.fps if entry.is_video else None,
-              "negative_prompt": NEGATIVE_PROMPT if entry.negative_prompt else None, **fields}
+              "negative_prompt": NEGATIVE_PROMPT if entry.negative_prompt else None,
+              "images": (random_input_image(),) * entry.input_images, **fields}
     try:
         return GenerationRequest(prompt=prompt, num_inference_steps=steps, extra_body=extra,
                                  **fields)

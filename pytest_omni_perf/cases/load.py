@@ -6,14 +6,16 @@ worker thread (a thread pool of ``concurrency`` workers bounds the requests in f
 server queues what it cannot run at once, as vLLM-Omni's does; latencies include that wait,
 as its benchmark client measures them.
 
-Images go to ``POST /v1/images/generations`` (JSON), videos to ``POST /v1/videos/sync``
-(multipart; both vLLM-Omni and the shipped server answer the mp4 with ``X-Peak-Memory-MB``).
+Images go to ``POST /v1/images/generations`` (JSON; with input images ``/v1/images/edits``),
+videos to ``POST /v1/videos/sync`` (multipart, an input image as its ``input_reference`` file;
+both vLLM-Omni and the shipped server answer the mp4 with ``X-Peak-Memory-MB``).
 Units: seconds, requests per second, MB (2**20 bytes).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
 import time
@@ -22,9 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pytest_omni_perf.engines.base import GenerationRequest
+from pytest_omni_perf.request_inputs import InputImage
 from pytest_omni_perf.omni_wire import (
-    DEFAULT_FPS, IMAGES_PATH, VIDEOS_SYNC_PATH, error_message, image_payload, multipart,
-    video_fields,
+    DEFAULT_FPS, EDITS_PATH, IMAGES_PATH, VIDEOS_SYNC_PATH, edit_parts, error_message,
+    image_payload, multipart, video_parts,
 )
 
 if TYPE_CHECKING:
@@ -123,6 +126,19 @@ def random_prompts(count: int, seed: int) -> list[str]:
     return [" ".join(str(w) for w in rng.choice(_WORDS, size=6)) for _ in range(count)]
 
 
+@functools.lru_cache(maxsize=1)  # one picture for every request: encoded once
+def random_input_image() -> InputImage:
+    """The input image of the benchmark's ``random`` dataset for image tasks (i2v, ti2v,
+    i2i ...): a 512x512 white RGB picture, as vLLM-Omni's
+    ``benchmarks/diffusion/diffusion_benchmark_serving.py`` (``RandomDataset.
+    _generate_random_image_paths``) writes it; the pipeline resizes it to the request's size."""
+    import numpy as np
+
+    from pytest_omni_perf.request_inputs import input_image
+
+    return input_image(np.full((512, 512, 3), 255, dtype=np.uint8), "image")
+
+
 def run_load(url: str, plan: LoadPlan) -> LoadResult:
     """Send the warmup (unmeasured), then the measured requests; never raises for a failed
     request (it is counted and its error kept)."""
@@ -186,16 +202,18 @@ def _send(client: httpx.Client, url: str, request: GenerationRequest,
 
     began = time.perf_counter()
     try:
-        if request.is_video:
-            body, content_type = multipart(video_fields(request, plan.fps))
-            response = client.post(url + VIDEOS_SYNC_PATH, content=body,
+        if request.is_video or request.has_inputs:
+            path = VIDEOS_SYNC_PATH if request.is_video else EDITS_PATH
+            body, content_type = multipart(*(video_parts(request, plan.fps) if request.is_video
+                                             else edit_parts(request)))
+            response = client.post(url + path, content=body,
                                    headers={"Content-Type": content_type},
                                    timeout=plan.timeout_s)
         else:
             response = client.post(url + IMAGES_PATH, timeout=plan.timeout_s,
                                     content=json.dumps(image_payload(request)).encode(),
                                     headers={"Content-Type": "application/json"})
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, ValueError) as exc:  # ValueError: an input the body cannot carry
         return RequestRecord(False, time.perf_counter() - began,
                              error=f"{type(exc).__name__}: {exc}")
     latency = time.perf_counter() - began

@@ -4,8 +4,8 @@ A file is a JSON list of rows; each row names a server (``server_params``: ``mod
 ``serve_args``) and a list of ``benchmark_params`` entries (request shape, load, baseline).
 One ``CaseEntry`` is made per row, entry and concurrency level. Every field is checked here,
 where it enters, and a bad one raises ``CaseError`` naming the file, the row and the field.
-What the plugin cannot run yet (image inputs, audio, other datasets, fields it does not know)
-is not an error: the entry carries a ``skip`` reason that names it.
+What the plugin cannot run yet (image inputs other than i2v's, audio, other datasets, fields
+it does not know) is not an error: the entry carries a ``skip`` reason that names it.
 
 A row's ``benchmark_params`` may be ``{"$ref": FILE}`` and any field ``<key>-inline`` (file
 content written out, ``<key>`` given its path), as vLLM-Omni's runner reads them
@@ -34,19 +34,19 @@ class CaseError(ValueError):
     """A case file is malformed; the message names the file, the row and the field."""
 
 
-RUNNABLE_TASKS = ("t2i", "t2v")
+RUNNABLE_TASKS = ("t2i", "t2v", "i2v")
+_NO_IMAGES = "image inputs (the case reader makes input images for i2v only yet)"
 _MISSING_BY_TASK = {
-    "i2v": "image inputs (the load client sends no input image yet)",
-    "i2i": "image inputs (the load client sends no input image yet)",
-    "ti2i": "image inputs (the load client sends no input image yet)",
-    "ti2v": "image inputs (the load client sends no input image yet)",
-    "edit": "image inputs (the load client sends no input image yet)",
+    "i2i": _NO_IMAGES, "ti2i": _NO_IMAGES, "ti2v": _NO_IMAGES, "edit": _NO_IMAGES,
     "t2a": "audio outputs (the load client handles images and videos only)",
     "t2s": "audio outputs (the load client handles images and videos only)",
     "tts": "audio outputs (the load client handles images and videos only)",
 }
 # The endpoint the load client uses per task, as the case files' "backend" spells it.
-_ENDPOINTS = {"t2i": "v1/images/generations", "t2v": "v1/videos"}
+_ENDPOINTS = {"t2i": "v1/images/generations", "t2v": "v1/videos", "i2v": "v1/videos"}
+IMAGE_TASKS = ("i2v",)
+"""Runnable tasks whose requests carry input images (``num-input-images``, default 1, as
+vLLM-Omni's benchmark client attaches ``max(1, n)`` to its random dataset's requests)."""
 _ROW_KEYS = frozenset({"test_name", "description", "server_type", "server_params",
                        "benchmark_params", "mark"})
 _ENTRY_KEYS = frozenset({
@@ -96,6 +96,8 @@ class CaseEntry:
     seed: int
     negative_prompt: bool
     extra_body: Mapping[str, Any]
+    input_images: int
+    """Input images per request (``num-input-images``; 0 for tasks that take none)."""
     num_prompts: int
     concurrency: int
     level: int | None
@@ -244,8 +246,12 @@ def _entries(raw: object, where: str, index: int, common: Mapping[str, Any]
                         f"for {task} only")
     elif dataset != "random":
         skip = skip or f"dataset {dataset!r}: only 'random' prompts are generated yet"
-    elif _number(fields, "num-input-images", where, _WHOLE, 0):
-        skip = skip or "num-input-images: the load client sends no input image yet"
+    # vLLM-Omni's client attaches input images to image tasks only; others ignore the field.
+    inputs = max(1, _number(fields, "num-input-images", where, _WHOLE, 1) or 0) \
+        if task in IMAGE_TASKS else 0
+    if inputs > 1:
+        skip = skip or (f"num-input-images {inputs}: POST /v1/videos takes one input image "
+                        "(input_reference)")
 
     def whole(key: str, default: int | None, rule: Range = _WHOLE_POSITIVE) -> int | None:
         return _number(fields, key, where, rule, default)
@@ -256,8 +262,8 @@ def _entries(raw: object, where: str, index: int, common: Mapping[str, Any]
         if value is None:
             raise CaseError(f"{where}.{key}: missing (the request needs it)")
     frames = whole("num-frames", None)
-    if task == "t2v" and frames is None:
-        raise CaseError(f"{where}.num-frames: missing (a t2v request needs it)")
+    if task in ("t2v", "i2v") and frames is None:
+        raise CaseError(f"{where}.num-frames: missing (a {task} request needs it)")
     extra = fields.get("extra-body", {})
     if not isinstance(extra, dict):
         raise CaseError(f"{where}.extra-body: expected an object of request fields")
@@ -283,7 +289,7 @@ def _entries(raw: object, where: str, index: int, common: Mapping[str, Any]
             item_name=f"{common['test_name']}[{name}{f'-c{concurrency}' if swept else ''}]",
             task=task, dataset=dataset, width=width, height=height, steps=steps,
             num_frames=frames, fps=whole("fps", None), seed=int(whole("seed", 0, _WHOLE) or 0),
-            negative_prompt=negative, extra_body=dict(extra),
+            negative_prompt=negative, extra_body=dict(extra), input_images=inputs,
             num_prompts=int(whole("num-prompts", 10) or 10), concurrency=concurrency,
             level=level if swept else None, request_rate=rate,
             warmup_requests=int(whole("warmup-requests", 1, _WHOLE) or 0),

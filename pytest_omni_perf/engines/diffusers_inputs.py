@@ -22,6 +22,12 @@ def input_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
     """Keyword arguments of ``pipe(...)`` for ``request``'s inputs; ValueError naming the
     input when the pipeline has no such argument."""
     params = inspect.signature(pipe.__call__).parameters
+    image = params.get("image")
+    if image is not None and image.default is inspect.Parameter.empty and not request.images:
+        # WanImageToVideoPipeline's image has no default: without this, a TypeError about a
+        # positional argument, which does not say what the user left out.
+        raise ValueError(f"{type(pipe).__name__} needs an input image (request field images "
+                         "is empty): it makes its output from one; give measure(image=...)")
     kwargs: dict[str, Any] = {}
     if "max_area" in params:
         # FluxKontextPipeline rescales the output to max_area (default 1024**2) at the asked

@@ -20,7 +20,7 @@ from pytest_omni_perf.engines.base import (
 )
 from pytest_omni_perf.omni_wire import (
     EDITS_PATH, IMAGES_PATH, UNTAKEN_PREFIX, VIDEOS_PATH, decode_mp4, decode_png, edit_parts,
-    error_message, image_payload, multipart, server_metrics, unsent_fields, video_fields,
+    error_message, image_payload, multipart, server_metrics, unsent_fields, video_parts,
 )
 
 try:
@@ -87,16 +87,19 @@ class OmniHttpClient:
             raise ProfileUnsupported(
                 f"request field {', '.join(unsent)}: vLLM-Omni's POST {IMAGES_PATH} has no "
                 "such field (a server would drop it silently)")
+        if request.is_video:
+            try:  # checked before the clock starts: an input the endpoint cannot carry
+                parts = video_parts(request)
+            except ValueError as exc:
+                raise ProfileUnsupported(f"{self.who}: {exc}") from None
+        elif request.video:
+            raise ProfileUnsupported(f"{self.who}: request field video: an input video needs "
+                                     "a video request (num_frames)")
         deadline = time.monotonic() + self.spec.request_timeout_s
         began = time.perf_counter()
-        if request.video or (request.is_video and request.has_inputs):
-            # vLLM-Omni's /v1/videos takes an input_reference image; this client does not
-            # send one yet, and must not time a text-to-video call as image-to-video.
-            raise EngineError(f"{self.who}: the omni-server client does not send video "
-                              "inputs yet (input images it sends to /v1/images/edits)")
         try:
             if request.is_video:
-                frames, metrics = self._video(request, deadline)
+                frames, metrics = self._video(parts, deadline)
             else:
                 frames, metrics = self._image(request, deadline)
         except TimeoutError:
@@ -155,9 +158,10 @@ class OmniHttpClient:
             raise EngineError(f"server's image answer has no decodable data[0].b64_json ({exc})")
         return [frame], dict(answer.get("metrics") or {})
 
-    def _video(self, request: GenerationRequest, deadline: float
-               ) -> tuple[list[npt.NDArray[np.uint8]], dict[str, Any]]:
-        body, content_type = multipart(video_fields(request))
+    def _video(self, parts: tuple[dict[str, Any], list[tuple[str, str, bytes]]],
+               deadline: float) -> tuple[list[npt.NDArray[np.uint8]], dict[str, Any]]:
+        # An input image travels as the input_reference file part (image to video).
+        body, content_type = multipart(*parts)
         job = json.loads(self._checked("POST", VIDEOS_PATH, deadline, body,
                                        {"Content-Type": content_type}))
         job_id = str(job.get("id") or "")

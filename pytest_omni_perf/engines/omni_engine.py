@@ -155,8 +155,8 @@ def prompt_of(request: GenerationRequest) -> str | dict[str, Any]:
     an input. Inputs go in ``multi_modal_data`` as vLLM-Omni's own image-edit path builds it
     (``vllm_omni/entrypoints/openai/api_server.py`` ``edit_images``, commit 005fd8e:
     ``prompt["multi_modal_data"]["image"] = pil_images``, ``["mask_image"]`` one PIL image;
-    ``examples/offline_inference/image_to_image/image_edit.py`` passes one image as itself
-    and several as a list)."""
+    one image as itself, several as a list; a video request's image (i2v) goes there too, as
+    serving_video.py at 0131cb5 puts its ``input_reference``)."""
     if request.negative_prompt is None and not request.has_inputs:
         return request.prompt
     prompt: dict[str, Any] = {"prompt": request.prompt}

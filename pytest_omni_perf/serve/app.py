@@ -3,8 +3,9 @@
 Routes and shapes as in vLLM-Omni 0.26/0.30 (``vllm_omni/entrypoints/openai/api_server.py``):
 ``GET /health`` (503 while loading), ``GET /v1/models``, ``GET /version``,
 ``POST /v1/images/generations`` (JSON), ``POST /v1/images/edits`` (multipart: ``image``
-file parts, ``mask_image``, ``size`` ``auto`` by default), ``POST /v1/videos`` (multipart job),
-``GET /v1/videos/{id}`` (a failed job answers its error status with the job as body),
+file parts, ``mask_image``, ``size`` ``auto`` by default), ``POST /v1/videos`` (multipart job;
+an ``input_reference`` image file for image to video), ``GET /v1/videos/{id}`` (a failed job
+answers its error status with the job as body),
 ``GET /v1/videos/{id}/content`` (404 while running, 422 failed), ``POST /v1/videos/sync``
 (mp4 with ``X-*`` headers). Request fields are checked by the models in ``protocol``;
 their errors answer 400 with vLLM's error body, as vLLM's ``build_app`` maps pydantic's
@@ -36,7 +37,8 @@ from starlette.requests import ClientDisconnect
 
 from pytest_omni_perf.engines.base import GenerationRequest, RequestError
 from pytest_omni_perf.omni_wire import (
-    DEFAULT_FPS, EDITS_PATH, IMAGES_PATH, VIDEOS_PATH, VIDEOS_SYNC_PATH, encode_mp4, error_body,
+    DEFAULT_FPS, EDITS_PATH, IMAGES_PATH, INPUT_REFERENCE, VIDEOS_PATH, VIDEOS_SYNC_PATH,
+    encode_mp4, error_body,
 )
 from pytest_omni_perf.png import encode_png
 from pytest_omni_perf.serve.framing import FramingGuard, without_preamble
@@ -120,15 +122,11 @@ async def _once(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body
 
 
-async def form_fields(request: Request, body: bytes) -> dict[str, Any]:
-    """Plain fields of a multipart, urlencoded or JSON body; file parts and empty fields are
-    left out (an empty form field means "not given", as browsers send them)."""
-    return (await form_parts(request, body))[0]
-
-
 async def form_parts(request: Request, body: bytes
                      ) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
-    """Plain fields (as ``form_fields``) and file parts, (name, content) in body order."""
+    """Plain fields of a multipart, urlencoded or JSON body (empty fields left out: an empty
+    form field means "not given", as browsers send them) and file parts, (name, content) in
+    body order."""
     content_type = request.headers.get("content-type", "")
     kind = content_type.split(";", 1)[0].strip().lower()
     if kind == "application/json":
@@ -242,15 +240,24 @@ def build_app(state: ServerState) -> FastAPI:
             "output_format": "png", "size": f"{width}x{height}", "cot_output": None,
             "metrics": metrics})
 
-    async def video_request(request: Request) -> VideoGenerationRequest:
+    async def video_request(request: Request) -> tuple[VideoGenerationRequest,
+                                                        GenerationRequest]:
         _ready(state)
-        fields = await form_fields(request, await read_body(request))
-        return _validated(VideoGenerationRequest, fields, state)
+        fields, files = await form_parts(request, await read_body(request))
+        if "image_reference" in fields:
+            raise HTTPException(400, "image_reference: this server does not fetch images; "
+                                f"send the input image as an '{INPUT_REFERENCE}' file part")
+        if other := sorted({name for name, _ in files} - {INPUT_REFERENCE}):
+            raise HTTPException(400, f"file part {other[0]!r}: POST {VIDEOS_PATH} takes its "
+                                f"input image as '{INPUT_REFERENCE}'")
+        asked = _validated(VideoGenerationRequest, fields, state)
+        references = tuple(image_from_bytes(data, INPUT_REFERENCE) for _, data in files)
+        return asked, asked.to_request(state.rules, references)
 
     @app.post(VIDEOS_PATH)
     async def video_job(request: Request) -> JSONResponse:
-        asked = await video_request(request)
-        generation, fps = asked.to_request(state.rules), asked.frame_rate(DEFAULT_FPS)
+        asked, generation = await video_request(request)
+        fps = asked.frame_rate(DEFAULT_FPS)
         job_id = f"video_gen_{uuid.uuid4().hex}"
         job = {"id": job_id, "object": "video", "model": state.model_name,
                "prompt": generation.prompt, "status": "queued", "progress": 0,
@@ -266,10 +273,9 @@ def build_app(state: ServerState) -> FastAPI:
 
     @app.post(VIDEOS_SYNC_PATH)
     async def video_sync(request: Request) -> Response:
-        asked = await video_request(request)
+        asked, generation = await video_request(request)
         try:
-            frames, metrics = await run_in_threadpool(state.generate,
-                                                      asked.to_request(state.rules))
+            frames, metrics = await run_in_threadpool(state.generate, generation)
             mp4 = encode_mp4(frames, asked.frame_rate(DEFAULT_FPS))
         except Exception as exc:  # noqa: BLE001 - answer 500 and keep serving
             traceback.print_exc()

@@ -51,6 +51,8 @@ class PipelineRules:
     frame_step: int = 1
     """``num_frames - 1`` must be a multiple of this (the VAE's temporal compression)."""
     default_frames: int | None = None
+    needs_image: bool = False
+    """Whether ``__call__``'s ``image`` has no default (image to video: Wan-I2V)."""
     takes: frozenset[str] = frozenset({"guidance_scale", "negative_prompt", "true_cfg_scale",
                                        "guidance_scale_2", "flow_shift"})
     """Arguments the pipeline's ``__call__`` takes, and ``flow_shift`` when its scheduler has
@@ -303,9 +305,22 @@ class VideoGenerationRequest(_Generation):
         """Frames per second of the mp4."""
         return self.fps if self.fps is not None else default
 
-    def to_request(self, rules: PipelineRules) -> GenerationRequest:
-        """The engine request (``rules`` gives the default frame count)."""
+    def to_request(self, rules: PipelineRules, references: tuple[InputImage, ...] = ()
+                   ) -> GenerationRequest:
+        """The engine request (``rules`` gives the default frame count) with the
+        ``input_reference`` images; RequestError naming input_reference when the model needs
+        one and has none, or takes none and got one."""
         width, height = self.dimensions()
         if self.size is None:
             width, height = self.width or width, self.height or height
-        return self.generation(width, height, self.num_frames or rules.default_frames)
+        if len(references) > 1:
+            raise RequestError(f"input_reference: one input image per request, got "
+                               f"{len(references)}")
+        if references and "image" not in rules.takes:
+            raise RequestError("input_reference: this model's pipeline takes no input image "
+                               "(it makes videos from text); send no input_reference")
+        if rules.needs_image and not references:
+            raise RequestError("input_reference is required: this model makes videos from an "
+                               "input image (image to video); send it as a file part")
+        generation = self.generation(width, height, self.num_frames or rules.default_frames)
+        return dataclasses.replace(generation, images=references)

@@ -53,10 +53,12 @@ def pipeline_rules(pipe: Any) -> PipelineRules:
     params = inspect.signature(pipe.__call__).parameters
     frames = params.get("num_frames")
     default = frames.default if frames is not None else None
+    image = params.get("image")
     return PipelineRules(
         multiple=int(spatial) * int(patch), video=frames is not None,
         frame_step=int(getattr(pipe, "vae_scale_factor_temporal", None) or 1),
         default_frames=default if isinstance(default, int) else None,
+        needs_image=image is not None and image.default is inspect.Parameter.empty,
         takes=frozenset(params) - FIXED_CALL_ARGS
         | ({"flow_shift"} if _static_shift(pipe) else set()))
 
