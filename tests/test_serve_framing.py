@@ -104,6 +104,19 @@ def test_multipart_with_any_legal_boundary(wan: int, boundary: str) -> None:
     headers = [("Content-Type", f'multipart/form-data; boundary="{boundary}"'),
                ("Content-Length", str(len(body)))]
     code, answer = exchange(wan, request_bytes("POST", "/v1/videos/sync", headers, body))
+    # The binary file part, every byte value in it, was framed whole and read by its name:
+    # since videos take input images, a file part other than input_reference is refused
+    # naming it (the text fields before it were read, or they would be named instead).
+    assert code == 400, answer[:300]
+    assert b"file part 'ref': POST /v1/videos takes its input image as 'input_reference'" \
+        in answer
+    # Without that part, the same framing is served.
+    ref_part = f'--{boundary}\r\nContent-Disposition: form-data; name="ref"'.encode()
+    plain = body.split(ref_part)[0]
+    plain += f"--{boundary}--\r\n".encode()
+    headers = [("Content-Type", f'multipart/form-data; boundary="{boundary}"'),
+               ("Content-Length", str(len(plain)))]
+    code, answer = exchange(wan, request_bytes("POST", "/v1/videos/sync", headers, plain))
     assert code == 200, answer[:300]
     frames = decode_mp4(answer)
     assert len(frames) == 1 and frames[0].shape == (16, 16, 3)
