@@ -45,7 +45,7 @@ from pytest_omni_perf.harness import RoundBudget, _Rounds, adaptive_rounds  # no
 from pytest_omni_perf.judge import at_most  # noqa: E402
 from pytest_omni_perf.measure.memory import sampler_for  # noqa: E402
 from pytest_omni_perf.measure.stats import RatioInterval, speedup_interval  # noqa: E402
-from pytest_omni_perf.profiles import Bounds, load_builtin  # noqa: E402
+from pytest_omni_perf.profiles import Bounds, Profile, load_builtin  # noqa: E402
 
 
 class Slowed:
@@ -121,15 +121,27 @@ def start_pair(args: argparse.Namespace) -> tuple[Any, Slowed]:
     return reference, Slowed(candidate, args.slowdown)
 
 
+def rounds_on(engine: Any, profile: Profile, request: GenerationRequest) -> _Rounds:
+    """The harness's round series of ``profile`` on a started ``engine`` (also used by
+    engine_sharing.py)."""
+    live = LiveEngine(engine=engine, key=(engine.spec.model, engine.spec.profile_name,
+                                          "diffusers", ()), start_s=0.0)
+    return _Rounds(profile, engine.spec, request, live, True, sampler_for(live.pids, []))
+
+
+def write_results(out: Path, text: str, args: argparse.Namespace, trials: list[Any]) -> None:
+    """The table at ``out`` and, beside it as .json, the arguments and every trial."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    out.with_suffix(".json").write_text(json.dumps(
+        {"args": {k: str(v) for k, v in vars(args).items()},
+         "trials": [dataclasses.asdict(t) for t in trials]}, indent=1))
+
+
 def run_trial(kind: str, reference: Any, candidate: Slowed, request: GenerationRequest,
               budget: RoundBudget, warmup: int, tolerance: float) -> Trial:
     profile = load_builtin()["eager"]
-    runs = []
-    for engine in (reference, candidate):
-        live = LiveEngine(engine=engine, key=(engine.spec.model, engine.spec.profile_name,
-                                              "diffusers", ()), start_s=0.0)
-        runs.append(_Rounds(profile, engine.spec, request, live, True,
-                            sampler_for(live.pids, [])))
+    runs = [rounds_on(engine, profile, request) for engine in (reference, candidate)]
     candidate.slow = kind == "slow"
     for run in runs:
         for _ in range(warmup):
@@ -230,11 +242,7 @@ def main() -> None:
     text = report(trials, header)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(
-            {"args": {k: str(v) for k, v in vars(args).items()},
-             "trials": [dataclasses.asdict(t) for t in trials]}, indent=1))
+        write_results(args.out, text, args, trials)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -33,12 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from detection_power import start_eager_engines  # noqa: E402
+from detection_power import rounds_on, start_eager_engines, write_results  # noqa: E402
 
 from pytest_omni_perf.engines.base import GenerationRequest  # noqa: E402
-from pytest_omni_perf.engines.engine_pool import LiveEngine  # noqa: E402
-from pytest_omni_perf.harness import _Rounds, profile_request  # noqa: E402
-from pytest_omni_perf.measure.memory import sampler_for  # noqa: E402
+from pytest_omni_perf.harness import profile_request  # noqa: E402
 from pytest_omni_perf.measure.stats import speedup_interval  # noqa: E402
 from pytest_omni_perf.profiles import load_builtin  # noqa: E402
 
@@ -58,12 +55,8 @@ def run_trial(kind: str, engines: list[Any], request: GenerationRequest, rounds:
     profiles = load_builtin()
     eager, fewer = profiles["eager"], profiles["fewer_steps"]
     chosen = [engines[0], engines[0] if kind == "shared" else engines[1]]
-    runs = []
-    for profile, engine in zip((eager, fewer), chosen):
-        live = LiveEngine(engine=engine, key=(engine.spec.model, engine.spec.profile_name,
-                                              "diffusers", ()), start_s=0.0)
-        runs.append(_Rounds(profile, engine.spec, profile_request(request, profile), live,
-                            True, sampler_for(live.pids, [])))
+    runs = [rounds_on(engine, profile, profile_request(request, profile))
+            for profile, engine in zip((eager, fewer), chosen)]
     for run in runs:
         run.send()  # warmup, as --omni-warmup=1
     for _ in range(rounds):
@@ -131,11 +124,7 @@ def main() -> None:
     text = report(trials, header)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(
-            {"args": {k: str(v) for k, v in vars(args).items()},
-             "trials": [dataclasses.asdict(t) for t in trials]}, indent=1))
+        write_results(args.out, text, args, trials)
 
 
 if __name__ == "__main__":
