@@ -10,7 +10,6 @@ directly); pytest only supplies the session state and collects ``results``.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -20,6 +19,8 @@ from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationReq
 from pytest_omni_perf.engines.engine_pool import EnginePool, LiveEngine
 from pytest_omni_perf.engines.startup import startup_of
 from pytest_omni_perf.hardware import HardwareInfo
+# Re-exported: the budget is the harness's parameter (plugin.py, benchmarks build it).
+from pytest_omni_perf.measure.budget import RoundBudget as RoundBudget
 from pytest_omni_perf.measure.interference import InterferenceMonitor, monitor_for
 from pytest_omni_perf.measure.memory import MemorySampler, sampler_for, with_engine_peak
 from pytest_omni_perf.parity import latency_gate as parity_gate
@@ -31,41 +32,6 @@ from pytest_omni_perf.suite_cost import SuiteCost
 
 RequestKey = tuple[str, str, str, str]
 """(model, backend, profile, ``GenerationRequest.key()``): inputs count by pixel digest."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RoundBudget:
-    """How many measured rounds one measurement may take.
-
-    ``first``: rounds before the first look; ``max_rounds``/``max_seconds``: the budget
-    (seconds of measured requests of every engine in the measurement together);
-    ``retry``: when a gate is still undecided at the budget, spend it once more.
-    """
-
-    first: int = 5
-    max_rounds: int = 30
-    max_seconds: float = 120.0
-    retry: bool = False
-    confidence: float = 0.95
-
-    def __post_init__(self) -> None:
-        if self.first < 1 or self.max_rounds < self.first:
-            raise ValueError(f"need 1 <= first <= max_rounds, got {self.first}, "
-                             f"{self.max_rounds}")
-        if not (math.isfinite(self.max_seconds) and self.max_seconds > 0):
-            raise ValueError(f"max_seconds must be a finite number > 0, got {self.max_seconds}")
-
-    def next_target(self, done: int, elapsed_s: float, scale: int) -> int:
-        """Rounds to reach at the next look (``done`` when the budget is spent)."""
-        limit = self.max_rounds * scale
-        if elapsed_s >= self.max_seconds * scale:
-            return done
-        per_round = elapsed_s / max(done, 1)
-        fits = int((self.max_seconds * scale - elapsed_s) / per_round) if per_round > 0 \
-            else limit
-        # Looks at 5, 10, 15, 22, 30 rounds from the default 5: every 5 rounds at first (most
-        # gates decide there on a quiet host), then by half, so a long run looks few times.
-        return min(limit, done + max(5, done // 2), done + fits)
 
 
 def profile_request(request: GenerationRequest, profile: Profile) -> GenerationRequest:
@@ -299,8 +265,12 @@ class Harness:
     def _run(self, profiles: list[Profile], request: GenerationRequest, open_gates: Undecided,
              capacity: int = 1, backends: Sequence[str | None] = ()) -> list[Measurement]:
         """Measure ``profiles`` (on ``backends[i]``, else this run's), rounds alternating."""
-        runs = [self._prepare(p, request, capacity, backends[i] if i < len(backends) else None)
-                for i, p in enumerate(profiles)]
+        runs: list[_Rounds] = []
+        for i, p in enumerate(profiles):
+            runs.append(self._prepare(p, request, capacity,
+                                      backends[i] if i < len(backends) else None, runs))
+        # One sampler per engine process: two profiles sharing an engine share its peak.
+        samplers = {id(run.sampler): run.sampler for run in runs}
         # Interleaved engines wait while the other one runs, so neither counts as the
         # other's interference.
         ours = [pid for run in runs for pid in run.live.pids()]
@@ -314,8 +284,9 @@ class Harness:
             for run in runs:
                 for _ in range(self.warmup):
                     self._warm(run)
+            for sampler in samplers.values():
+                sampler.start()
             for run in runs:
-                run.sampler.start()
                 run.monitor.start()
             stopped_by = adaptive_rounds(runs, open_gates, self.budget)
         except EngineError:
@@ -323,19 +294,22 @@ class Harness:
                 self.pool.discard(run.spec)
             raise
         finally:
-            peaks = [run.sampler.stop() for run in runs]
+            peaks = {key: sampler.stop() for key, sampler in samplers.items()}
             for run in runs:
                 run.monitor.stop()  # never raises
         interleaved = profiles[0].name if len(profiles) > 1 else None
-        return [self._to_measurement(run, peak, interleaved if i else None, stopped_by)
-                for i, (run, peak) in enumerate(zip(runs, peaks))]
+        return [self._to_measurement(run, peaks[id(run.sampler)], interleaved if i else None,
+                                     stopped_by) for i, run in enumerate(runs)]
 
     def _prepare(self, profile: Profile, request: GenerationRequest, capacity: int,
-                 backend: str | None = None) -> _Rounds:
+                 backend: str | None = None, beside: Sequence[_Rounds] = ()) -> _Rounds:
+        """``profile``'s round series; its engine's sampler is that of a run ``beside`` it
+        in the same engine, if any."""
         spec = self._spec(profile, backend)
         live = self.pool.get(spec, capacity)
         reused = live.requests > 0
-        sampler = sampler_for(live.pids, spec.devices or [g.index for g in self.hardware.gpus])
+        sampler = next((run.sampler for run in beside if run.live is live), None) \
+            or sampler_for(live.pids, spec.devices or [g.index for g in self.hardware.gpus])
         return _Rounds(profile, spec, profile_request(request, profile), live, reused, sampler)
 
     def _warm(self, run: _Rounds) -> None:
