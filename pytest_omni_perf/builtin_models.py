@@ -45,6 +45,10 @@ EXPECTED_DIGESTS: dict[str, str] = {
 # Substrings of model_index.json's _class_name that mark a video pipeline.
 _VIDEO_MARKERS = ("Video", "Wan", "LTX", "Mochi", "Allegro", "Latte", "AnimateDiff",
                   "I2VGenXL", "SkyReels", "EasyAnimate", "ConsisID", "ToWorld")
+# Pipelines that make their output from an input image (edit, image to video): diffusers'
+# FluxKontextPipeline, QwenImageEdit(Plus)Pipeline, WanImageToVideoPipeline, *Img2Img*;
+# hub ids name them the same way (FLUX.1-Kontext-dev, Qwen-Image-Edit, Wan2.2-I2V-A14B).
+_IMAGE_INPUT_MARKERS = ("Kontext", "Edit", "ImageToVideo", "Img2Img", "I2V")
 
 
 def _flux_dit(double: int, single: int, heads: int, head_dim: int, joint: int, pooled: int,
@@ -202,18 +206,28 @@ def _publish(tmp: pathlib.Path, final: pathlib.Path) -> pathlib.Path:
 
 def model_kind(folder: pathlib.Path) -> str:
     """Return ``"video"`` or ``"image"`` for a diffusers folder, from its pipeline class name."""
-    index = pathlib.Path(folder) / "model_index.json"
-    try:
-        class_name = str(json.loads(index.read_text(encoding="utf-8"))["_class_name"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{folder} is not a diffusers pipeline folder "
-                         f"(no readable model_index.json with _class_name): {exc}") from exc
-    return class_kind(class_name)
+    return class_kind(model_class_name(folder))
 
 
 def class_kind(name: str) -> str:
     """``"video"`` or ``"image"`` from a pipeline class name or a model id (``Wan-AI/...``)."""
     return "video" if any(m in name for m in _VIDEO_MARKERS) else "image"
+
+
+def class_takes_image(name: str) -> bool:
+    """Whether a pipeline class name or model id needs an input image (edit, image to
+    video), by the markers diffusers' and the hub's names share (``_IMAGE_INPUT_MARKERS``)."""
+    return any(m in name for m in _IMAGE_INPUT_MARKERS)
+
+
+def model_class_name(folder: pathlib.Path) -> str:
+    """The ``_class_name`` of a diffusers folder's ``model_index.json``; ValueError if none."""
+    index = pathlib.Path(folder) / "model_index.json"
+    try:
+        return str(json.loads(index.read_text(encoding="utf-8"))["_class_name"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{folder} is not a diffusers pipeline folder "
+                         f"(no readable model_index.json with _class_name): {exc}") from exc
 
 
 def weights_digest(folder: pathlib.Path) -> str:

@@ -27,11 +27,13 @@ def test_support(omni_perf: OmniPerf, request: pytest.FixtureRequest) -> None:
     profile measured beside it only (a note says so), not failed for the missing files.
     """
     from pytest_omni_perf.state import state_key
-    from pytest_omni_perf.suite_requests import model_kind, suite_requests
+    from pytest_omni_perf.suite_requests import model_kind, suite_requests, takes_image
 
     state = request.config.stash[state_key]
     perf = state.perf
     kind = model_kind(perf.model, perf.cache_dir)
     omni_perf.allow_missing_baselines()
-    for chosen in suite_requests(kind, bool(state.hardware.gpus), perf.suite_request):
+    with_image = takes_image(perf.model, perf.cache_dir)
+    for chosen in suite_requests(kind, bool(state.hardware.gpus), perf.suite_request,
+                                 with_image):
         omni_perf.measure(label=chosen.label, **chosen.fields)

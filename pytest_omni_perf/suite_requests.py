@@ -6,7 +6,10 @@ for Cache-DiT to cache some steps); on a GPU a short one and a realistic one, th
 of the FLUX.1 and Wan pipelines (1024x1024, 28 steps; 832x480, 30 steps) with video cut to
 33 frames, as the H100/H200 runs in results/ used. ``--omni-suite-request=k=v,...``
 overrides fields of every request (e.g. ``width=32,height=32,num_inference_steps=2``).
-Stdlib only: the option's ``type=`` converter lives here.
+Models that make their output from an input image (Flux-Kontext, Qwen-Image-Edit, Wan
+image-to-video) get one, computed (``input_picture``), at the request's size.
+Stdlib only at import (numpy is imported when a picture is drawn): the option's ``type=``
+converter lives here.
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ import argparse
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_omni_perf import builtin_models
 from pytest_omni_perf.request import GenerationRequest, RequestError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 PROMPTS = {"image": "a red fox in a snowy forest, photograph",
            "video": "a paper boat drifting on a pond"}
@@ -71,6 +78,31 @@ def parse_overrides(text: str) -> dict[str, Any]:
     return fields
 
 
+def input_picture(width: int, height: int) -> npt.NDArray[np.uint8]:
+    """A ``height x width x 3`` uint8 RGB picture: two gradients and a disc, smooth like a
+    photograph, computed with integer arithmetic so its digest is the same on every machine."""
+    import numpy as np
+
+    y, x = np.mgrid[0:height, 0:width]
+    radius = min(width, height) // 4
+    disc = (x - width // 3) ** 2 + (y - height // 2) ** 2 < radius ** 2
+    red = x * 255 // max(width - 1, 1)
+    green = y * 255 // max(height - 1, 1)
+    blue = np.where(disc, 230, 40)
+    return np.stack([red, green, blue], axis=-1).astype(np.uint8)
+
+
+def takes_image(model: str, cache_dir: Path | None) -> bool:
+    """Whether ``model`` (a built-in name, a diffusers folder or a hub id) needs an input
+    image: its pipeline class (``builtin_models.class_takes_image``)."""
+    if builtin_models.is_builtin(model):
+        folder = builtin_models.ensure_model(model, cache_dir)
+        return builtin_models.class_takes_image(builtin_models.model_class_name(folder))
+    if (Path(model) / "model_index.json").is_file():
+        return builtin_models.class_takes_image(builtin_models.model_class_name(Path(model)))
+    return builtin_models.class_takes_image(model)
+
+
 def model_kind(model: str, cache_dir: Path | None) -> str:
     """``"image"`` or ``"video"``: a built-in's or a local folder's pipeline class, else the
     model id's name (``Wan-AI/...`` is video), since reading a hub id's index needs the
@@ -90,13 +122,19 @@ class SuiteRequest:
     fields: Mapping[str, Any]
 
 
-def suite_requests(kind: str, on_gpu: bool, overrides: Mapping[str, Any] | None = None
-                   ) -> list[SuiteRequest]:
+def suite_requests(kind: str, on_gpu: bool, overrides: Mapping[str, Any] | None = None,
+                   with_image: bool = False) -> list[SuiteRequest]:
     """The suite's requests for a model of ``kind``: ``short`` (CPU sizes, or GPU_SHORT on
-    a GPU), then ``realistic`` on a GPU; ``overrides`` replace fields of each."""
+    a GPU), then ``realistic`` on a GPU; ``overrides`` replace fields of each. With
+    ``with_image`` each also carries ``image``, an ``input_picture`` of its output size."""
     chosen = [SuiteRequest("short", GPU_SHORT[kind] if on_gpu else SHORT[kind])]
     if on_gpu:
         chosen.append(SuiteRequest("realistic", REALISTIC[kind]))
     extra = dict(overrides or {})
-    return [SuiteRequest(r.label, {"prompt": PROMPTS[kind], "seed": 0, **r.fields, **extra})
-            for r in chosen]
+    requests = []
+    for r in chosen:
+        fields = {"prompt": PROMPTS[kind], "seed": 0, **r.fields, **extra}
+        if with_image:
+            fields["image"] = input_picture(int(fields["width"]), int(fields["height"]))
+        requests.append(SuiteRequest(r.label, fields))
+    return requests

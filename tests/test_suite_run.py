@@ -145,3 +145,19 @@ def test_suite_is_collected_only_when_named(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--pyargs", "pytest_omni_perf", "--collect-only",
                                            "-q", "-p", "no:cacheprovider")
     assert "test_support" not in result.stdout.str()
+
+
+def test_image_to_video_model_gets_an_input_image(pytester: pytest.Pytester,
+                                                  tiny_model_cache: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that makes its output from an image (Wan image to video) gets a computed
+    input picture: on an H100 every tiny-wan-i2v/medium-wan-i2v row failed with
+    "WanImageToVideoPipeline needs an input image" before (results/h100/support/)."""
+    monkeypatch.setenv("OMNI_PERF_CACHE_DIR", str(tiny_model_cache))
+    result = pytester.runpytest_subprocess(
+        *SUITE, "--omni-rounds=3", "--omni-max-rounds=3", "--omni-model=tiny-wan-i2v",
+        "--omni-backend=diffusers", "--omni-profile=eager,vae_slicing",
+        "--omni-suite-request=width=32,height=32,num_inference_steps=2,num_frames=5")
+    result.assert_outcomes(passed=2)
+    rows = details((pytester.path / "support.md").read_text(encoding="utf-8"))
+    assert rows["vae_slicing"][2:4] == ["supported", "short"]

@@ -98,6 +98,19 @@ def test_suite_requests_by_kind_and_hardware() -> None:
             parse_overrides(bad)
 
 
+def test_models_that_take_an_image_get_one_of_the_request_size() -> None:
+    from pytest_omni_perf.builtin_models import class_takes_image
+
+    taking = ["WanImageToVideoPipeline", "FluxKontextPipeline", "QwenImageEditPlusPipeline",
+              "Wan-AI/Wan2.2-I2V-A14B-Diffusers", "black-forest-labs/FLUX.1-Kontext-dev"]
+    assert [n for n in taking if not class_takes_image(n)] == []
+    assert not any(map(class_takes_image, ["FluxPipeline", "WanPipeline", "Qwen/Qwen-Image"]))
+    [short, realistic] = suite_requests("video", on_gpu=True, with_image=True)
+    assert short.fields["image"].shape == (240, 416, 3)
+    assert realistic.fields["image"].shape == (480, 832, 3)
+    assert "image" not in suite_requests("video", on_gpu=True)[0].fields
+
+
 def test_html_leaves_out_models_with_nothing_measured() -> None:
     from pytest_omni_perf.report.html_support import support_html
 
