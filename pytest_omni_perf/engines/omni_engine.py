@@ -58,9 +58,9 @@ def folder_dtype(folder: str) -> str | None:
     """The floating dtype the folder's DiT weights were saved in, or None when unknown.
 
     vLLM-Omni runs in bfloat16 unless told otherwise, and fp32-saved weights then fail in
-    its dummy run ("mat1 and mat2 must have the same dtype", seen with vLLM-Omni 0.26 on an H100), so the folder's own
-    precision is the safe default. diffusers configs carry no ``torch_dtype``; the
-    safetensors header does, and reading it needs no torch.
+    its dummy run ("mat1 and mat2 must have the same dtype", seen with vLLM-Omni 0.26 on an
+    H100), so the folder's own precision is the safe default. diffusers configs carry no
+    ``torch_dtype``; the safetensors header does, and reading it needs no torch.
     """
     root = Path(folder)
     for component in ("transformer", "dit", "unet", "transformer_2"):
