@@ -1,208 +1,32 @@
-"""Command-line options and ini keys, read once into a validated, frozen ``PerfConfig``.
+"""The ``--omni-*`` options and ini keys, read once into a validated, frozen ``PerfConfig``.
 
-Every option is also an ini key (``--omni-rounds`` -> ``omni_rounds``); the command line wins.
-"Not given" is ``None``, never a falsy value, so ``--omni-rounds=0`` is an error rather than
-silently the default.
+The command line wins over the ini file, and either over the option's default. "Not given" is
+``None``, never a falsy value, so ``--omni-rounds=0`` is an error rather than silently the
+default. The option table and its registration with pytest are ``plugin_options``' (its
+public names are re-exported here).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_omni_perf.case_options import case_paths, parse_model_override
-from pytest_omni_perf.numeric import Range
-
-BACKENDS = ("auto", "diffusers", "omni", "omni-server")
-INCONCLUSIVE_POLICIES = ("warn", "fail", "retry")
-REFERENCE_REGRESSION_POLICIES = ("warn", "fail")
-DEFAULT_SERVER_COMMAND = "vllm serve {model} --omni --host 127.0.0.1 --port {port}"
-
-
-def _number(rule: Range) -> Callable[[str], float]:
-    """An argparse ``type=``: the text as a number within ``rule`` (finite, so ``nan`` and
-    ``inf`` are refused), else ArgumentTypeError; argparse and ``_value`` add the name."""
-    def convert(text: str) -> float:
-        return rule.parse(text, "", argparse.ArgumentTypeError)
-    return convert
-
-
-def _choice(name: str, allowed: tuple[str, ...]) -> Callable[[str], str]:
-    def convert(text: str) -> str:
-        if text not in allowed:
-            raise argparse.ArgumentTypeError(
-                f"expected one of {', '.join(allowed)}, got {text!r}")
-        return text
-    return convert
-
-
-LAUNCHES = ("zygote", "exec")
-_ROUNDS = _number(Range(2, whole=True))
-_WARMUP = _number(Range(0, whole=True))
-_SECONDS = _number(Range(0, low_open=True))
-_CONFIDENCE = _number(Range(0.5, 1, high_open=True))
-
-
-def _backend(text: str) -> str:
-    if text not in BACKENDS:
-        raise argparse.ArgumentTypeError(
-            f"expected one of {', '.join(BACKENDS)}, got {text!r}")
-    return text
-
-
-def _suite_request(text: str) -> dict[str, Any]:
-    from pytest_omni_perf.suite_requests import parse_overrides
-
-    return parse_overrides(text)
-
-
-def _list_format(text: str) -> str:
-    if text not in ("text", "json"):
-        raise argparse.ArgumentTypeError(f"--omni-list-profiles takes 'json' or nothing, got {text!r}")
-    return text
-
-
-@dataclasses.dataclass(frozen=True)
-class _Opt:
-    flag: str
-    help: str
-    convert: Callable[[str], Any] = str
-    default: Any = None
-    ini_type: str = "string"
-    metavar: str | None = None
-
-    @property
-    def dest(self) -> str:
-        return self.flag[2:].replace("-", "_")
-
-
-_OPTIONS = (
-    _Opt("--omni-profile", "Profiles to measure, comma separated ('all' for every known one); "
-         "tests using omni_profile/omni_engine/omni_perf are parametrized over them. "
-         "Default: the test's omni_profiles marker, else 'eager'.", metavar="NAME[,NAME...]"),
-    _Opt("--omni-model", "Model to measure: a built-in (tiny-/medium- flux, wan; flux-kontext "
-         "for image edit, wan-i2v for image to video: tiny-flux-kontext, medium-wan-i2v ...), "
-         "a local diffusers folder or a vLLM-Omni model id. Default: tiny-flux.",
-         default="tiny-flux", metavar="ID_OR_PATH"),
-    _Opt("--omni-backend", "Engine driving the model: auto (omni when vllm_omni imports and a GPU "
-         "is present, else diffusers), diffusers, omni, omni-server. Default: auto.",
-         _backend, "auto"),
-    # Rounds are adaptive: the first look after --omni-rounds, then more rounds at each look
-    # until every gate's interval is decisive or a budget is spent (harness.RoundBudget).
-    _Opt("--omni-rounds", "Measured requests per profile before the first look at the "
-         "gates' intervals; more follow (5 at a time, then by half) until every gate is "
-         "decided or --omni-max-rounds / --omni-max-seconds is spent. Default: 5.",
-         _ROUNDS, 5, metavar="N"),
-    _Opt("--omni-max-rounds", "Most measured requests per profile and measurement "
-         "(set it equal to --omni-rounds for a fixed count). Default: 30.",
-         _ROUNDS, 30, metavar="N"),
-    _Opt("--omni-max-seconds", "Most seconds of measured requests per measurement (both "
-         "engines' rounds together) before a gate left undecided is reported inconclusive. "
-         "Default: 120.", _SECONDS, 120.0, metavar="S"),
-    _Opt("--omni-inconclusive", "What a gate whose interval still straddles its bound at the "
-         "budget does to the test: warn (passes, reported INCONCLUSIVE), fail, or retry "
-         "(measure once more with twice the budget, then fail). Default: warn.",
-         _choice("--omni-inconclusive", INCONCLUSIVE_POLICIES), "warn", metavar="POLICY"),
-    _Opt("--omni-engine-launch", "How diffusers engine workers start: zygote (forked from a "
-         "process that imported torch and diffusers once) or exec (a fresh interpreter "
-         "each). Default: zygote.", _choice("--omni-engine-launch", LAUNCHES), "zygote"),
-    _Opt("--omni-reference-regressions", "What a latency regression of a reference profile "
-         "(eager: no baseline profile beside it to normalize by) against its stored run or "
-         "history level does on a GPU key: warn (hosts of one GPU model differ) or fail (one "
-         "host, or a pinned fleet). Default: warn.",
-         _choice("--omni-reference-regressions", REFERENCE_REGRESSION_POLICIES), "warn",
-         metavar="POLICY"),
-    _Opt("--omni-run-spread", "Run-to-run sd of the log of a ratio on this hardware, added "
-         "to every interval (one run's rounds cannot show it). Default: 0.075 on GPU keys "
-         "(measured across H100 hosts), 0.02 on the cpu key; 0 turns it off.",
-         _number(Range(0, 1)), None, metavar="SD"),
-    _Opt("--omni-confidence", "Two-sided confidence level of the intervals. Default: 0.95.",
-         _CONFIDENCE, 0.95, metavar="LEVEL"),
-    _Opt("--omni-warmup", "Unmeasured requests before the rounds. Default: 1.",
-         _WARMUP, 1, metavar="N"),
-    _Opt("--omni-baseline-dir", "Stored baselines. Default: baselines/ beside the ini file "
-         "(pytest.ini, pyproject.toml, ...) that configures the run, else in the rootdir's "
-         "conftest.py (or the rootdir).", metavar="PATH"),
-    _Opt("--omni-report-json", "Write the JSON report here.", metavar="PATH"),
-    _Opt("--omni-report-html", "Write the self-contained HTML report here.", metavar="PATH"),
-    _Opt("--omni-report-markdown", "Write the measured support-table row of each model "
-         "(vLLM-Omni's table layout, one column per method of the guide) here.",
-         metavar="PATH"),
-    _Opt("--omni-ssim-budget", "SSIM a profile must keep against its baseline profile to be "
-         "recommended as 'fastest within the SSIM budget'. Default: 0.98.",
-         _number(Range(0, 1)), 0.98, metavar="SSIM"),
-    _Opt("--omni-suite-request", "Fields the zero-code suite (--pyargs pytest_omni_perf.suite) "
-         "sets on each of its requests, e.g. width=32,height=32,num_inference_steps=2.",
-         _suite_request, metavar="KEY=VALUE[,...]"),
-    _Opt("--omni-report-benchmark", "Write a pytest-benchmark JSON export here (compare runs "
-         "with 'pytest-benchmark compare A.json B.json').", metavar="PATH"),
-    _Opt("--omni-cache-dir", "Built-in model folders and compile caches. Default: "
-         "$OMNI_PERF_CACHE_DIR or ~/.cache/pytest-omni-perf.", metavar="PATH"),
-    _Opt("--omni-start-timeout", "Seconds an engine may take to start. Default: 900.",
-         _SECONDS, 900.0, metavar="S"),
-    _Opt("--omni-request-timeout", "Seconds one request may take before the engine is "
-         "killed. Default: 600.", _SECONDS, 600.0, metavar="S"),
-    _Opt("--omni-server-command", "Server command template for --omni-backend=omni-server; "
-         "{model} and {port} are filled in, the profile's flags appended. "
-         f"Default: '{DEFAULT_SERVER_COMMAND}'.", default=DEFAULT_SERVER_COMMAND, metavar="CMD"),
-    _Opt("--omni-server-url", "Measure already running vLLM-Omni servers (vllm serve --omni) "
-         "instead of starting them (implies --omni-backend=omni-server): URL for the one "
-         "profile named with --omni-profile, or NAME=URL,NAME=URL so a profile and its "
-         "baseline each run on their own server. No process is started or stopped.",
-         metavar="URL|NAME=URL,..."),
-    _Opt("--omni-gpu-wait", "Seconds a test waits for the GPUs it needs while other tests "
-         "or pytest sessions hold them, before it fails naming the holders. Default: 1800.",
-         _SECONDS, 1800.0, metavar="S"),
-    _Opt("--omni-gpu-lock-dir", "Folder of the machine-wide GPU lock files that every pytest "
-         "process sharing these GPUs must agree on. Default: <tempdir>/pytest-omni-perf-gpus.",
-         metavar="PATH"),
-    _Opt("--omni-history", "Run history every session appends to: an SQLite file, a database "
-         "URL (postgresql://...; pip install pytest-omni-perf[history]) or 'none'. "
-         "Default: <baseline dir>/history.sqlite.", metavar="PATH_OR_URL"),
-    _Opt("--omni-cases", "vLLM-Omni nightly perf case files (tests/dfx/perf/tests/*.json "
-         "layout), comma separated: each row's entries become tests, run through the "
-         "omni-server backend with the row's load and checked against its baseline for this "
-         "hardware. As an ini key, paths are relative to the ini file.", metavar="PATH[,PATH]"),
-    _Opt("--omni-cases-model", "Serve this model instead of the case files' own (e.g. "
-         "tiny-flux to try real files on a small model): NAME for every task, or "
-         "t2i=NAME,t2v=NAME. Reports name both.", metavar="NAME|TASK=NAME,..."),
+from pytest_omni_perf.plugin_options import (
+    BACKENDS as BACKENDS,
+    DEFAULT_SERVER_COMMAND as DEFAULT_SERVER_COMMAND,
+    INCONCLUSIVE_POLICIES as INCONCLUSIVE_POLICIES,
+    LAUNCHES as LAUNCHES,
+    OPTIONS,
+    REFERENCE_REGRESSION_POLICIES as REFERENCE_REGRESSION_POLICIES,
+    Option,
+    add_options as add_options,
 )
-
-
-def add_options(parser: pytest.Parser) -> None:
-    """Register every option with its ini twin."""
-    group = parser.getgroup("omni-perf", "vLLM-Omni diffusion performance (pytest-omni-perf)")
-    for opt in _OPTIONS:
-        group.addoption(opt.flag, dest=opt.dest, type=opt.convert, default=None,
-                        metavar=opt.metavar, help=opt.help)
-        parser.addini(opt.dest, opt.help, type=opt.ini_type, default=None)  # type: ignore[arg-type]
-    group.addoption("--omni-update-baselines", dest="omni_update_baselines", action="store_true",
-                    default=None, help="Write or refresh stored baselines for what ran, "
-                    "instead of comparing against them.")
-    parser.addini("omni_update_baselines", "Same as --omni-update-baselines.", type="bool",
-                  default=False)
-    group.addoption("--omni-in-process", dest="omni_in_process", action="store_true",
-                    default=None, help="Run engines inside the pytest process (for debugging; "
-                    "no crash isolation, VRAM of profiles mixes).")
-    parser.addini("omni_in_process", "Same as --omni-in-process.", type="bool", default=False)
-    group.addoption("--omni-separate-engines", dest="omni_separate_engines",
-                    action="store_true", default=None,
-                    help="Start an engine per profile even where a profile's engine options "
-                    "equal its baseline profile's (fewer_steps and eager share one engine "
-                    "otherwise, their rounds interleaved in one process).")
-    parser.addini("omni_separate_engines", "Same as --omni-separate-engines.", type="bool",
-                  default=False)
-    group.addoption("--omni-list-profiles", dest="omni_list_profiles", nargs="?", const="text",
-                    type=_list_format, default=None, metavar="json",
-                    help="Print every profile (requirements, bounds, Omni(...) kwargs, "
-                    "vllm serve flags) and exit; '=json' prints one JSON object.")
-    parser.addini("omni_profile_files", "Extra TOML files of user profiles (same schema as the "
-                  "built-in profiles.toml), relative to the rootdir.", type="paths", default=[])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +80,7 @@ class PerfConfig:
     """--omni-server-url: profile name -> URL of its running server (empty: start servers)."""
 
 
-def _value(config: pytest.Config, opt: _Opt) -> Any:
+def _value(config: pytest.Config, opt: Option) -> Any:
     """Command line first, then ini (converted and checked the same way), then the default."""
     value = config.getoption(opt.dest)
     if value is not None:
@@ -329,7 +153,7 @@ def baseline_nodeid(item: pytest.Item) -> str:
 
 def read_config(config: pytest.Config) -> PerfConfig:
     """Build the PerfConfig; pytest.UsageError for anything invalid."""
-    values = {opt.dest: _value(config, opt) for opt in _OPTIONS}
+    values = {opt.dest: _value(config, opt) for opt in OPTIONS}
     raw_profiles = values["omni_profile"] or ""
     names = tuple(n.strip() for n in raw_profiles.split(",") if n.strip())
 

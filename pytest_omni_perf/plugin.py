@@ -20,6 +20,7 @@ from pytest_omni_perf.engines.base import (
 )
 from pytest_omni_perf.gpu_leases import LeaseTimeout
 from pytest_omni_perf.gpu_pool import gpus_needed
+from pytest_omni_perf.plugin_options import add_options
 from pytest_omni_perf.profiles import Profile, ProfileError, load_all
 from pytest_omni_perf.server_urls import url_for
 from pytest_omni_perf.state import SessionState, harness_key, state_key
@@ -39,7 +40,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Add the --omni-* options and their ini keys."""
-    config_mod.add_options(parser)
+    add_options(parser)
 
 
 def _load_profiles(config: pytest.Config, perf: config_mod.PerfConfig) -> dict[str, Profile]:

@@ -7,10 +7,10 @@ is the same run as::
     pytest --pyargs pytest_omni_perf.suite --omni-model=MODEL --omni-profile=all \\
         --omni-report-markdown=omni-support-<model-name>.md [...] [PYTEST_ARGS]
 
-Each named option maps 1:1 to one plugin option (``pytest_omni_perf.config``) and is passed
-as given, so pytest validates it and words its errors exactly as for the long form; whatever
-follows ``--`` is appended verbatim. pytest runs in this process and its exit status is the
-command's; nothing is printed besides what pytest prints.
+Each named option maps 1:1 to one plugin option (``pytest_omni_perf.plugin_options``) and is
+passed as given, so pytest validates it and words its errors exactly as for the long form;
+whatever follows ``--`` is appended verbatim. pytest runs in this process and its exit status
+is the command's; nothing is printed besides what pytest prints.
 """
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ def test_nan_bound_in_a_marker_fails_collection(pytester: pytest.Pytester, value
 
 
 # -- command-line options and ini keys -------------------------------------------------------
-# (option, allowed, whole numbers only); written independently of config.py.
+# (option, allowed, whole numbers only); written independently of plugin_options.py.
 NUMERIC_OPTIONS: list[tuple[str, Allowed, bool]] = [
     ("--omni-rounds", lambda v: v >= 2, True),
     ("--omni-warmup", lambda v: v >= 0, True),

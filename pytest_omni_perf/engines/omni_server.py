@@ -33,7 +33,10 @@ from pytest_omni_perf.engines.hosting import ProcessHost
 from pytest_omni_perf.engines.omni_client import OmniHttpClient
 from pytest_omni_perf.engines.ports import free_port, port_in_use
 from pytest_omni_perf.engines.server_command import (
-    SHIPPED_SERVER, command_argv, connect_host, flag_value,
+    SHIPPED_SERVER,
+    command_argv as command_argv,
+    connect_host as connect_host,
+    flag_value as flag_value,
 )
 from pytest_omni_perf.engines.parent_death import guarded
 from pytest_omni_perf.engines.process import ManagedProcess
