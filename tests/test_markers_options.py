@@ -245,9 +245,23 @@ def test_p(omni_profile): pass
 def test_unknown_profile_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--omni-profile=fp9")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --omni-profile: unknown profile(s) fp9. Known profiles:"
-                                 " *cache_dit*eager*fp8*"])
+    result.stderr.fnmatch_lines(["ERROR: --omni-profile: unknown profile(s) fp9 (did you mean "
+                                 "'fp8'*?). Known profiles: *cache_dit*eager*fp8*"])
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_unknown_profile_suggests_the_closest_names(pytester: pytest.Pytester) -> None:
+    """A typo names the profiles it is closest to, before the full list."""
+    result = pytester.runpytest("--omni-profile=eager,cache_ditt")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --omni-profile: unknown profile(s) cache_ditt "
+                                 "(did you mean 'cache_dit'*?). Known profiles: *"])
+    two = pytester.runpytest("--omni-profile=fp9,cach_dit")
+    two.stderr.fnmatch_lines(["ERROR: --omni-profile: unknown profile(s) fp9 (did you mean "
+                              "'fp8'*?), cach_dit (did you mean 'cache_dit'*?). Known *"])
+    nothing_close = pytester.runpytest("--omni-profile=zzzzzz")
+    nothing_close.stderr.fnmatch_lines(["ERROR: --omni-profile: unknown profile(s) zzzzzz. "
+                                        "Known profiles: *"])
 
 
 @pytest.mark.parametrize(("args", "message"), [
