@@ -361,11 +361,12 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
     perf = state.perf
     model = _model_of(request, state)
     nodeid = config_mod.baseline_nodeid(request.node)
-    bounds, unapplied = markers.bounds_here(request.node.iter_markers("omni_bounds"),
-                                            omni_profile, state.hardware)
+    marks = list(request.node.iter_markers("omni_bounds"))
+    bounds, unapplied = markers.bounds_here(marks, omni_profile, state.hardware)
     harness = Harness(
         nodeid=nodeid, profile=omni_profile, profiles=state.profiles, bounds=bounds,
         bound_notes=unapplied,
+        ssim_origin=markers.bound_origin(marks, omni_profile, "min_ssim"),
         model=model, backend=state.backend[0], hardware=state.hardware, pool=state.pool,
         spec_for=lambda p: _spec(state, p, model, _omni_gpu_lease),
         budget=RoundBudget(first=perf.rounds, max_rounds=perf.max_rounds,

@@ -354,3 +354,26 @@ def test_bounds_scoped_to_a_profile() -> None:
         min_speedup=1.6, min_ssim=0.5)
     with pytest.raises(ValueError, match=r"profile=\.\.\.\) takes a profile name"):
         bounds_from_marks([pytest.mark.omni_bounds(profile=3).mark], Bounds(), "x")
+
+
+def test_bound_origin_names_the_mark_that_wins_else_the_profile() -> None:
+    """The failure message says where a bound came from: the mark bounds_from_marks lets win
+    (closest first, scoped to this profile or unscoped), else the profile's file."""
+    from pytest_omni_perf.markers import bound_origin
+    from pytest_omni_perf.profiles import Profile
+
+    builtin = Profile(name="vae_tiling", options={})
+    mine = Profile(name="vae_tiling", options={}, source="/p/mine.toml")
+    other = pytest.mark.omni_bounds(profile="compile", min_ssim=0.1).mark
+    speed = pytest.mark.omni_bounds(min_speedup=1.1).mark
+    assert bound_origin([other, speed], builtin, "min_ssim") == (
+        "the bound is the min_ssim of profile 'vae_tiling' in the built-in "
+        "pytest_omni_perf/profiles.toml; to override it for this test, mark it "
+        "@pytest.mark.omni_bounds(profile='vae_tiling', min_ssim=...)")
+    assert "in /p/mine.toml (omni_profile_files);" in bound_origin([], mine, "min_ssim")
+    closest = pytest.mark.omni_bounds(profile=("vae_tiling", "eager"), min_ssim=0.4).mark
+    farther = pytest.mark.omni_bounds(min_ssim=0.9).mark
+    assert bound_origin([other, closest, farther], builtin, "min_ssim") == (
+        "the bound is set by @pytest.mark.omni_bounds(profile=('vae_tiling', 'eager'), "
+        "min_ssim=0.4) on this test, its class or its module: change it there")
+    assert "omni_bounds(min_ssim=0.9)" in bound_origin([farther, closest], builtin, "min_ssim")
