@@ -98,7 +98,8 @@ class Harness:
                  pool: EnginePool, spec_for: Callable[[Profile], EngineSpec],
                  budget: RoundBudget, warmup: int, references: verdict.References,
                  baseline_cache: dict[RequestKey, Measurement],
-                 cost: SuiteCost | None = None, bound_notes: Sequence[str] = ()) -> None:
+                 cost: SuiteCost | None = None, bound_notes: Sequence[str] = (),
+                 ssim_origin: str = "") -> None:
         self.nodeid = nodeid
         self.profile = profile
         self.profiles = profiles
@@ -115,6 +116,8 @@ class Harness:
         self.cost = cost if cost is not None else SuiteCost()
         self.bound_notes = tuple(bound_notes)
         """Why a bound of this test is not applied here (hardware_bounds.resolve_keyed)."""
+        self.ssim_origin = ssim_origin
+        """Where min_ssim came from (markers.bound_origin), said when it fails."""
         self.results: list[PerfResult] = []
         self.loads: list[Any] = []
         """``load_runs.LoadReport`` of each ``omni_perf.load()`` call, in call order."""
@@ -146,7 +149,7 @@ class Harness:
             nodeid=self.nodeid, profile=self.profile, label=label, bounds=self.bounds,
             measured=measured, base=base, stored=stored, references=references,
             fingerprint_devices=self.spec_for(self.profile).devices, hardware=self.hardware,
-            confidence=self.budget.confidence, parity=parity)
+            confidence=self.budget.confidence, parity=parity, ssim_origin=self.ssim_origin)
         result.notes += [*self.bound_notes, *filter(None, [parity_note])]
         result.notes += filter(None, [measured.shared_engine_note(base)])
         result.inputs = shown_inputs(request.images, request.mask, request.video)

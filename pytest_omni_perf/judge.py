@@ -94,6 +94,11 @@ def _undecided(interval: RatioInterval) -> str:
             "(--omni-max-rounds, --omni-max-seconds) or a quieter machine would decide it")
 
 
+def _then(origin: str) -> str:
+    """``origin`` (where a bound came from) as the next clause of a message, if known."""
+    return f"; {origin}" if origin else ""
+
+
 def _not_failed(outcome: Outcome, interval: RatioInterval) -> str:
     """The end of a message for a gate that passed or is undecided: what the interval says."""
     return "the whole interval clears the bound" if outcome == "pass" else _undecided(interval)
@@ -167,6 +172,10 @@ class SessionFacts:
     """Why GPU memory was not measured on a GPU run (VRAM bounds then refuse), or None."""
     pixels: PixelFacts | None = None
     """PSNR and pixel differences against the baseline profile's output."""
+    ssim_origin: str = ""
+    """Where min_ssim came from and how to override it (``markers.bound_origin``), said when
+    it fails: a reader of the CI log did not write the test and cannot tell a profile's
+    bound from a test's."""
 
 
 def speedup_judgement(bounds: Bounds, facts: SessionFacts) -> Judgement:
@@ -211,7 +220,7 @@ def session_judgement(bounds: Bounds, facts: SessionFacts) -> Judgement:
             f" (worst frame {facts.ssim_worst:.4f})"
         judged.add("fail", "ssim", (
             f"output SSIM {facts.ssim:.4f}{worst} against the output of {against}, below the "
-            f"bound min_ssim={bounds.min_ssim:g}: quality broke"))
+            f"bound min_ssim={bounds.min_ssim:g}: quality broke{_then(facts.ssim_origin)}"))
     judged.extend(pixel_judgement(bounds, facts.pixels, "", f"the output of {against}"))
     vram_bounds = bounds.max_vram_gib is not None or bounds.max_vram_ratio is not None
     if facts.memory_unmeasured is not None:
@@ -267,6 +276,8 @@ class StoredFacts:
     """False when the memory is a CPU run's peak RSS: no memory regression is judged then."""
     pixels: PixelFacts | None = None
     """PSNR and pixel differences against the stored image(s)."""
+    ssim_origin: str = ""
+    """As ``SessionFacts.ssim_origin``."""
 
 
 def latency_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
@@ -309,7 +320,8 @@ def stored_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
     if bounds.min_ssim is not None and facts.ssim is not None and facts.ssim < bounds.min_ssim:
         judged.add("fail", "stored_ssim", (
             f"output SSIM {facts.ssim:.4f} against the stored baseline image in "
-            f"{facts.stored_path} is below min_ssim={bounds.min_ssim:g}; {refresh}"))
+            f"{facts.stored_path} is below min_ssim={bounds.min_ssim:g}"
+            f"{_then(facts.ssim_origin)}; {refresh}"))
     judged.extend(pixel_judgement(bounds, facts.pixels, "stored_",
                                   f"the stored baseline image in {facts.stored_path}", refresh))
     # Not on a CPU run's peak RSS, as no VRAM bound is (the run says so once): a Python heap

@@ -16,7 +16,7 @@ import pytest
 from pytest_omni_perf.hardware import HardwareInfo
 from pytest_omni_perf.hardware_bounds import resolve_keyed
 from pytest_omni_perf.profiles import (
-    Bounds, Profile, ProfileError, Requirements, parse_bounds, parse_sm,
+    BUILTIN_SOURCE, Bounds, Profile, ProfileError, Requirements, parse_bounds, parse_sm,
 )
 
 MARKER_DOCS = {
@@ -235,6 +235,24 @@ def bounds_here(marks: Iterable[pytest.Mark], profile: Profile,
                                machine=(hardware.key, [g.name for g in hardware.gpus]),
                                notes=unapplied)
     return bounds, unapplied
+
+
+def bound_origin(marks: Iterable[pytest.Mark], profile: Profile, field: str) -> str:
+    """Where a test's ``field`` bound for ``profile`` comes from and how to change it, for the
+    message of a failed gate: the omni_bounds mark that ``bounds_from_marks`` lets win (the
+    closest applicable one setting ``field``), else the profile's own bounds."""
+    for mark in marks:
+        scope = mark.kwargs.get("profile")
+        names = (scope,) if isinstance(scope, str) else scope
+        if field in mark.kwargs and (names is None or profile.name in names):
+            given = ", ".join(f"{key}={value!r}" for key, value in mark.kwargs.items())
+            return (f"the bound is set by @pytest.mark.omni_bounds({given}) on this test, "
+                    "its class or its module: change it there")
+    where = ("the built-in pytest_omni_perf/profiles.toml" if profile.source == BUILTIN_SOURCE
+             else f"{profile.source} (omni_profile_files)")
+    return (f"the bound is the {field} of profile {profile.name!r} in {where}; to override "
+            f"it for this test, mark it @pytest.mark.omni_bounds(profile={profile.name!r}, "
+            f"{field}=...)")
 
 
 def cards_marker(req: Requirements) -> str | None:

@@ -58,10 +58,10 @@ def latency_gate(bounds: Bounds, *, profile: str, backend: str, samples: Sequenc
 
 
 def assess(result: PerfResult, bounds: Bounds, parity: Measurement, beside: Measurement, *,
-           confidence: float, spread: float) -> judge.Judgement:
+           confidence: float, spread: float, ssim_origin: str = "") -> judge.Judgement:
     """Judge ``result``'s output and ``beside``'s latencies (this backend's rounds alongside
     the parity backend's; the result's own measurement for a reference profile) against
-    ``parity``; sets ``result.parity``."""
+    ``parity``; sets ``result.parity``. ``ssim_origin``: as ``judge.SessionFacts``'s."""
     from pytest_omni_perf.quality import compare_frames
 
     paired = beside.interleaved_with == parity.profile \
@@ -85,7 +85,8 @@ def assess(result: PerfResult, bounds: Bounds, parity: Measurement, beside: Meas
             f" (worst frame {quality.ssim_min:.4f})"
         judged.add("fail", "parity_ssim", (
             f"output SSIM {ssim:.4f}{worst} against {against}, below the bound "
-            f"min_ssim={bounds.min_ssim:g}: the backends do not agree"))
+            f"min_ssim={bounds.min_ssim:g}: the backends do not agree"
+            + (f"; {ssim_origin}" if ssim_origin else "")))
     judged.extend(judge.pixel_judgement(bounds, judge.PixelFacts(
         quality.psnr_mean, quality.mean_abs_diff, quality.p99_abs_diff), "parity_", against))
     judged.extend(judge.parity_latency_judgement(

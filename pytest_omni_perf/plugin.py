@@ -7,6 +7,7 @@ thin. What a measured test turns into (its outcome and the session's reports) is
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -50,11 +51,16 @@ def _load_profiles(config: pytest.Config, perf: config_mod.PerfConfig) -> dict[s
         raise pytest.UsageError(f"omni_profile_files: {exc}") from None
 
 
-def _check_profile_names(names: tuple[str, ...], profiles: dict[str, Profile], option: str) -> None:
+def _check_profile_names(names: tuple[str, ...], profiles: dict[str, Profile],
+                         option: str) -> None:
     unknown = [n for n in names if n != "all" and n not in profiles]
     if unknown:
+        # A typo (cache_ditt, fp9) is the usual cause: each name gets its nearest profiles
+        # before the full list, which is long enough to hide them.
+        named = ", ".join(n + (f" (did you mean {', '.join(map(repr, close))}?)" if (
+            close := difflib.get_close_matches(n, [*profiles, "all"])) else "") for n in unknown)
         raise pytest.UsageError(
-            f"{option}: unknown profile(s) {', '.join(unknown)}. Known profiles: "
+            f"{option}: unknown profile(s) {named}. Known profiles: "
             f"{', '.join(sorted(profiles))} (or 'all'; see pytest --omni-list-profiles)")
 
 
@@ -356,11 +362,12 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
     perf = state.perf
     model = _model_of(request, state)
     nodeid = config_mod.baseline_nodeid(request.node)
-    bounds, unapplied = markers.bounds_here(request.node.iter_markers("omni_bounds"),
-                                            omni_profile, state.hardware)
+    marks = list(request.node.iter_markers("omni_bounds"))
+    bounds, unapplied = markers.bounds_here(marks, omni_profile, state.hardware)
     harness = Harness(
         nodeid=nodeid, profile=omni_profile, profiles=state.profiles, bounds=bounds,
         bound_notes=unapplied,
+        ssim_origin=markers.bound_origin(marks, omni_profile, "min_ssim"),
         model=model, backend=state.backend[0], hardware=state.hardware, pool=state.pool,
         spec_for=lambda p: _spec(state, p, model, _omni_gpu_lease),
         budget=RoundBudget(first=perf.rounds, max_rounds=perf.max_rounds,

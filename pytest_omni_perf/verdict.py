@@ -213,9 +213,11 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
            measured: Measurement, base: Measurement | None, stored: StoredLookup,
            references: References, fingerprint_devices: Sequence[int],
            hardware: HardwareInfo, confidence: float,
-           parity: tuple[Measurement, Measurement] | None = None) -> PerfResult:
+           parity: tuple[Measurement, Measurement] | None = None,
+           ssim_origin: str = "") -> PerfResult:
     """Judge one measurement against every bound; in a record run, store it. ``parity``:
-    (the profile on the parity backend, this backend's rounds beside it), see parity.py."""
+    (the profile on the parity backend, this backend's rounds beside it), see parity.py;
+    ``ssim_origin``: where min_ssim came from, said when it fails (judge.SessionFacts)."""
     from pytest_omni_perf.quality import compare_frames
 
     result = PerfResult(
@@ -244,13 +246,13 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
         ssim=result.ssim, ssim_worst=None if result.quality is None else result.quality.ssim_min,
         memory_gib=measured.memory.peak_gib, memory_ratio=result.memory_ratio,
         memory_is_vram=measured.memory.is_vram, memory_unmeasured=measured.memory.unmeasured,
-        pixels=_pixels(result.quality)))
+        pixels=_pixels(result.quality), ssim_origin=ssim_origin))
     judged.extend(judge.absolute_latency_judgement(bounds, found.absolute))
     if parity is not None:
         from pytest_omni_perf import parity as parity_mod
 
         judged.extend(parity_mod.assess(result, bounds, *parity, confidence=confidence,
-                                        spread=references.spread))
+                                        spread=references.spread, ssim_origin=ssim_origin))
     if references.update:
         view = choose_view(measured.frames)
         path = references.store.save(nodeid, stored.name,
@@ -263,7 +265,8 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     elif stored.note is not None:
         judged.notes.append(stored.note)
     elif stored.baseline is not None:
-        judged.extend(_against_stored(result, stored.baseline, found, bounds, references))
+        judged.extend(_against_stored(result, stored.baseline, found, bounds, references,
+                                      ssim_origin))
     _busy_host_cannot_decide(judged, measured, base, *(parity or ()))
     result.violations += judged.violations
     result.undecided += judged.undecided
@@ -333,7 +336,8 @@ def _mapping(value: object) -> Mapping[str, Any] | None:
 
 
 def _against_stored(result: PerfResult, stored: StoredBaseline, found: _Latency,
-                    bounds: Bounds, references: References) -> judge.Judgement:
+                    bounds: Bounds, references: References,
+                    ssim_origin: str = "") -> judge.Judgement:
     from pytest_omni_perf.quality import ImageSizeMismatch, compare_frames
 
     judged = judge.Judgement()
@@ -370,5 +374,5 @@ def _against_stored(result: PerfResult, stored: StoredBaseline, found: _Latency,
         else result.stored_quality.ssim_mean, measured.memory.peak_gib, stored_gib,
         references, memory_is_vram=measured.memory.is_vram)
     judged.extend(judge.stored_judgement(bounds, dataclasses.replace(
-        facts, pixels=_pixels(result.stored_quality))))
+        facts, pixels=_pixels(result.stored_quality), ssim_origin=ssim_origin)))
     return judged

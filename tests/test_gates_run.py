@@ -85,7 +85,27 @@ def test_broken_quality_fails_ssim_gate(standin_pytester: pytest.Pytester,
     result = run(standin_pytester, "--omni-profile=cache_dit", "--omni-update-baselines")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*ssim: output SSIM 0.* against the output of baseline profile"
-                                 " 'eager'*below the bound min_ssim=0.9: quality broke*"])
+                                 " 'eager'*below the bound min_ssim=0.9: quality broke; the "
+                                 "bound is the min_ssim of profile 'cache_dit' in the built-in "
+                                 "pytest_omni_perf/profiles.toml; to override it for this "
+                                 "test, mark it @pytest.mark.omni_bounds(profile='cache_dit', "
+                                 "min_ssim=...)"])
+
+
+def test_failed_ssim_names_the_marker_that_set_the_bound(
+        standin_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader of the CI log must tell a test's own bound from the profile's."""
+    standin_pytester.makepyfile("import pytest\n\n"
+                                "@pytest.mark.omni_bounds(profile='cache_dit', min_ssim=0.95)\n"
+                                + TEST_FILE.lstrip())
+    monkeypatch.setenv("STANDIN_DELAY_CACHE_DIT", "0.005")
+    monkeypatch.setenv("STANDIN_NOISE_CACHE_DIT", "80")
+    result = run(standin_pytester, "--omni-profile=cache_dit", "--omni-update-baselines")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*below the bound min_ssim=0.95: quality broke; the bound is "
+                                 "set by @pytest.mark.omni_bounds(profile='cache_dit', "
+                                 "min_ssim=0.95) on this test, its class or its module: change "
+                                 "it there"])
 
 
 def test_tampered_stored_image_fails(standin_pytester: pytest.Pytester,
@@ -97,7 +117,11 @@ def test_tampered_stored_image_fails(standin_pytester: pytest.Pytester,
     result = run(standin_pytester, "--omni-profile=eager")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*stored_ssim: output SSIM 0.* against the stored baseline"
-                                 " image in *below min_ssim*refresh it with: pytest*"])
+                                 " image in *below min_ssim=0.98; the bound is the min_ssim of "
+                                 "profile 'eager' in the built-in *; to override it for this "
+                                 "test, mark it @pytest.mark.omni_bounds(profile='eager', "
+                                 "min_ssim=...); if the change is intended, refresh it with: "
+                                 "pytest*"])
 
 
 def test_noise_alone_passes(standin_pytester: pytest.Pytester) -> None:

@@ -245,9 +245,23 @@ def test_p(omni_profile): pass
 def test_unknown_profile_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--omni-profile=fp9")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --omni-profile: unknown profile(s) fp9. Known profiles:"
-                                 " *cache_dit*eager*fp8*"])
+    result.stderr.fnmatch_lines(["ERROR: --omni-profile: unknown profile(s) fp9 (did you mean "
+                                 "'fp8'*?). Known profiles: *cache_dit*eager*fp8*"])
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_unknown_profile_suggests_the_closest_names(pytester: pytest.Pytester) -> None:
+    """A typo names the profiles it is closest to, before the full list."""
+    result = pytester.runpytest("--omni-profile=eager,cache_ditt")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --omni-profile: unknown profile(s) cache_ditt "
+                                 "(did you mean 'cache_dit'*?). Known profiles: *"])
+    two = pytester.runpytest("--omni-profile=fp9,cach_dit")
+    two.stderr.fnmatch_lines(["ERROR: --omni-profile: unknown profile(s) fp9 (did you mean "
+                              "'fp8'*?), cach_dit (did you mean 'cache_dit'*?). Known *"])
+    nothing_close = pytester.runpytest("--omni-profile=zzzzzz")
+    nothing_close.stderr.fnmatch_lines(["ERROR: --omni-profile: unknown profile(s) zzzzzz. "
+                                        "Known profiles: *"])
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -340,3 +354,26 @@ def test_bounds_scoped_to_a_profile() -> None:
         min_speedup=1.6, min_ssim=0.5)
     with pytest.raises(ValueError, match=r"profile=\.\.\.\) takes a profile name"):
         bounds_from_marks([pytest.mark.omni_bounds(profile=3).mark], Bounds(), "x")
+
+
+def test_bound_origin_names_the_mark_that_wins_else_the_profile() -> None:
+    """The failure message says where a bound came from: the mark bounds_from_marks lets win
+    (closest first, scoped to this profile or unscoped), else the profile's file."""
+    from pytest_omni_perf.markers import bound_origin
+    from pytest_omni_perf.profiles import Profile
+
+    builtin = Profile(name="vae_tiling", options={})
+    mine = Profile(name="vae_tiling", options={}, source="/p/mine.toml")
+    other = pytest.mark.omni_bounds(profile="compile", min_ssim=0.1).mark
+    speed = pytest.mark.omni_bounds(min_speedup=1.1).mark
+    assert bound_origin([other, speed], builtin, "min_ssim") == (
+        "the bound is the min_ssim of profile 'vae_tiling' in the built-in "
+        "pytest_omni_perf/profiles.toml; to override it for this test, mark it "
+        "@pytest.mark.omni_bounds(profile='vae_tiling', min_ssim=...)")
+    assert "in /p/mine.toml (omni_profile_files);" in bound_origin([], mine, "min_ssim")
+    closest = pytest.mark.omni_bounds(profile=("vae_tiling", "eager"), min_ssim=0.4).mark
+    farther = pytest.mark.omni_bounds(min_ssim=0.9).mark
+    assert bound_origin([other, closest, farther], builtin, "min_ssim") == (
+        "the bound is set by @pytest.mark.omni_bounds(profile=('vae_tiling', 'eager'), "
+        "min_ssim=0.4) on this test, its class or its module: change it there")
+    assert "omni_bounds(min_ssim=0.9)" in bound_origin([farther, closest], builtin, "min_ssim")

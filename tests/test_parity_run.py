@@ -58,7 +58,9 @@ def test_backends_that_disagree_fail_naming_the_parity_backend(
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines_random([
         "*parity_ssim: output SSIM 0.* against the output of eager on backend 'diffusers', "
-        "below the bound min_ssim=0.97: the backends do not agree*",
+        "below the bound min_ssim=0.97: the backends do not agree; the bound is set by "
+        "@pytest.mark.omni_bounds(parity='diffusers', min_ssim=0.97, *) on this test, its "
+        "class or its module: change it there",
         "*parity_psnr: output PSNR *dB against the output of eager on backend 'diffusers', "
         "below the bound min_psnr=30 dB*",
         "*parity_pixel_diff: p99 absolute pixel difference * (of 0-255) against the output of "

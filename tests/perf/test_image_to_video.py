@@ -31,6 +31,13 @@ def first_frame(size: int = 64) -> npt.NDArray[np.uint8]:
 @pytest.mark.omni_bounds(profile="fewer_steps", min_speedup=1.3)
 @pytest.mark.omni_bounds(profile="compile", min_speedup=0.9)
 @pytest.mark.omni_bounds(profile="cache_dit_scm", min_speedup=1.05)
+# The built-in 1.3 sat inside the noise: a newcomer's run at ee039a6 measured 1.345x (reported,
+# no log committed), and the recording run on a busy host stored 1.10x (baselines/cpu/
+# tests_perf_test_image_to_video.py_test_image_to_video_compile_cachedit-da5f94ac8952/
+# compile_cachedit/metrics.json). The input image is VAE-encoded on every call, a cost no
+# cache saves, so this pays less than text to video's 1.60-1.65x (results/cpu/suite-launch/);
+# 1.2 is 11% under the light-load measurement.
+@pytest.mark.omni_bounds(profile="compile_cachedit", min_speedup=1.2)
 @pytest.mark.omni_bounds(profile="vae_tiling", min_ssim=0.4)
 def test_image_to_video(omni_perf: OmniPerf) -> None:
     """64x64, 9 frames from a 64x64 first frame, 10 steps, guidance 5 (two transformer passes

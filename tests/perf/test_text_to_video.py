@@ -14,9 +14,12 @@ pytestmark = pytest.mark.omni_model("tiny-wan")
 # Regional compile of a 9M model on 2 CPU cores measured 1.00-1.21x across runs: this bound
 # only catches compile making things clearly slower.
 @pytest.mark.omni_bounds(profile="compile", min_speedup=0.9)
-# SCM measured 1.14x and, with 15 rounds on the same machine, 1.08x: it pays, but little,
-# on a 10-step tiny video; the bound asks that it is not a slowdown in disguise.
-@pytest.mark.omni_bounds(profile="cache_dit_scm", min_speedup=1.05)
+# SCM pays little on a 10-step tiny video: 1.14x and, with 15 rounds, 1.08x (README's CPU
+# table); 1.11x [1.06-1.16] quiet (results/cpu/suite-launch/full-exec.log); 1.033x on a busy
+# host (results/cpu/newcomer-mainjob-under-load.log); 1.054x in a newcomer's run at ee039a6
+# (reported, no log committed). 1.05 sat inside that noise, so the bound asks only that SCM
+# is not a slowdown: 1.0, 5% under the lowest light-load value and 10% under the quiet one.
+@pytest.mark.omni_bounds(profile="cache_dit_scm", min_speedup=1.0)
 @pytest.mark.omni_bounds(profile="vae_tiling", min_ssim=0.4)
 def test_video(omni_perf: object) -> None:
     """64x64, 9 frames, 10 steps (cache-dit caches 6 of 10 steps here, residual_diff_threshold 0.2)."""
