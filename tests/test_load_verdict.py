@@ -4,6 +4,8 @@ metric, interval, bound and the requests that would decide it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from pytest_omni_perf.cases.load_verdict import (
 from pytest_omni_perf.load_runs import load_bounds
 from pytest_omni_perf.measure.load_stats import LoadSample
 from pytest_omni_perf.profiles import Bounds
+from pytest_omni_perf.report.html_report import render_html
 
 
 def sample(n: int, seed: int = 0, mean: float = 1.0) -> LoadSample:
@@ -147,3 +150,22 @@ def test_verdict_lines_read_as_the_terminal_prints_them() -> None:
     (line,) = verdict_lines([v.to_dict() for v in judged.verdicts])
     assert line == ("    FAIL x: measured latency_mean 0.9778 s [0.9087, 1.048] (95% CI, 20 "
                     "requests), maximum 0.5 s: the whole interval is above the maximum")
+
+
+def test_html_load_and_case_tables_show_each_bounds_verdict(tmp_path: Path) -> None:
+    """One row per level with its verdict badge, and each bound's outcome and message."""
+    undecided = {"field": "max_latency_p99_s", "outcome": "inconclusive",
+                 "message": "max_latency_p99_s: measured latency_p99 1 s [0.9, open] <&>"}
+    level = {"concurrency": 2, "verdict": "inconclusive", "metrics": {"throughput_qps": 1.5},
+             "stage_durations_ms": {}, "violations": [], "verdicts": [undecided]}
+    case = {"nodeid": "case.json::test_x[e]", "concurrency": 1, "verdict": "fail",
+            "measured": {"latency_mean": 2.0}, "notes": ["no key"],
+            "verdicts": [{"outcome": "fail", "message": "baseline.latency_mean: above"}]}
+    page = render_html({"results": [], "totals": {}, "cases": [case], "loads": [
+        {"nodeid": "t.py::test_load", "profile": "eager", "levels": [level], "notes": []}]},
+        tmp_path)
+    assert "<h2>Loads</h2>" in page and "<h2>Case files</h2>" in page
+    assert ('<span class="badge inconclusive">INCONCLUSIVE</span> max_latency_p99_s: measured '
+            "latency_p99 1 s [0.9, open] &lt;&amp;&gt;") in page
+    assert '<span class="badge fail">FAIL</span> baseline.latency_mean: above' in page
+    assert "case.json::test_x[e]: no key" in page
