@@ -1,5 +1,6 @@
 """``omni_perf.load()``: N requests at one or several concurrency levels (a sweep) against
-the test's engine, judged on the load bounds of ``omni_bounds``.
+the test's engine, judged on the load bounds of ``omni_bounds``: each bound on its metric's
+confidence interval (``cases/load_verdict.py``), PASS, FAIL or INCONCLUSIVE per level.
 
 Concurrency needs an engine that takes several requests at once: a server (``omni-server``,
 or one attached with ``--omni-server-url``). In-process engines run one request at a time,
@@ -15,13 +16,19 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pytest_omni_perf.cases.load_verdict import (
+    Bound, BoundVerdict, Direction, Outcome, verdict_lines,
+)
 from pytest_omni_perf.numeric import Range
 from pytest_omni_perf.profiles import Bounds
 
 LOAD_PROPERTY = "omni_load"
 """user_properties entry of one ``load()`` call: ``LoadReport.to_dict()``."""
+CASE_PROPERTY = "omni_case"
+"""user_properties entry of one ``--omni-cases`` item: its file, row, entry, concurrency,
+measured metrics, ``verdicts`` (``BoundVerdict.to_dict()``), ``verdict`` and notes."""
 # bound field -> (metric of LoadResult.metrics, "max" or "min", unit)
-LOAD_BOUNDS: Mapping[str, tuple[str, str, str]] = {
+LOAD_BOUNDS: Mapping[str, tuple[str, Direction, str]] = {
     "max_latency_p99_s": ("latency_p99", "max", "s"),
     "max_latency_mean_s": ("latency_mean", "max", "s"),
     "min_throughput_qps": ("throughput_qps", "min", "req/s"),
@@ -46,7 +53,17 @@ class LoadLevel:
     stage_durations_ms: Mapping[str, float]
     """Mean engine-reported duration of each stage over completed requests (ms)."""
     violations: tuple[str, ...]
+    """Failed bounds (their interval wholly on the wrong side) and failed requests."""
     first_error: str = ""
+    verdicts: tuple[BoundVerdict, ...] = ()
+    """Each bound's outcome, interval, limit and message."""
+    undecided: tuple[str, ...] = ()
+    """Bounds whose interval straddles them or is open on the side that would decide."""
+
+    @property
+    def verdict(self) -> Outcome:
+        """``fail``, ``inconclusive`` or ``pass``, as a measured result's."""
+        return "fail" if self.violations else "inconclusive" if self.undecided else "pass"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +88,12 @@ class LoadReport:
         return [f"concurrency {level.concurrency}: {v}" for level in self.levels
                 for v in level.violations]
 
+    @property
+    def undecided(self) -> list[str]:
+        """Every level's inconclusive bounds, each prefixed with its concurrency."""
+        return [f"concurrency {level.concurrency}: {v}" for level in self.levels
+                for v in level.undecided]
+
     def level(self, concurrency: int) -> LoadLevel:
         """The level run at ``concurrency`` (KeyError when none was)."""
         for level in self.levels:
@@ -79,7 +102,14 @@ class LoadReport:
         raise KeyError(concurrency)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-ready, with each level's ``verdict`` and the report's."""
+        found = dataclasses.asdict(self)
+        for level, raw in zip(self.levels, found["levels"]):
+            raw["verdict"] = level.verdict
+        verdicts = {level.verdict for level in self.levels}
+        found["verdict"] = "fail" if "fail" in verdicts else \
+            "inconclusive" if "inconclusive" in verdicts else "pass"
+        return found
 
 
 def concurrency_levels(raw: int | Sequence[int]) -> list[int]:
@@ -101,22 +131,14 @@ def check_counts(num_prompts: int, warmup_requests: int, request_rate: float | N
         _RATE.check(request_rate, "request_rate", LoadError)
 
 
-def judge_level(bounds: Bounds, metrics: Mapping[str, float | None]
-                ) -> tuple[list[str], list[str]]:
-    """(violations, notes) of one level against the load bounds in force; a bound whose
-    metric was not measured (no request completed) is a note, never a silent pass."""
-    violations, notes = [], []
-    for field, (metric, direction, unit) in LOAD_BOUNDS.items():
+def load_bounds(bounds: Bounds) -> list[Bound]:
+    """The load bounds of ``omni_bounds`` in force, as ``Bound``s named by their field."""
+    found = []
+    for field, (metric, direction, _unit) in LOAD_BOUNDS.items():
         limit = getattr(bounds, field)
-        if limit is None:
-            continue
-        value = metrics.get(metric)
-        if value is None:
-            notes.append(f"{field}: {metric} not measured (no request completed), not judged")
-        elif (value > limit) if direction == "max" else (value < limit):
-            sign = ">" if direction == "max" else "<"
-            violations.append(f"{metric} {value:.4g} {unit} {sign} {field}={limit:g} {unit}")
-    return violations, notes
+        if limit is not None:
+            found.append(Bound(metric, float(limit), direction, field))
+    return found
 
 
 def summary_lines(loads: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -139,6 +161,8 @@ def summary_lines(loads: Sequence[Mapping[str, Any]]) -> list[str]:
                 f"{show('latency_p99', ' s')}, peak {show('peak_memory_mb_max', ' MB')}, "
                 f"{int(m.get('completed') or 0)} ok / {int(m.get('failed') or 0)} failed"
                 + (f"; stages {stages}" if stages else ""))
-            lines += [f"    violation: {v}" for v in level["violations"]]
+            lines += verdict_lines(level.get("verdicts") or ())
+            lines += [f"    violation: {v}" for v in level["violations"]
+                      if not any(v == b.get("message") for b in level.get("verdicts") or ())]
         lines += [f"    note: {note}" for note in load.get("notes", ())]
     return lines

@@ -152,9 +152,13 @@ class OmniPerf:
         (completed requests/s over first send to last answer), completed, failed,
         latency_mean/median/p50/p95/p99 (s, queueing included), peak_memory_mb_max/mean
         (MB, as the server reports ``peak_memory_mb``); ``stage_durations_ms``: the mean of
-        each engine-reported stage; ``violations``), ``notes``. The test fails after its
-        body on a failed request or a violated bound (``omni_bounds(max_latency_p99_s=,
-        max_latency_mean_s=, min_throughput_qps=)``, each a number or keyed by hardware).
+        each engine-reported stage; ``verdicts``: each bound's outcome on its metric's 95%
+        interval; ``violations``; ``undecided``), ``notes``. The test fails after its body
+        on a failed request or a bound whose whole interval is on the wrong side
+        (``omni_bounds(max_latency_p99_s=, max_latency_mean_s=, min_throughput_qps=)``, each
+        a number or keyed by hardware); a bound the interval straddles, or one it cannot
+        reach yet (fewer than 5 completed requests; a p99 needs 368 for an upper end), is
+        INCONCLUSIVE and ``--omni-inconclusive`` decides (retry: the level once more).
 
         Skips on an engine that runs one request at a time (the diffusers and omni
         backends): use ``--omni-backend=omni-server`` or ``--omni-server-url``. A bad
@@ -197,8 +201,9 @@ def run_load(harness: Harness, request: GenerationRequest, *, levels: Sequence[i
     import dataclasses
 
     from pytest_omni_perf.cases import load as client
+    from pytest_omni_perf.cases.load_verdict import judged_level
     from pytest_omni_perf.engines.omni_client import OmniHttpClient
-    from pytest_omni_perf.load_runs import LoadLevel, judge_level
+    from pytest_omni_perf.load_runs import LoadLevel, load_bounds
 
     spec = harness.spec_for(harness.profile)
     engine = harness.pool.get(spec).engine
@@ -212,22 +217,28 @@ def run_load(harness: Harness, request: GenerationRequest, *, levels: Sequence[i
     notes = list(harness.bound_notes)
     made = []
     for concurrency in levels:
-        result = client.run_load(engine.url, client.LoadPlan(
+        plan = client.LoadPlan(
             requests=requests[warmup_requests:], concurrency=concurrency,
             request_rate=request_rate, warmup=requests[:warmup_requests],
             warmup_concurrency=warmup_concurrency, seed=request.seed,
-            timeout_s=spec.request_timeout_s))
+            timeout_s=spec.request_timeout_s)
+        result, judged, level_notes = judged_level(
+            lambda first: client.run_load(engine.url, plan if first else plan.again()),
+            load_bounds(harness.bounds),
+            confidence=harness.budget.confidence, retry=harness.budget.retry)
         metrics = result.metrics()
-        violations, level_notes = judge_level(harness.bounds, metrics)
+        violations = judged.violations
         if result.failed:
             violations.insert(0, f"{result.failed} of {result.failed + result.completed} "
                                  f"requests failed; first: {result.first_error()}")
-        notes += [f"concurrency {concurrency}: {n}" for n in level_notes]
+        notes += [f"concurrency {concurrency}: {n}" for n in [*level_notes, *judged.notes]]
         if metrics.get("peak_memory_mb_max") is None and result.completed:
             notes.append(f"concurrency {concurrency}: the server reported no peak_memory_mb")
         made.append(LoadLevel(concurrency=concurrency, metrics=metrics,
                               stage_durations_ms=result.stage_means(),
-                              violations=tuple(violations), first_error=result.first_error()))
+                              violations=tuple(violations), first_error=result.first_error(),
+                              verdicts=tuple(judged.verdicts),
+                              undecided=tuple(judged.undecided)))
     report = LoadReport(
         nodeid=harness.nodeid, profile=harness.profile.name,
         label=label or (str(len(harness.loads) + 1) if harness.loads else ""),

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pytest_omni_perf.load_runs import LOAD_PROPERTY
+from pytest_omni_perf.load_runs import CASE_PROPERTY, LOAD_PROPERTY
 from pytest_omni_perf.state import SessionState, harness_key, state_key
 
 USER_PROPERTY = "omni_perf"
@@ -44,22 +44,34 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         return [f"[{r.profile}{'@' + r.label if r.label else ''}] {v}"
                 for r in results for v in getattr(r, kind)]
 
-    failures, undecided = lines("violations"), lines("undecided")
-    failures += [f"[{load.profile}{'@' + load.label if load.label else ''} load] {v}"
-                 for load in loads for v in load.violations]
+    def load_lines(kind: str) -> list[str]:
+        return [f"[{load.profile}{'@' + load.label if load.label else ''} load] {v}"
+                for load in loads for v in getattr(load, kind)]
+
+    undecided = lines("undecided")
+    settle(item, lines("violations") + load_lines("violations"),
+           undecided + load_lines("undecided"),
+           "at the round budget" if undecided else "on the load's requests")
+
+
+def settle(item: pytest.Item, failures: list[str], undecided: list[str], where: str) -> None:
+    """The outcome of a test's gates, for measured tests and case items alike: fail on
+    ``failures``; with gates ``undecided`` mark the test inconclusive (the property the
+    terminal, JSON, HTML and JUnit read) and fail, or warn, as ``--omni-inconclusive``
+    says. ``where``: when they were left undecided (``at the round budget``)."""
     policy = item.config.stash[state_key].perf.inconclusive
     if undecided:
         item.user_properties.append((OUTCOME_PROPERTY, "inconclusive"))
     if failures:
         pytest.fail("omni-perf gate(s) failed:\n" + "\n".join(failures), pytrace=False)
     if undecided and policy != "warn":
-        pytest.fail(f"omni-perf gate(s) inconclusive at the round budget "
+        pytest.fail(f"omni-perf gate(s) inconclusive {where} "
                     f"(--omni-inconclusive={policy}):\n" + "\n".join(undecided), pytrace=False)
     if undecided:
         import warnings
 
         warnings.warn(pytest.PytestWarning(
-            "omni-perf gate(s) inconclusive at the round budget (reported, not failed: "
+            f"omni-perf gate(s) inconclusive {where} (reported, not failed: "
             "--omni-inconclusive=warn):\n" + "\n".join(undecided)), stacklevel=1)
 
 
@@ -180,6 +192,9 @@ class ResultCollector:
                 self.state.reported.append({**value, "outcome": report.outcome})
             elif name == LOAD_PROPERTY and isinstance(value, dict):
                 self.state.loads.append({**value, "outcome": report.outcome})
+            elif name == CASE_PROPERTY and isinstance(value, dict):
+                self.state.cases.append({**value, "nodeid": report.nodeid,
+                                         "outcome": report.outcome})
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """The summary table: test, profile, median, speedup, memory, SSIM, verdict."""

@@ -38,6 +38,9 @@ class SessionState:
     loads: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """``omni_perf.load()`` reports (``LoadReport.to_dict()`` plus the test's outcome), as
     reports carried them."""
+    cases: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """``--omni-cases`` items' loads (``load_runs.CASE_PROPERTY`` values plus nodeid and
+    outcome), as reports carried them."""
     skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """Skipped perf tests ({nodeid, profile, model, reason}), as reports carried them: the
     support table's "unsupported" and "not runnable here" cells."""

@@ -18,11 +18,13 @@ SERVER = ("--omni-server-command={python} -m pytest_omni_perf.serve {model} --om
 
 
 def _tight_file(folder: Path) -> Path:
-    """The qwen single-device row with the real model's name and bounds no load meets."""
+    """The qwen single-device row with the real model's name and bounds no load meets, and 6
+    prompts: bounds are judged on intervals, which need 5 completed requests."""
     rows = json.loads((CASES / "test_qwen_image_vllm_omni.json").read_text())
     row = rows[0]
     row["test_name"] = "test_qwen_image_single_device_tight"
     row["server_params"]["model"] = "Qwen/Qwen-Image"
+    row["benchmark_params"][0]["num-prompts"] = 6
     row["benchmark_params"][0]["baseline"] = {"latency_mean": 0.001, "throughput_qps": 1000,
                                               "latency_p99": 3.5}
     path = folder / "test_tight.json"
@@ -38,13 +40,25 @@ def test_six_case_files_through_the_shipped_server(pytester: pytest.Pytester) ->
         "-p", "no:cacheprovider", "-rs", "--strict-markers", SERVER,
         "--omni-cases=" + ",".join(str(f.relative_to(pytester.path)) for f in files),
         "--omni-cases-model=t2i=tiny-flux")
-    result.assert_outcomes(passed=9, failed=1, skipped=2)
+    # The qwen single-device row (4 prompts, a flat baseline) passed on point values; judged
+    # on intervals it is INCONCLUSIVE: 4 completed requests give none.
+    result.assert_outcomes(passed=8, failed=1, skipped=2, warnings=1)
+    assert result.parseoutcomes().get("inconclusive") == 1
     result.stdout.fnmatch_lines_random([
-        # a violated bound: file, row, entry, field, measured value and bound
+        # a violated bound: file, row, entry, field, measured interval and bound
         "*cases/test_tight.json: row 0 (test_qwen_image_single_device_tight), "
         "benchmark_params?0? (512x512_steps20), concurrency 1, hardware 'cpu':",
-        "*baseline.latency_mean: measured latency_mean * s > maximum 0.001 s",
-        "*baseline.throughput_qps: measured throughput_qps * req/s < minimum 1000 req/s",
+        "*baseline.latency_mean: measured latency_mean * s [[]*] (95% CI, 6 requests), "
+        "maximum 0.001 s: the whole interval is above the maximum",
+        "*baseline.throughput_qps: measured throughput_qps * req/s [[]*] (95% CI, 6 requests), "
+        "minimum 1000 req/s: the whole interval is below the minimum",
+        # a p99 under its bound cannot pass on 6 requests
+        "*INCONCLUSIVE baseline.latency_p99: measured latency_p99 * s [[]*, open[]]*",
+        # 4 requests decide nothing, and say so
+        "*test_qwen_image_single_device?512x512_steps20? ?inconclusive? c=1: *4 ok / 0 failed",
+        "    INCONCLUSIVE baseline.latency_mean: * (no interval: 4 requests, needs 5), "
+        "maximum 3.5 s: only 4 requests completed, an interval needs at least 5; send at "
+        "least 5 (num_prompts)",
         # the model override is said
         "*note: model tiny-flux served instead of the file's Qwen/Qwen-Image "
         "(--omni-cases-model)",

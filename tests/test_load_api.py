@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_omni_perf.load_runs import LoadError, concurrency_levels, judge_level
+from pytest_omni_perf.cases.load_verdict import judge_load
+from pytest_omni_perf.load_runs import LoadError, concurrency_levels, load_bounds
+from pytest_omni_perf.measure.load_stats import LoadSample
 from pytest_omni_perf.profiles import Bounds
 
 SERVE = "python -m pytest_omni_perf.serve {model} --omni --host 127.0.0.1 --port {port}"
@@ -27,9 +29,10 @@ def test_sweep(omni_perf):
         # The shipped server reports the engine's time as stage_0_gen_ms, as vLLM-Omni does.
         assert level.stage_durations_ms["stage_0_gen_ms"] > 0
 
+# 6 requests: a bound is judged on an interval, and 2 (as here before) give none.
 @pytest.mark.omni_bounds(min_throughput_qps=1000.0, max_latency_p99_s={"H100": 0.001})
 def test_bounded(omni_perf):
-    omni_perf.load(num_prompts=2, max_concurrency=2, warmup_requests=0, width=64, height=64,
+    omni_perf.load(num_prompts=6, max_concurrency=2, warmup_requests=0, width=64, height=64,
                    num_inference_steps=2)
 '''
 
@@ -45,15 +48,20 @@ def test_arguments_are_checked_by_name() -> None:
 
 
 def test_load_bounds_judge_each_direction() -> None:
-    bounds = Bounds(max_latency_p99_s=1.0, min_throughput_qps=2.0)
-    measured = {"latency_p99": 1.5, "throughput_qps": 1.0, "latency_mean": 0.5}
-    violations, notes = judge_level(bounds, measured)
-    assert violations == ["latency_p99 1.5 s > max_latency_p99_s=1 s",
-                          "throughput_qps 1 req/s < min_throughput_qps=2 req/s"]
-    assert judge_level(bounds, {"latency_p99": 0.9, "throughput_qps": 2.5}) == ([], [])
-    _, notes = judge_level(bounds, {"latency_p99": None, "throughput_qps": 0.0})
-    assert notes == ["max_latency_p99_s: latency_p99 not measured (no request completed), "
-                     "not judged"]
+    """On intervals, not points (this compared point values before): 20 requests of about
+    1.5 s fail max_latency_p99_s=1 and min_throughput_qps=2; 20 of about 0.4 s one at a
+    time pass the throughput bound, but cannot pass the p99 one (an upper end of its
+    interval needs 368 requests), and no completed request decides nothing."""
+    bounds = load_bounds(Bounds(max_latency_p99_s=1.0, min_throughput_qps=2.0))
+
+    def outcomes(latency: float, n: int) -> list[str]:
+        values = tuple(latency * (1 + 0.05 * ((k % 5) - 2)) for k in range(n))
+        judged = judge_load(bounds, {}, LoadSample(values, values), 0.95)
+        return [v.outcome for v in judged.verdicts]
+
+    assert outcomes(1.5, 20) == ["fail", "fail"]
+    assert outcomes(0.4, 20) == ["inconclusive", "pass"]
+    assert outcomes(0.4, 0) == ["inconclusive", "inconclusive"]
 
 
 def test_load_sweep_through_the_shipped_server(pytester: pytest.Pytester,
@@ -67,8 +75,9 @@ def test_load_sweep_through_the_shipped_server(pytester: pytest.Pytester,
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
         "*omni-perf gate(s) failed:",
-        "*[[]eager load[]] concurrency 2: throughput_qps * req/s < min_throughput_qps=1000 "
-        "req/s",
+        "*[[]eager load[]] concurrency 2: min_throughput_qps: measured throughput_qps * req/s "
+        "[[]*, *[]] (95% CI, 6 requests), minimum 1000 req/s: the whole interval is below the "
+        "minimum",
     ])
     result.stdout.fnmatch_lines_random([
         "*test_sweep*[[]eager[]] c=1: * req/s, latency mean * s p50 * s p95 * s p99 * s, "

@@ -84,7 +84,7 @@ def test_json_document_follows_the_schema(tmp_path: Path) -> None:
     loaded = strict_json(path.read_text())  # infinite PSNR must not leak as "Infinity"
     assert list(loaded) == ["schema_version", "created", "pytest_omni_perf", "hardware",
                             "backend", "run", "session", "results", "totals", "skipped", "loads",
-                            "support", "recommendations"]
+                            "cases", "support", "recommendations"]
     # One support row per measured model, one entry per method of the guide (support.py).
     assert {e["status"] for row in loaded["support"].values() for e in row} >= {"not measured"}
     assert loaded["schema_version"] == 1 and loaded["created"] == "2026-11-26T12:00:00+00:00"

@@ -3,5 +3,6 @@
 ``reader`` checks a file's rows and maps ``serve_args`` onto a profile, ``marks`` turns a
 row's ``mark`` entries into pytest marks, ``load`` drives a server with N prompts at a
 concurrency or a request rate, ``bounds`` applies a row's baseline as absolute bounds for
-this hardware, and ``items`` makes each row's entry a pytest item.
+this hardware, ``load_verdict`` judges load bounds (a row's and ``omni_bounds``') on
+confidence intervals, and ``items`` makes each row's entry a pytest item.
 """

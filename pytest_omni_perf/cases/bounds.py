@@ -4,51 +4,24 @@ A baseline is either flat (``{"latency_mean": 3.5, ...}``, applying everywhere) 
 hardware (``{"H100": {...}, "A3": {...}}``); each number may be a list aligned with a
 ``max-concurrency`` list. Latency and memory numbers are maxima, throughput a minimum, as
 vLLM-Omni's nightly runner reads them. Units: latency seconds, throughput requests per
-second, memory MB (2**20 bytes, as the server reports ``peak_memory_mb``).
+second, memory MB (2**20 bytes, as the server reports ``peak_memory_mb``). The bounds are
+judged on intervals by ``load_verdict`` (PASS, FAIL or INCONCLUSIVE), not here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
+# Bound, METRICS and Direction are re-exported: their home is load_verdict, which judges
+# bounds on intervals; readers of case baselines keep importing them from here.
+from pytest_omni_perf.cases.load_verdict import METRICS as METRICS
+from pytest_omni_perf.cases.load_verdict import Bound as Bound
+from pytest_omni_perf.cases.load_verdict import Direction as Direction
 from pytest_omni_perf.hardware import key_for_this_machine
 from pytest_omni_perf.numeric import Range
 
-Direction = Literal["max", "min"]
-METRICS: Mapping[str, tuple[Direction, str]] = {
-    "throughput_qps": ("min", "req/s"),
-    "latency_mean": ("max", "s"),
-    "latency_median": ("max", "s"),
-    "latency_p50": ("max", "s"),
-    "latency_p95": ("max", "s"),
-    "latency_p99": ("max", "s"),
-    "peak_memory_mb_max": ("max", "MB"),
-    "peak_memory_mb_mean": ("max", "MB"),
-}
 _BOUND = Range(0, low_open=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class Bound:
-    """One absolute bound: ``metric`` must stay at or below (max) / above (min) ``limit``."""
-
-    metric: str
-    limit: float
-    direction: Direction
-    field: str
-    """Where it came from, as a path in the entry: ``baseline.H100.latency_mean[1]``."""
-
-    def violated_by(self, value: float) -> bool:
-        return value > self.limit if self.direction == "max" else value < self.limit
-
-    def describe(self, value: float) -> str:
-        unit = METRICS[self.metric][1]
-        sign = ">" if self.direction == "max" else "<"
-        word = "maximum" if self.direction == "max" else "minimum"
-        return (f"{self.field}: measured {self.metric} {value:.4g} {unit} {sign} "
-                f"{word} {self.limit:g} {unit}")
 
 
 def check_baseline(raw: object, where: str, levels: int | None,
@@ -113,18 +86,3 @@ def bounds_for(baseline: Mapping[str, Any], level: int | None, gpu_names: Sequen
             value, field = value[level], f"{field}[{level}]"
         bounds.append(Bound(metric, float(value), METRICS[metric][0], field))
     return bounds, notes
-
-
-def judge(bounds: Sequence[Bound], measured: Mapping[str, float | None]
-          ) -> tuple[list[str], list[str]]:
-    """(violations, notes): each violated bound described with value and limit; a bound
-    whose metric was not measured (no memory reported) is a note, never a silent pass."""
-    violations, notes = [], []
-    for bound in bounds:
-        value = measured.get(bound.metric)
-        if value is None:
-            notes.append(f"{bound.field}: {bound.metric} was not measured here "
-                         "(the server reported none), bound not applied")
-        elif bound.violated_by(value):
-            violations.append(bound.describe(value))
-    return violations, notes

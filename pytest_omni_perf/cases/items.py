@@ -2,10 +2,13 @@
 row, entry and concurrency level (``test_name[entry]``, ``test_name[entry-c2]`` in a sweep).
 
 An item starts (or reuses, through the session's engine pool) the row's server on the
-``omni-server`` backend, runs the entry's load (``load.run_load``) and fails when a request
-failed or a bound of the entry's baseline for this hardware is violated. Its measurements
-travel as ``user_properties`` (so they reach the controller under xdist) and the terminal
-summary prints them with every note (bounds not applied, model overrides).
+``omni-server`` backend, runs the entry's load (``load.run_load``) and judges each bound of
+the entry's baseline for this hardware on its metric's confidence interval
+(``load_verdict``): it fails when a request failed or a bound's whole interval is on the
+wrong side, and is INCONCLUSIVE (``--omni-inconclusive`` decides) when an interval
+straddles a bound or cannot reach it yet. Its measurements and verdicts travel as
+``user_properties`` (so they reach the controller under xdist, and the JSON and HTML
+reports), and the terminal summary prints them with every note.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from pytest_omni_perf.cases.reader import (
     NEGATIVE_PROMPT, CaseEntry, CaseError, model_for, passthrough_argv, read_case_file,
 )
 from pytest_omni_perf.engines.server_command import SHIPPED_SERVER
+from pytest_omni_perf.load_runs import CASE_PROPERTY as CASE_PROPERTY
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle
 
-CASE_PROPERTY = "omni_case"
+    from pytest_omni_perf.cases.load import LoadPlan
 
 
 class CaseFile(pytest.File):
@@ -84,8 +88,10 @@ class CaseItem(pytest.Item):
         return self.path, 0, f"{self.entry.where}, concurrency {self.entry.concurrency}"
 
     def runtest(self) -> None:
-        from pytest_omni_perf.cases.bounds import bounds_for, judge
+        from pytest_omni_perf.cases.bounds import bounds_for
         from pytest_omni_perf.cases.load import run_load
+        from pytest_omni_perf.cases.load_verdict import judged_level
+        from pytest_omni_perf.outcomes import settle
         from pytest_omni_perf.state import state_key
 
         state = self.config.stash[state_key]
@@ -95,26 +101,34 @@ class CaseItem(pytest.Item):
             f"model {model} served instead of the file's {entry.model} (--omni-cases-model)"]
         url, devices_note = self._server(state, model)
         notes += devices_note
-        result = run_load(url, _plan(entry, state.perf.request_timeout_s))
-        measured = result.metrics()
         hw = state.hardware
         bounds, bound_notes = bounds_for(entry.baseline, entry.level,
                                          [g.name for g in hw.gpus], hw.key)
-        violations, judge_notes = judge(bounds, measured)
-        notes += bound_notes + judge_notes
+        plan = _plan(entry, state.perf.request_timeout_s)
+        result, judged, run_notes = judged_level(
+            lambda first: run_load(url, plan if first else plan.again()), bounds,
+            confidence=state.perf.confidence, retry=state.perf.inconclusive == "retry")
+        measured = result.metrics()
+        notes += bound_notes + run_notes + judged.notes
         if not entry.baseline:
             notes.append("no baseline in the entry: measured only")
         self.user_properties.append((CASE_PROPERTY, {
             "file": str(entry.source), "row": entry.row, "entry": entry.entry,
             "concurrency": entry.concurrency, "model": model, "measured": measured,
-            "bounds": [b.field for b in bounds], "notes": notes}))
+            "bounds": [b.field for b in bounds],
+            "verdict": "fail" if result.failed else judged.verdict,
+            "verdicts": [v.to_dict() for v in judged.verdicts], "notes": notes}))
         if result.failed:
             pytest.fail(f"{entry.where}, concurrency {entry.concurrency}: {result.failed} of "
                         f"{result.failed + result.completed} requests failed; first: "
                         f"{result.first_error()}", pytrace=False)
-        if violations:
-            pytest.fail(f"{entry.where}, concurrency {entry.concurrency}, hardware "
-                        f"{hw.key!r}:\n  " + "\n  ".join(violations), pytrace=False)
+        where = f"{entry.where}, concurrency {entry.concurrency}, hardware {hw.key!r}:"
+
+        def under_where(lines: list[str]) -> list[str]:
+            return [where, *(f"  {line}" for line in lines)] if lines else []
+
+        settle(self, under_where(judged.violations), under_where(judged.undecided),
+               "on the load's requests")
 
     def _server(self, state: Any, model: str) -> tuple[str, list[str]]:
         """The base URL of a healthy server for the row (reused across its entries)."""
@@ -171,7 +185,7 @@ class CaseItem(pytest.Item):
         engine_outcome(error)
 
 
-def _plan(entry: CaseEntry, timeout_s: float) -> Any:
+def _plan(entry: CaseEntry, timeout_s: float) -> LoadPlan:
     from pytest_omni_perf.cases.load import LoadPlan, random_prompts
 
     def requests(count: int, steps: int, seed: int) -> list[Any]:
@@ -217,7 +231,11 @@ def _state_key() -> Any:
 
 
 def summary_lines(reports: Iterable[pytest.TestReport]) -> list[str]:
-    """One line per measured case item (throughput, latency, memory) and its notes."""
+    """One line per measured case item (throughput, latency, memory), a line per bound
+    (PASS, FAIL or INCONCLUSIVE with its interval) and its notes."""
+    from pytest_omni_perf.cases.load_verdict import verdict_lines
+    from pytest_omni_perf.outcomes import OUTCOME_PROPERTY as OUTCOME
+
     lines = []
     for report in reports:
         for name, value in report.user_properties:
@@ -229,13 +247,16 @@ def summary_lines(reports: Iterable[pytest.TestReport]) -> list[str]:
                 number = m.get(key)
                 return "-" if number is None else f"{number:.4g}{unit}"
 
-            lines.append(f"{report.nodeid} [{report.outcome}] c={value['concurrency']}: "
+            outcome = "inconclusive" if (OUTCOME, "inconclusive") in report.user_properties \
+                else report.outcome
+            lines.append(f"{report.nodeid} [{outcome}] c={value['concurrency']}: "
                          f"{show('throughput_qps', ' req/s')}, "
                          f"latency mean {show('latency_mean', ' s')} "
                          f"p50 {show('latency_p50', ' s')} p95 {show('latency_p95', ' s')} "
                          f"p99 {show('latency_p99', ' s')}, peak "
                          f"{show('peak_memory_mb_max', ' MB')}, "
                          f"{int(m['completed'] or 0)} ok / {int(m['failed'] or 0)} failed")
+            lines += verdict_lines(value.get("verdicts") or ())
             lines += [f"    note: {note}" for note in value["notes"]]
     return lines
 
@@ -277,8 +298,9 @@ class CasesPlugin:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """Each case item's load: throughput, latency percentiles, memory, notes."""
-        reports = [r for key in ("passed", "failed") for r in terminalreporter.stats.get(key, [])
-                   if getattr(r, "when", "") == "call"]
+        # "inconclusive": the category pytest_report_teststatus files undecided items under.
+        reports = [r for key in ("passed", "failed", "inconclusive")
+                   for r in terminalreporter.stats.get(key, []) if getattr(r, "when", "") == "call"]
         lines = summary_lines(reports)
         if lines:
             terminalreporter.write_sep("-", "omni-perf cases")

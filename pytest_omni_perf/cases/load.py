@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pytest_omni_perf.engines.base import GenerationRequest
+from pytest_omni_perf.measure.load_stats import LoadSample
 from pytest_omni_perf.request_inputs import InputImage
 from pytest_omni_perf.omni_wire import (
     DEFAULT_FPS, EDITS_PATH, IMAGES_PATH, VIDEOS_SYNC_PATH, edit_parts, error_message,
@@ -55,6 +56,10 @@ class LoadPlan:
     timeout_s: float = 600.0
     """Most seconds one request may take."""
 
+    def again(self) -> LoadPlan:
+        """The same measured requests without the warmup: a second run on a warm server."""
+        return dataclasses.replace(self, warmup=())
+
 
 @dataclasses.dataclass(frozen=True)
 class RequestRecord:
@@ -67,6 +72,8 @@ class RequestRecord:
     error: str = ""
     stage_durations: Mapping[str, float] = dataclasses.field(default_factory=dict)
     """What the server reported per stage, as it names them (``stage_0_gen_ms``, ...; ms)."""
+    finished_s: float = 0.0
+    """When its answer arrived: seconds since the first request of its phase was sent."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +84,25 @@ class LoadResult:
     completed: int
     failed: int
     duration_s: float
-    """First request sent to last answer received."""
+    """First request sent to last answer received (s)."""
     records: tuple[RequestRecord, ...]
+
+    def sample(self) -> LoadSample:
+        """The completed requests' latencies and inter-completion gaps, for intervals."""
+        done = [r for r in self.records if r.ok]
+        return LoadSample.from_completions([r.latency_s for r in done],
+                                           [r.finished_s for r in done])
+
+    def then(self, other: LoadResult) -> LoadResult:
+        """This run and ``other`` (the same level run again) as one: counts and durations
+        add, ``other``'s answers are timed from this one's last, the pause left out."""
+        later = tuple(dataclasses.replace(r, finished_s=r.finished_s + self.duration_s)
+                      for r in other.records)
+        return LoadResult(concurrency=self.concurrency,
+                          completed=self.completed + other.completed,
+                          failed=self.failed + other.failed,
+                          duration_s=self.duration_s + other.duration_s,
+                          records=self.records + later)
 
     def metrics(self) -> dict[str, float | None]:
         """Throughput (req/s), latency statistics of completed requests (s), peak memory
@@ -144,12 +168,11 @@ def run_load(url: str, plan: LoadPlan) -> LoadResult:
     request (it is counted and its error kept)."""
     if plan.warmup:
         _send_all(url, plan, plan.warmup, plan.warmup_concurrency, None)
-    began = time.perf_counter()
     records = _send_all(url, plan, plan.requests, plan.concurrency, plan.request_rate)
-    duration = time.perf_counter() - began
     completed = sum(r.ok for r in records)
     return LoadResult(concurrency=plan.concurrency, completed=completed,
-                      failed=len(records) - completed, duration_s=duration,
+                      failed=len(records) - completed,
+                      duration_s=max((r.finished_s for r in records), default=0.0),
                       records=tuple(records))
 
 
@@ -178,10 +201,12 @@ def _send_all(url: str, plan: LoadPlan, requests: Sequence[GenerationRequest],
                 clients.append(local.client)
         return local.client  # type: ignore[no-any-return]
 
-    def send(request: GenerationRequest) -> RequestRecord:
-        return _send(client(), url, request, plan)
-
     start = time.perf_counter()
+
+    def send(request: GenerationRequest) -> RequestRecord:
+        record = _send(client(), url, request, plan)
+        return dataclasses.replace(record, finished_s=time.perf_counter() - start)
+
     try:
         with ThreadPoolExecutor(max_workers=concurrency,
                                 thread_name_prefix="omni-load") as pool:

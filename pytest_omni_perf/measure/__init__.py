@@ -1,1 +1,2 @@
-"""Latency statistics (stats.py) and memory sampling of engine runs."""
+"""Latency statistics (stats.py), intervals of load metrics (load_stats.py) and memory
+sampling of engine runs."""

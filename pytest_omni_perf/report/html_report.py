@@ -18,6 +18,7 @@ from pytest_omni_perf.report import html_parity
 from pytest_omni_perf.report.trend import trend_html
 from pytest_omni_perf.escape import html_text as escape
 from pytest_omni_perf.escape import json_document
+from pytest_omni_perf.report.html_loads import cases_html, loads_html
 from pytest_omni_perf.report.html_support import support_html
 from pytest_omni_perf.report.images import read_data_uris
 from pytest_omni_perf.atomic_files import write_atomic
@@ -334,34 +335,10 @@ def render_html(document: Mapping[str, Any], report_dir: Path) -> str:
         f"<title>pytest-omni-perf report</title><style>{_CSS}</style></head><body>"
         f"<header><h1>pytest-omni-perf report</h1>{head}</header><main>{tally}"
         f"<h2>Summary</h2>{_summary_table(results)}{support_html(document)}"
-        f"{_loads_html(document.get('loads') or [])}"
+        f"{loads_html(document.get('loads') or [])}"
+        f"{cases_html(document.get('cases') or [])}"
         f"<h2>Tests</h2>{''.join(sections)}"
         "</main></body></html>\n")
-
-
-def _loads_html(loads: Sequence[Mapping[str, Any]]) -> str:
-    """A table of omni_perf.load() levels (empty when the run made no load)."""
-    if not loads:
-        return ""
-    from pytest_omni_perf.load_runs import summary_lines
-
-    rows = []
-    for load in loads:
-        for level in load["levels"]:
-            m = level["metrics"]
-            cells = [f'{load["nodeid"]} [{load["profile"]}]', level["concurrency"]] + [
-                "-" if m.get(k) is None else f"{m[k]:.4g}" for k in (
-                    "throughput_qps", "latency_mean", "latency_p50", "latency_p95",
-                    "latency_p99", "peak_memory_mb_max", "completed", "failed")] + [
-                "; ".join(f"{k} {v:.4g} ms" for k, v in level["stage_durations_ms"].items())
-                or "-", "; ".join(level["violations"]) or "-"]
-            rows.append("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in cells) + "</tr>")
-    head = ("test", "concurrency", "req/s", "mean s", "p50 s", "p95 s", "p99 s", "peak MB",
-            "ok", "failed", "stages", "violations")
-    notes = [line.strip() for line in summary_lines(loads) if line.startswith("    note:")]
-    return ("<h2>Loads</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
-            + "".join(rows) + "</table>"
-            + "".join(f'<p class="neutral">{escape(n)}</p>' for n in notes))
 
 
 def write_html(path: Path, document: Mapping[str, Any]) -> None:

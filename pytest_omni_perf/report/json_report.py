@@ -74,11 +74,23 @@ of two identical images, are written as ``null``. Schema, version 1::
                       violations (count), outcomes {passed: n, failed: n, ...}}
     skipped           [{nodeid, profile, model, reason}]: perf tests that skipped
     loads             [{nodeid, profile, label, model, backend, num_prompts, request_rate,
-                      request, outcome, notes, levels [{concurrency, metrics {throughput_qps
+                      request, outcome, verdict (pass|fail|inconclusive over its levels),
+                      notes, levels [{concurrency, verdict, metrics {throughput_qps
                       (req/s), completed, failed, latency_mean, latency_median, latency_p50,
                       latency_p95, latency_p99 (s), peak_memory_mb_max, peak_memory_mb_mean
-                      (MB)}, stage_durations_ms {stage: mean ms}, violations, first_error}]}]:
+                      (MB)}, stage_durations_ms {stage: mean ms}, violations, undecided
+                      (messages of inconclusive bounds), first_error, verdicts [BOUND]}]}]:
                       one per omni_perf.load() call (load_runs.py)
+      BOUND           {field (omni_bounds field or case baseline path), metric, direction
+                      (max|min), limit, unit, outcome (pass|fail|inconclusive), value (point),
+                      interval {metric, estimate, low, high (null: an open end), confidence,
+                      requests (completed), method, needs {low, high: requests each end
+                      needs}} or null (memory, judged as a point), message, needed (requests
+                      that would decide an inconclusive bound; null: none would)}; see
+                      cases/load_verdict.py and measure/load_stats.py
+    cases             [{nodeid, file, row, entry, concurrency, model, outcome, verdict,
+                      measured (the metrics of loads' levels), bounds [field], verdicts
+                      [BOUND], notes}]: one per --omni-cases item (cases/items.py)
     support           {model: [{method (the table column), profile, guide (its section),
                       status ("supported" | "unsupported by the model" | "not runnable
                       here" | "not measured"), reason, measured [{label, nodeid, speedup,
@@ -155,6 +167,7 @@ def build_document(results: Sequence[Mapping[str, Any]], *, hardware: Mapping[st
                    skipped: Sequence[Mapping[str, Any]] = (),
                    recommendations: Sequence[Mapping[str, Any]] = (),
                    loads: Sequence[Mapping[str, Any]] = (),
+                   cases: Sequence[Mapping[str, Any]] = (),
                    ) -> dict[str, Any]:
     """The whole report as a JSON-ready dict (see the module docstring for the schema)."""
     from pytest_omni_perf import __version__
@@ -173,6 +186,7 @@ def build_document(results: Sequence[Mapping[str, Any]], *, hardware: Mapping[st
         "totals": totals(results),
         "skipped": [dict(s) for s in skipped],
         "loads": [_finite(dict(load)) for load in loads],
+        "cases": [_finite(dict(case)) for case in cases],
         "support": support_document(results, skipped),
         "recommendations": [dict(r) for r in recommendations],
     }
@@ -226,6 +240,7 @@ def write_reports(config: pytest.Config, state: SessionState,
              "warmup": perf.warmup, "update_baselines": perf.update_baselines,
              "baseline_dir": str(perf.baseline_dir)},
         session=session_facts(processes), skipped=state.skipped, loads=state.loads,
+        cases=state.cases,
         recommendations=[r.to_dict() for r in _recommendations(state)])
     lines = []
     if json_path is not None:
