@@ -5,7 +5,7 @@ layout) through the real diffusers engine and through the shipped server over re
 Cost: the pipeline VAE-encodes every input image at ~1 MP whatever its size
 (``VAE_IMAGE_SIZE`` in pipeline_qwenimage_edit_plus.py, as in vLLM-Omni's copy of it), and
 its transformer attends over those latents (~8k tokens for two images): one two-image
-request at 64x64 and 2 steps takes ~5.6 s on the quiet 2-core CPU, one image ~2 s. So the
+request at 64x64 and 2 steps takes ~4.4 s on the quiet 2-core CPU, one image ~1.7 s. So the
 runs use 2 rounds, no warm-up and one label. Not 1 step: Qwen-Image's scheduler
 (``shift_terminal`` 0.02) stretches a one-sigma schedule by 0/0, and the picture is NaN.
 """
