@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pytest_omni_perf import builtin_qwen
+
 if TYPE_CHECKING:
     import pathlib
 
@@ -25,23 +27,25 @@ _SEED = 0
 _CHUNK = 1 << 22  # draws per fill job: a 1B model splits into ~250 jobs
 # Random weights make every step's first-block residual differ by ~0.5, so cache-dit never
 # caches; shrinking the timestep embedder makes consecutive steps alike, as in trained models.
-_DAMPED = {"flux": "time_text_embed.timestep_embedder.", "wan": "condition_embedder.time_embedder."}
+_DAMPED = {"flux": "time_text_embed.timestep_embedder.", "wan": "condition_embedder.time_embedder.",
+           "qwen": "time_text_embed.timestep_embedder."}
 _DAMPING = 0.1
 
 @dataclass(frozen=True)
 class Recipe:
     """Constructor arguments of every component of one built-in pipeline."""
 
-    family: str  # "flux" or "wan"
+    family: str  # "flux", "wan" or "qwen"
     dtype: str  # the dtype components are built and saved in
     transformer: dict[str, Any]
     vae: dict[str, Any]
-    text_encoder: dict[str, Any]  # CLIP for flux, UMT5 for wan
+    text_encoder: dict[str, Any]  # CLIP for flux, UMT5 for wan, Qwen2.5-VL text/vision for qwen
     t5: dict[str, Any] | None = None  # flux's second text encoder
     pipeline: str | None = None
     """The diffusers pipeline class, when not the family's text-to-X one (FluxPipeline,
-    WanPipeline): e.g. FluxKontextPipeline, which takes Flux's components unchanged, or
-    WanImageToVideoPipeline (a transformer of 36 input channels, no image encoder)."""
+    WanPipeline, QwenImageEditPlusPipeline): e.g. FluxKontextPipeline, which takes Flux's
+    components unchanged, or WanImageToVideoPipeline (a transformer of 36 input channels, no
+    image encoder)."""
 
 
 def build(recipe: Recipe, folder: pathlib.Path) -> None:
@@ -55,7 +59,7 @@ def build(recipe: Recipe, folder: pathlib.Path) -> None:
     torch.set_default_dtype(getattr(torch, recipe.dtype))
     try:
         with _zeroed_random_init():
-            pipe = _make_flux(recipe) if recipe.family == "flux" else _make_wan(recipe)
+            pipe = _MAKERS[recipe.family](recipe)
     finally:
         torch.set_default_dtype(default_dtype)
     for component, module in pipe.components.items():
@@ -64,6 +68,8 @@ def build(recipe: Recipe, folder: pathlib.Path) -> None:
             with torch.no_grad():
                 _fill(module, component, damped)
     pipe.save_pretrained(folder)
+    if recipe.family == "qwen":
+        builtin_qwen.save_processor(folder)
 
 
 def _make_flux(recipe: Recipe) -> Any:
@@ -110,6 +116,9 @@ def _make_wan(recipe: Recipe) -> Any:
         components.update(image_encoder=None, image_processor=None, transformer_2=None,
                           boundary_ratio=None, expand_timesteps=False)
     return getattr(d, recipe.pipeline or "WanPipeline")(**components)
+
+
+_MAKERS = {"flux": _make_flux, "wan": _make_wan, "qwen": builtin_qwen.make_pipeline}
 
 
 def _t5_config(config_cls: Any, tokenizer: Any, sizes: dict[str, Any]) -> Any:

@@ -2,10 +2,12 @@
 
 ``tiny-*`` run anywhere (CPU CI); ``medium-*`` are sized for one H100. Each family has a
 text-to-X model (flux, wan) and one that takes an input image (flux-kontext: image edit,
-wan-i2v: image to video). Committed baselines are compared against these models' outputs, so the weights
-must be bit-identical on every machine and torch version: every parameter is drawn from numpy's
-PCG64 raw stream (whose bits numpy guarantees), never from torch's initializers, and
-``EXPECTED_DIGESTS`` pins the result for the tiny models.
+wan-i2v: image to video); ``tiny-qwen-image-edit-plus`` edits from several input images
+(Qwen-Image-Edit-2509's ``QwenImageEditPlusPipeline``). Committed baselines are compared
+against these models' outputs, so the weights must be bit-identical on every machine and
+torch version: every parameter is drawn from numpy's PCG64 raw stream (whose bits numpy
+guarantees), never from torch's initializers, and ``EXPECTED_DIGESTS`` pins the result for
+the tiny models.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from pytest_omni_perf.builtin_build import Recipe, build
 
 BUILTIN_MODELS: tuple[str, ...] = ("tiny-flux", "tiny-wan", "medium-flux", "medium-wan",
                                    "tiny-flux-kontext", "medium-flux-kontext",
-                                   "tiny-wan-i2v", "medium-wan-i2v")
-EDIT_MODELS: tuple[str, ...] = ("tiny-flux-kontext", "medium-flux-kontext")
-"""Built-ins that take an input image (image edit)."""
+                                   "tiny-wan-i2v", "medium-wan-i2v",
+                                   "tiny-qwen-image-edit-plus")
+EDIT_MODELS: tuple[str, ...] = ("tiny-flux-kontext", "medium-flux-kontext",
+                                "tiny-qwen-image-edit-plus")
+"""Built-ins that take an input image (image edit); the qwen one takes several."""
 I2V_MODELS: tuple[str, ...] = ("tiny-wan-i2v", "medium-wan-i2v")
 """Built-ins that take an input image and make a video (image to video)."""
 RECIPE_VERSION: int = 1
@@ -40,6 +44,8 @@ EXPECTED_DIGESTS: dict[str, str] = {
     # Flux's weights under FluxKontextPipeline: the same tensors, so the same digest.
     "tiny-flux-kontext": "2f200020a4a7a498d2a6e4749522adc3a50360e4b9dcfc7ec0189e437d66272c",
     "tiny-wan-i2v": "6d9e9bee7c9bbad2d597f1b503dee35e25fcb1d60145478decf56fa1d9a52fd1",
+    "tiny-qwen-image-edit-plus":
+        "619f6fb9b8533dd3837c4131ca632197a1e0c711293c93cba0bb250c62c6742a",
 }
 
 # Substrings of model_index.json's _class_name that mark a video pipeline.
@@ -106,6 +112,21 @@ _TINY_WAN_VAE: dict[str, Any] = {"base_dim": 8, "z_dim": 16, "dim_mult": [1, 1, 
 # doubles the weights without changing what one denoising step costs.
 _I2V_CHANNELS = 16 + 4 + 16
 
+# ~1.3M params (the real one: 60 layers of 24 heads x 128). Two input images become ~8k
+# latent tokens whatever their size (the pipeline VAE-encodes each at ~1 MP), so attention
+# dominates on CPU: 2 heads, not 4, cut a denoising step by a third there.
+_TINY_QWEN_DIT: dict[str, Any] = {
+    "patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 2,
+    "attention_head_dim": 64, "num_attention_heads": 2, "joint_attention_dim": 64,
+    "guidance_embeds": False, "axes_dims_rope": (16, 24, 24)}
+_TINY_QWEN_VL: dict[str, Any] = {  # ~0.2M params; mrope_section sums to head_dim / 2
+    "text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2,
+             "max_position_embeddings": 4096, "rope_parameters": {
+                 "rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}},
+    "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+               "out_hidden_size": 64, "fullatt_block_indexes": [1]}}
+
 _RECIPES: dict[str, Recipe] = {
     "tiny-flux": _TINY_FLUX,
     "medium-flux": _MEDIUM_FLUX,
@@ -117,6 +138,12 @@ _RECIPES: dict[str, Recipe] = {
         "wan", "float32", _wan_dit(4, 64, 1024, 8, 64), _TINY_WAN_VAE, _t5(64, 128, 2, 4, 16)),
     "medium-wan": Recipe(  # Wan2.1-1.3B's width and FFN, 20 of its 30 layers: 0.95B + VAE
         "wan", "bfloat16", _wan_dit(12, 768, 8960, 20, 128), _WAN_VAE, _t5(768, 2048, 4, 12, 64)),
+    # Qwen-Image-Edit-2509's layout (QwenImageEditPlusPipeline): an MMDiT over 2x2-packed
+    # latents of 16 channels, the Wan-like Qwen-Image VAE, and a Qwen2.5-VL that sees the
+    # input images (vision tower -> text model of width joint_attention_dim).
+    "tiny-qwen-image-edit-plus": Recipe(
+        "qwen", "float32", _TINY_QWEN_DIT, _TINY_WAN_VAE, _TINY_QWEN_VL,
+        pipeline="QwenImageEditPlusPipeline"),
     "tiny-wan-i2v": Recipe(
         "wan", "float32", _wan_dit(4, 64, 1024, 8, 64, _I2V_CHANNELS), _TINY_WAN_VAE,
         _t5(64, 128, 2, 4, 16), pipeline="WanImageToVideoPipeline"),

@@ -93,8 +93,9 @@ OPTIONS = (
            "tests using omni_profile/omni_engine/omni_perf are parametrized over them. "
            "Default: the test's omni_profiles marker, else 'eager'.", metavar="NAME[,NAME...]"),
     Option("--omni-model", "Model to measure: a built-in (tiny-/medium- flux, wan; flux-kontext "
-           "for image edit, wan-i2v for image to video: tiny-flux-kontext, medium-wan-i2v ...), "
-           "a local diffusers folder or a vLLM-Omni model id. Default: tiny-flux.",
+           "for image edit, wan-i2v for image to video: tiny-flux-kontext, medium-wan-i2v ...; "
+           "tiny-qwen-image-edit-plus for an edit from several images), a local diffusers "
+           "folder or a vLLM-Omni model id. Default: tiny-flux.",
            default="tiny-flux", metavar="ID_OR_PATH"),
     Option("--omni-backend", "Engine driving the model: auto (omni when vllm_omni imports and a "
            "GPU is present, else diffusers), diffusers, omni, omni-server. Default: auto.",

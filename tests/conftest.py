@@ -27,14 +27,15 @@ def standin_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch)
 
 @pytest.fixture(scope="session")
 def tiny_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model cache folder holding the built-in tiny-flux, tiny-wan, tiny-flux-kontext and
-    tiny-wan-i2v:
-    the one named by OMNI_PERF_CACHE_DIR (as CI sets it), else a folder of this session's own."""
+    """A model cache folder holding the built-in tiny-flux, tiny-wan, tiny-flux-kontext,
+    tiny-wan-i2v and tiny-qwen-image-edit-plus: the one named by OMNI_PERF_CACHE_DIR (as CI
+    sets it), else a folder of this session's own."""
     from pytest_omni_perf.builtin_models import ensure_model
 
     shared = os.environ.get("OMNI_PERF_CACHE_DIR")
     folder = Path(shared) if shared else tmp_path_factory.mktemp("omni-cache")
-    for name in ("tiny-flux", "tiny-wan", "tiny-flux-kontext", "tiny-wan-i2v"):
+    for name in ("tiny-flux", "tiny-wan", "tiny-flux-kontext", "tiny-wan-i2v",
+                 "tiny-qwen-image-edit-plus"):
         ensure_model(name, folder)  # file-locked: safe when xdist workers build at once
     return folder
 

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from pytest_omni_perf import builtin_build as bb  # noqa: E402
 from pytest_omni_perf import builtin_models as bm  # noqa: E402
 
-TINY = ("tiny-flux", "tiny-wan", "tiny-flux-kontext", "tiny-wan-i2v")
+TINY = ("tiny-flux", "tiny-wan", "tiny-flux-kontext", "tiny-wan-i2v", "tiny-qwen-image-edit-plus")
 _ROOT = str(pathlib.Path(bm.__file__).resolve().parents[1])
 
 
@@ -132,6 +132,7 @@ import json, sys, numpy as np, torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 from pytest_omni_perf.builtin_models import model_kind
+from pytest_omni_perf.engines.vl_processor import processor_override
 report = {}
 for folder in sys.argv[1:]:
     video = model_kind(folder) == "video"
@@ -141,9 +142,15 @@ for folder in sys.argv[1:]:
         kw["num_frames"] = 5
     outs = []
     for _ in range(2):  # two loads from the folder, one call each
-        pipe = DiffusionPipeline.from_pretrained(folder)
+        # The Qwen2-VL processor without torchvision, as the diffusers engine loads it.
+        pipe = DiffusionPipeline.from_pretrained(folder, **processor_override(folder))
         if "ImageToVideo" in type(pipe).__name__:  # the first frame comes from an image
             kw["image"] = Image.fromarray(np.full((64, 64, 3), 200, np.uint8))
+        if "EditPlus" in type(pipe).__name__:  # two input images; each is VAE-encoded at
+            # ~1 MP whatever its size (the pipeline's VAE_IMAGE_SIZE): 2 steps keep it short
+            kw.update(num_inference_steps=2, image=[
+                Image.fromarray(np.full((64, 64, 3), 200, np.uint8)),
+                Image.fromarray(np.full((48, 80, 3), 40, np.uint8))])
         pipe.set_progress_bar_config(disable=True)
         out = pipe(generator=torch.Generator().manual_seed(7), **kw)
         outs.append(np.asarray(out.frames if video else out.images))
@@ -161,10 +168,12 @@ def test_reloaded_pipelines_run_offline_and_repeat_bitwise(built: dict[str, path
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     flux, wan = report[str(built["tiny-flux"])], report[str(built["tiny-wan"])]
     i2v = report[str(built["tiny-wan-i2v"])]
+    plus = report[str(built["tiny-qwen-image-edit-plus"])]
     assert (flux["class"], flux["shape"]) == ("FluxPipeline", [1, 64, 64, 3])
     assert (wan["class"], wan["shape"]) == ("WanPipeline", [1, 5, 64, 64, 3])
     assert (i2v["class"], i2v["shape"]) == ("WanImageToVideoPipeline", [1, 5, 64, 64, 3])
-    for result in (flux, wan, i2v):
+    assert (plus["class"], plus["shape"]) == ("QwenImageEditPlusPipeline", [1, 64, 64, 3])
+    for result in (flux, wan, i2v, plus):
         assert result["equal"] and result["finite"]
         assert result["std"] > 0.01  # an image, not a constant
 
@@ -258,6 +267,37 @@ def test_flux_kontext_is_flux_under_the_edit_pipeline(size: str) -> None:
         pipe = bb._make_flux(kontext)
     assert type(pipe).__name__ == "FluxKontextPipeline"
     assert bm.class_kind(type(pipe).__name__) == "image"
+
+
+def test_qwen_image_edit_plus_folder_is_qwen_image_edit_2509s_layout(
+        built: dict[str, pathlib.Path]) -> None:
+    """model_index.json names the components as Qwen-Image-Edit-2509's does; the processor
+    folder loads without torchvision and turns two images into vision tokens."""
+    from PIL import Image
+
+    from pytest_omni_perf.engines import vl_processor
+
+    folder = built["tiny-qwen-image-edit-plus"]
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "QwenImageEditPlusPipeline"
+    assert {k: v for k, v in index.items() if not k.startswith("_")} == {
+        "processor": ["transformers", "Qwen2VLProcessor"],
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "Qwen2_5_VLForConditionalGeneration"],
+        "tokenizer": ["transformers", "Qwen2Tokenizer"],
+        "transformer": ["diffusers", "QwenImageTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKLQwenImage"]}
+    assert bm.model_kind(folder) == "image" and bm.class_takes_image(index["_class_name"])
+    processor = vl_processor.processor_override(folder)["processor"]
+    text = "Picture 1: <|vision_start|><|image_pad|><|vision_end|>" \
+        "Picture 2: <|vision_start|><|image_pad|><|vision_end|>make it snow"
+    pictures = [Image.new("RGB", (56, 56)), Image.new("RGB", (112, 56))]
+    inputs = processor(text=[text], images=pictures, padding=True, return_tensors="pt")
+    # 14 px patches merged 2x2: a 56x56 image is 2x2 vision tokens, 112x56 is 4x2.
+    assert inputs["image_grid_thw"].tolist() == [[1, 4, 4], [1, 4, 8]]
+    pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert int((inputs["input_ids"] == pad).sum()) == 4 + 8
+    assert vl_processor.processor_override(built["tiny-flux-kontext"]) == {}
 
 
 def test_medium_wan_sizes() -> None:

@@ -213,3 +213,37 @@ def test_video_parts_send_one_input_reference_and_refuse_what_has_no_field() -> 
     for field, request in refused.items():
         with pytest.raises(ValueError, match=f"^request field {field}: "):
             video_parts(request)
+
+
+def test_diffusers_pipeline_gets_one_image_as_itself_and_several_as_a_list() -> None:
+    """QwenImageEditPlusPipeline (Qwen-Image-Edit-2509) takes ``image=[a, b]``, picture 1
+    first; one image goes as itself, as its docstring and every one-image pipeline take it."""
+    diffusers = pytest.importorskip("diffusers")
+    from pytest_omni_perf.engines.diffusers_inputs import input_kwargs
+
+    cls = diffusers.QwenImageEditPlusPipeline
+    pipe = cls.__new__(cls)  # only __call__'s signature is read: no components needed
+    two = input_kwargs(pipe, GenerationRequest(**inputs_of(images=[_picture(0), _picture(1)])))
+    assert list(two) == ["image"] and isinstance(two["image"], list)
+    assert [np.asarray(image).tolist() for image in two["image"]] == [
+        _picture(0).tolist(), _picture(1).tolist()]
+    one = input_kwargs(pipe, GenerationRequest(**inputs_of(image=_picture(2))))
+    assert isinstance(one["image"], Image.Image)
+    assert np.array_equal(np.asarray(one["image"]), _picture(2))
+    # No max_area or _auto_resize here (FluxKontextPipeline's): nothing but the images.
+    with pytest.raises(ValueError, match="takes no 'mask_image' argument"):
+        input_kwargs(pipe, GenerationRequest(**inputs_of(image=_picture(0), mask=_picture(1))))
+
+
+def test_edit_parts_send_each_image_as_an_image_part_in_order() -> None:
+    """The omni-server and load clients send several input images as repeated ``image`` file
+    parts (vLLM-Omni's ``edit_images`` takes ``image: list[UploadFile]``), PNG bytes
+    untouched, picture 1 first."""
+    from pytest_omni_perf.omni_wire import edit_parts
+
+    request = GenerationRequest(prompt="a fox", width=64, height=48,
+                                **inputs_of(images=[_picture(0), _picture(1, (48, 80))]))
+    fields, files = edit_parts(request)
+    assert fields["size"] == "64x48" and fields["prompt"] == "a fox"
+    assert files == [("image", "image-0.png", request.images[0].png),
+                     ("image", "image-1.png", request.images[1].png)]

@@ -15,6 +15,7 @@ from . import diffusers_options as opts
 from . import diffusers_parallel
 from .diffusers_sampling import request_scheduler
 from .diffusers_inputs import input_kwargs
+from .vl_processor import processor_override
 from ..hardware import installed_versions
 from .base import GenerationOutput, GenerationRequest, ProfileUnsupported
 
@@ -106,6 +107,8 @@ class DiffusersRunner:
         if self.options.get("quantization") == "gguf":
             extra["transformer"] = opts.load_gguf_transformer(
                 self.folder, str(self.options["gguf_model"]), dtype)
+        # Qwen-Image-Edit's Qwen2-VL processor, loaded without torchvision (vl_processor).
+        extra.update(processor_override(self.folder))
         loader: Any = DiffusionPipeline  # untyped library
         pretrained = time.perf_counter()
         pipe = loader.from_pretrained(self.folder, dtype=dtype, local_files_only=True, **extra)

@@ -2,10 +2,10 @@
 
 Routes and shapes as in vLLM-Omni 0.26/0.30 (``vllm_omni/entrypoints/openai/api_server.py``):
 ``GET /health`` (503 while loading), ``GET /v1/models``, ``GET /version``,
-``POST /v1/images/generations`` (JSON), ``POST /v1/images/edits`` (multipart: ``image``
-file parts, ``mask_image``, ``size`` ``auto`` by default), ``POST /v1/videos`` (multipart job;
-an ``input_reference`` image file for image to video), ``GET /v1/videos/{id}`` (a failed job
-answers its error status with the job as body),
+``POST /v1/images/generations`` (JSON), ``POST /v1/images/edits`` (multipart: one or more
+``image`` or ``image[]`` file parts, ``mask_image``, ``size`` ``auto`` by default),
+``POST /v1/videos`` (multipart job; an ``input_reference`` image file for image to video),
+``GET /v1/videos/{id}`` (a failed job answers its error status with the job as body),
 ``GET /v1/videos/{id}/content`` (404 while running, 422 failed), ``POST /v1/videos/sync``
 (mp4 with ``X-*`` headers). Request fields are checked by the models in ``protocol``;
 their errors answer 400 with vLLM's error body, as vLLM's ``build_app`` maps pydantic's
@@ -152,6 +152,20 @@ async def form_parts(request: Request, body: bytes
         await form.close()
 
 
+def edit_images(files: list[tuple[str, bytes]]) -> list[bytes]:
+    """The input images of ``POST /v1/images/edits``, in body order: its ``image`` parts or
+    its ``image[]`` parts (the OpenAI SDK's name for a list), as vLLM-Omni's ``edit_images``
+    takes either (``image: list[UploadFile]`` and ``image_array`` aliased ``image[]``,
+    api_server.py at 005fd8e). Both names in one body are refused (400): vLLM-Omni reads
+    ``image or image_array`` and would drop the ``image[]`` parts without a word."""
+    names = {name for name, _ in files if name in ("image", "image[]")}
+    if len(names) > 1:
+        raise HTTPException(400, "image, image[]: send every input image under one name, "
+                            "'image' or 'image[]' (vLLM-Omni ignores the 'image[]' parts "
+                            "when 'image' parts come too)")
+    return [data for name, data in files if name in names]
+
+
 def _ready(state: ServerState) -> None:
     if not state.ready.is_set():
         raise HTTPException(503, "the model is still loading")
@@ -215,8 +229,8 @@ def build_app(state: ServerState) -> FastAPI:
             raise HTTPException(400, "url: this server does not fetch images; send each "
                                 "input image as an 'image' file part")
         asked = _validated(ImageEditRequest, fields, state)
-        images = tuple(image_from_bytes(data, f"image[{index}]") for index, data in
-                       enumerate(data for name, data in files if name in ("image", "image[]")))
+        images = tuple(image_from_bytes(data, f"image[{index}]")
+                       for index, data in enumerate(edit_images(files)))
         if not images:
             # vLLM-Omni answers 422 here, its one non-400 validation answer.
             return _error(422, "Field 'image' or 'url' is required", "image")
