@@ -226,26 +226,31 @@ def _apply_scheduler(pipe: Any, options: Mapping[str, Any]) -> dict[str, Any]:
     return applied
 
 
-def quantize_fp8(transformer: torch.nn.Module, device: str) -> int:
-    """torchao float8 dynamic-activation/weight, per-row, on the transformer's Linear layers.
-
-    Only layers whose dimensions are multiples of 16 qualify (``torch._scaled_mm``'s rule);
-    returns how many were quantized, and refuses when none can be.
-    """
+def fp8_eligible(module: torch.nn.Module, _fqn: str = "") -> bool:
+    """Whether torchao's per-row float8 config can take ``module``: a Linear layer with
+    dimensions that are multiples of 16 (``torch._scaled_mm``'s rule) and bfloat16 weights
+    (torchao 0.17 asserts "PerRow quantization only works for bfloat16 precision input
+    weight"). Layers a model keeps in float32 (diffusers' ``_keep_in_fp32_modules``, e.g.
+    WanTransformer3DModel's time embedder) stay unquantized, as in higher-precision serving."""
     import torch
+
+    return isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0 \
+        and module.out_features % 16 == 0 and module.weight.dtype == torch.bfloat16
+
+
+def quantize_fp8(transformer: torch.nn.Module, device: str) -> int:
+    """torchao float8 dynamic-activation/weight, per-row, on the transformer's Linear layers
+    that ``fp8_eligible`` accepts; returns how many were quantized, and refuses when none can
+    be."""
     from torchao.quantization import (Float8DynamicActivationFloat8WeightConfig, PerRow,
                                       quantize_)
 
-    def eligible(module: torch.nn.Module, _fqn: str) -> bool:
-        return isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0 \
-            and module.out_features % 16 == 0
-
-    count = sum(eligible(m, "") for m in transformer.modules())
+    count = sum(fp8_eligible(m) for m in transformer.modules())
     if count == 0:
-        raise ProfileUnsupported("quantization=fp8: no Linear layer of the transformer has "
-                                 "dimensions divisible by 16")
+        raise ProfileUnsupported("quantization=fp8: no Linear layer of the transformer is "
+                                 "bfloat16 with dimensions divisible by 16")
     quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
-              filter_fn=eligible, device=device)
+              filter_fn=fp8_eligible, device=device)
     return count
 
 
