@@ -18,6 +18,16 @@ wheel=("$work"/dist/pytest_omni_perf-*.whl)
 sdist=("$work"/dist/pytest_omni_perf-*.tar.gz)
 tar -tzf "${sdist[0]}" > "$work/sdist-files.txt"  # (grep -q on a pipe: SIGPIPE under pipefail)
 grep -q "pytest_omni_perf/profiles.toml" "$work/sdist-files.txt"
+# Every subpackage of the checkout is in the wheel (pytest_omni_perf.cases once was not).
+"$python" - "${wheel[0]}" "$root" <<'PY'
+import pathlib, sys, zipfile
+names = set(zipfile.ZipFile(sys.argv[1]).namelist())
+root = pathlib.Path(sys.argv[2])
+missing = [str(p.relative_to(root)) for p in sorted(root.glob("pytest_omni_perf/**/__init__.py"))
+           if str(p.relative_to(root)) not in names]
+if missing:
+    sys.exit(f"check-package: the wheel lacks {', '.join(missing)}")
+PY
 
 "$python" -m venv "$work/venv"
 pip_quiet "$work/venv/bin/python" -m pip install -q "${wheel[0]}"
