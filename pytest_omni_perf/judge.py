@@ -80,6 +80,14 @@ class Judgement:
         self.narrowable |= other.narrowable
 
 
+STRADDLE_ADVICE = ("more rounds (--omni-max-rounds, --omni-max-seconds) or a quieter machine "
+                   "would decide it")
+"""What an interval straddling its bound asks for (verdict.py narrows it on a busy host)."""
+REFRESH_LEAD = "if the change is intended, refresh it with: "
+"""How a regression message offers the refresh command (verdict.py withdraws it on a busy
+host: a baseline recorded under load would be wrong)."""
+
+
 def _undecided(interval: RatioInterval) -> str:
     """Why a bound on ``interval`` is undecided, and what would decide it."""
     if not interval.decisive:
@@ -90,8 +98,7 @@ def _undecided(interval: RatioInterval) -> str:
                 "rounds cannot narrow: it is not known whether it holds (a bound further "
                 "from the measured value, or --omni-run-spread measured for this host, "
                 "would decide it)")
-    return ("the interval straddles the bound, so it is not known yet; more rounds "
-            "(--omni-max-rounds, --omni-max-seconds) or a quieter machine would decide it")
+    return f"the interval straddles the bound, so it is not known yet; {STRADDLE_ADVICE}"
 
 
 def _then(origin: str) -> str:
@@ -292,7 +299,7 @@ def latency_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
         f"latency relative to {facts.relative_to!r} (both measured alongside)"
     reference = facts.against or f"the stored baseline's in {facts.stored_path}"
     lead = f"{what} is {interval.describe()} {reference}, bound +{bounds.max_regression:.0%}"
-    refresh = f"if the change is intended, refresh it with: {facts.refresh_command}"
+    refresh = f"{REFRESH_LEAD}{facts.refresh_command}"
     message = f"{lead}: the whole interval is above the bound; {refresh}" \
         if outcome == "fail" else f"{lead}: {_not_failed(outcome, interval)}"
     if not facts.strict:
@@ -316,7 +323,7 @@ def latency_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
 def stored_judgement(bounds: Bounds, facts: StoredFacts) -> Judgement:
     """SSIM against the stored image, latency and memory regressions."""
     judged = latency_judgement(bounds, facts)
-    refresh = f"if the change is intended, refresh it with: {facts.refresh_command}"
+    refresh = f"{REFRESH_LEAD}{facts.refresh_command}"
     if bounds.min_ssim is not None and facts.ssim is not None and facts.ssim < bounds.min_ssim:
         judged.add("fail", "stored_ssim", (
             f"output SSIM {facts.ssim:.4f} against the stored baseline image in "

@@ -302,8 +302,11 @@ def _busy_host_cannot_decide(judged: judge.Judgement, measured: Measurement,
                 and (reason := contended(m.interference)) is not None), None)
     if why is None:
         return
-    judged.undecided = [Violation(u.metric, f"{u.message} (the host was busy: {why})")
-                        if u.metric in _LATENCY_GATES else u for u in judged.undecided]
+    # More rounds on a busy host end "not passed" at best (below): only a quiet host decides.
+    judged.undecided = [Violation(u.metric, (
+        f"{u.message.replace(judge.STRADDLE_ADVICE, 'a quieter machine would decide it')} "
+        f"(the host was busy: {why})")) if u.metric in _LATENCY_GATES else u
+        for u in judged.undecided]
     busy = f"because the host was busy ({why})"
     kept = []
     for violation in judged.violations:
@@ -326,7 +329,10 @@ def _busy_host_cannot_decide(judged: judge.Judgement, measured: Measurement,
     # Warn-only latency notes (a reference profile, the 'cpu' key) say the load too: a
     # newcomer read "latency_regression (warning only ...)" beside a trend cell of "+0% vs
     # level" and could not tell the warning came from a busy machine.
-    judged.notes = [f"{note} (the host was busy: {why})"
+    # They withdraw the refresh command: a newcomer could record a loaded run as the
+    # baseline every later run is judged against.
+    judged.notes = [f"{note.split('; ' + judge.REFRESH_LEAD)[0]} (the host was busy: {why}; "
+                    "do not refresh the baseline from this run)"
                     if note.startswith(tuple(f"{m} (warning only" for m in _LATENCY_GATES))
                     else note for note in judged.notes]
 

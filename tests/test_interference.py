@@ -311,21 +311,25 @@ def test_inconclusive_latency_gates_name_a_busy_host() -> None:
     busy = RoundConditions(0.2, others_cpu_cores=1.5)
     measured: Any = SimpleNamespace(interference=InterferenceReport((busy,) * 4))
     judged = judge.Judgement()
-    judged.undecided = [Violation("speedup", "speedup straddles"),
+    judged.undecided = [Violation("speedup", f"speedup straddles; {judge.STRADDLE_ADVICE}"),
                         Violation("ssim", "ssim unknown")]
-    judged.add("fail", "latency_regression", "latency is 1.31x", warn_only=True,
-               why_warn="on the 'cpu' key, machines differ")
+    judged.add("fail", "latency_regression",
+               f"latency is 1.31x; {judge.REFRESH_LEAD}pytest x --omni-update-baselines",
+               warn_only=True, why_warn="on the 'cpu' key, machines differ")
     judged.add("fail", "vram_regression", "peak memory is 1.4x", warn_only=True,
                why_warn="on the 'cpu' key, machines differ")
     verdict._busy_host_cannot_decide(judged, measured, None)
+    # More rounds cannot decide a timing on a busy host (they end "not passed"): a newcomer
+    # was told "more rounds ... or a quieter machine", and only the second is advice.
     assert [u.message for u in judged.undecided] == [
-        "speedup straddles (the host was busy: this profile: other processes used 1.5 cores "
-        "in 4 of 4 rounds)", "ssim unknown"]
-    # A warning about a timing names the load as well; one about memory does not.
+        "speedup straddles; a quieter machine would decide it (the host was busy: this "
+        "profile: other processes used 1.5 cores in 4 of 4 rounds)", "ssim unknown"]
+    # A warning about a timing names the load as well and withdraws the refresh command (a
+    # loaded run must not become the baseline); one about memory does not.
     assert judged.notes == [
         "latency_regression (warning only: on the 'cpu' key, machines differ): latency is "
         "1.31x (the host was busy: this profile: other processes used 1.5 cores in 4 of 4 "
-        "rounds)",
+        "rounds; do not refresh the baseline from this run)",
         "vram_regression (warning only: on the 'cpu' key, machines differ): peak memory is 1.4x"]
 
 
