@@ -42,7 +42,8 @@ def sparkline(values: Sequence[float]) -> str:
 
 def marker(history: Mapping[str, Any] | None) -> str:
     """The terminal's trend cell: a sparkline of the last 8 values (this run last) and this
-    run against the accepted level, e.g. ``▁▁▂▁▇▇█▇ +31% vs level``."""
+    run against the accepted level, e.g. ``▁▁▂▁▇▇█▇ +31% vs level``; ``first run, no level
+    yet`` when every point is this run's."""
     if not history:
         return "-"
     values = [p["value"] for p in history.get("points") or [] if p.get("value") is not None]
@@ -52,7 +53,11 @@ def marker(history: Mapping[str, Any] | None) -> str:
     level = (history.get("level") or {}).get("value")
     current = [p["value"] for p in history.get("points") or []
                if p.get("run_id") == history.get("run_id") and p.get("value") is not None]
-    if level and current:
+    runs = {p.get("run_id") for p in history.get("points") or [] if p.get("value") is not None}
+    if runs <= {history.get("run_id")}:
+        # A level made of this run alone: "+0% vs level" read as a comparison on a fresh clone.
+        text += " first run, no level yet"
+    elif level and current:
         text += f" {(current[-1] / level - 1) * 100:+.0f}% vs level"
     if history.get("changes"):
         text += f" ({len(history['changes'])} change{'s' * (len(history['changes']) > 1)})"
