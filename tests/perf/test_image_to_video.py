@@ -30,7 +30,9 @@ def first_frame(size: int = 64) -> npt.NDArray[np.uint8]:
 # As test_text_to_video.py (same transformer width and depth, 36 input channels instead of 16).
 @pytest.mark.omni_bounds(profile="fewer_steps", min_speedup=1.3)
 @pytest.mark.omni_bounds(profile="compile", min_speedup=0.9)
-@pytest.mark.omni_bounds(profile="cache_dit_scm", min_speedup=1.05)
+# 1.0, not 1.05: quiet, SCM measured 1.09x [1.04-1.13] here, an interval astride 1.05
+# (results/cpu/perf-suite-quiet-1749ca2.log); as on tiny-wan, SCM is only asked not to slow.
+@pytest.mark.omni_bounds(profile="cache_dit_scm", min_speedup=1.0)
 # The built-in 1.3 sat inside the noise: a newcomer's run at ee039a6 measured 1.345x (reported,
 # no log committed), and the recording run on a busy host stored 1.10x (baselines/cpu/
 # tests_perf_test_image_to_video.py_test_image_to_video_compile_cachedit-da5f94ac8952/
