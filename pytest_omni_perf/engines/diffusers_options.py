@@ -238,6 +238,16 @@ def fp8_eligible(module: torch.nn.Module, _fqn: str = "") -> bool:
         and module.out_features % 16 == 0 and module.weight.dtype == torch.bfloat16
 
 
+#: Floor of a row's absolute maximum when torchao computes a dynamic float8 activation scale.
+#: Without it a row of zeros gets the scale 0 and quantizes to 0 / 0 = NaN on torchao's torch
+#: path (``_choose_scale_float8`` then ``_quantize_affine_float8``, torchao 0.17): WanPipeline
+#: pads its T5 prompt embeddings with zero rows to 512 tokens, so every medium-wan fp8 video
+#: came out NaN (SSIM 0.0001 on an H100, results/h100/support/medium-wan-3.log). vLLM's
+#: dynamic per-token fp8 kernels floor the scale at 1 / (448 * 512) (``min_scaling_factor`` in
+#: csrc/quantization), which is this floor on the absolute maximum: 448 * scale = 1 / 512.
+FP8_ACTIVATION_AMAX_FLOOR = 1.0 / 512
+
+
 def quantize_fp8(transformer: torch.nn.Module, device: str) -> int:
     """torchao float8 dynamic-activation/weight, per-row, on the transformer's Linear layers
     that ``fp8_eligible`` accepts; returns how many were quantized, and refuses when none can
@@ -249,8 +259,9 @@ def quantize_fp8(transformer: torch.nn.Module, device: str) -> int:
     if count == 0:
         raise ProfileUnsupported("quantization=fp8: no Linear layer of the transformer is "
                                  "bfloat16 with dimensions divisible by 16")
-    quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
-              filter_fn=fp8_eligible, device=device)
+    quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(
+        granularity=PerRow(), activation_value_lb=FP8_ACTIVATION_AMAX_FLOOR),
+        filter_fn=fp8_eligible, device=device)
     return count
 
 
