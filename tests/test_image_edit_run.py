@@ -101,11 +101,13 @@ def test_edits_endpoint_over_http(tiny_model_cache: Path, tmp_path: Path) -> Non
         assert sized.status_code == 200, sized.text
         image = Image.open(io.BytesIO(base64.b64decode(sized.json()["data"][0]["b64_json"])))
         assert image.size == (32, 32)
-        # Two images reach the pipeline (the log says so); Flux-Kontext edits one image, and
-        # its own error comes back as a 500 naming it rather than a silently dropped image.
+        # Flux-Kontext edits one image: two are refused before decoding, with vLLM-Omni's
+        # 400 and words (a 500 from deep inside the pipeline until the server knew the limit).
         two = _post(c, base, [("image", "a.png", first), ("image", "b.png", second)])
-        assert "from 2 input image(s)" in log.read_text()
-        assert two.status_code == 500 and "RuntimeError" in two.json()["error"]["message"]
+        assert two.status_code == 400, two.text
+        assert two.json()["error"]["message"] == ("Received multiple input images. Only a "
+                                                  "single image is supported by this model.")
+        assert "from 2 input image(s)" not in log.read_text()
         # Bad edits, each refused with the field named.
         none = _post(c, base, [])
         assert none.status_code == 422

@@ -235,6 +235,25 @@ def test_diffusers_pipeline_gets_one_image_as_itself_and_several_as_a_list() -> 
         input_kwargs(pipe, GenerationRequest(**inputs_of(image=_picture(0), mask=_picture(1))))
 
 
+def test_diffusers_pipeline_refuses_more_images_than_it_takes() -> None:
+    """A one-image pipeline would read a list as a batch and fail inside on the prompt's
+    batch size; the request is refused first, in vLLM-Omni's words and with its limits (4 for
+    QwenImageEditPlusPipeline, 1 for every other, vllm_omni/diffusion/model_metadata.py)."""
+    diffusers = pytest.importorskip("diffusers")
+    from pytest_omni_perf.engines.diffusers_inputs import input_kwargs
+
+    kontext = diffusers.FluxKontextPipeline.__new__(diffusers.FluxKontextPipeline)
+    with pytest.raises(ValueError, match="^FluxKontextPipeline: Received multiple input "
+                       "images. Only a single image is supported by this model.$"):
+        input_kwargs(kontext, GenerationRequest(**inputs_of(images=[_picture(0), _picture(1)])))
+    plus = diffusers.QwenImageEditPlusPipeline.__new__(diffusers.QwenImageEditPlusPipeline)
+    pictures = [_picture(i) for i in range(5)]
+    four = input_kwargs(plus, GenerationRequest(**inputs_of(images=pictures[:4])))
+    assert len(four["image"]) == 4
+    with pytest.raises(ValueError, match="Received 5 input images. At most 4 images are"):
+        input_kwargs(plus, GenerationRequest(**inputs_of(images=pictures)))
+
+
 def test_edit_parts_send_each_image_as_an_image_part_in_order() -> None:
     """The omni-server and load clients send several input images as repeated ``image`` file
     parts (vLLM-Omni's ``edit_images`` takes ``image: list[UploadFile]``), PNG bytes

@@ -17,6 +17,26 @@ from pytest_omni_perf.request import GenerationRequest
 _ARGUMENTS = {"images": "image", "mask": "mask_image", "video": "video", "strength": "strength"}
 """Request field -> the pipeline argument it is passed as."""
 
+MULTI_IMAGE_PIPELINES = {"QwenImageEditPlusPipeline": 4}
+"""Pipelines that take several input images, and how many at most; every other pipeline takes
+one. vLLM-Omni's own table (``vllm_omni/diffusion/model_metadata.py``:
+``QWEN_IMAGE_EDIT_PLUS_MAX_INPUT_IMAGES = 4``, every other model 1), which its
+``/v1/images/edits`` enforces with a 400."""
+
+
+def max_input_images(pipe: Any) -> int:
+    """How many input images ``pipe`` takes in one request (``MULTI_IMAGE_PIPELINES``)."""
+    return MULTI_IMAGE_PIPELINES.get(type(pipe).__name__, 1)
+
+
+def too_many_images(count: int, limit: int) -> str:
+    """vLLM-Omni's words for a request over ``limit`` input images (api_server.py,
+    ``edit_images``), so a test reads the same message from either server."""
+    if limit == 1:
+        return "Received multiple input images. Only a single image is supported by this model."
+    return (f"Received {count} input images. At most {limit} images are supported by this "
+            "model.")
+
 
 def input_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
     """Keyword arguments of ``pipe(...)`` for ``request``'s inputs; ValueError naming the
@@ -41,6 +61,11 @@ def input_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
             raise ValueError(f"{type(pipe).__name__} takes no {argument!r} argument, but the "
                              f"request gives {field}: it is not a model that takes this input")
         if field == "images":
+            if len(value) > max_input_images(pipe):
+                # A one-image pipeline would read a list as a batch of images and fail deep
+                # inside with a shape error about the prompt's batch size.
+                raise ValueError(f"{type(pipe).__name__}: "
+                                 + too_many_images(len(value), max_input_images(pipe)))
             # One image as itself (what every single-image pipeline documents), several as a
             # list (Qwen-Image-Edit-2509's multi-image call), as vLLM-Omni's image_edit.py does.
             value = value[0].pil() if len(value) == 1 else [item.pil() for item in value]

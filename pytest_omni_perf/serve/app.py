@@ -36,6 +36,7 @@ from starlette.formparsers import FormParser, MultiPartException, MultiPartParse
 from starlette.requests import ClientDisconnect
 
 from pytest_omni_perf.engines.base import GenerationRequest, RequestError
+from pytest_omni_perf.engines.diffusers_inputs import too_many_images
 from pytest_omni_perf.omni_wire import (
     DEFAULT_FPS, EDITS_PATH, IMAGES_PATH, INPUT_REFERENCE, VIDEOS_PATH, VIDEOS_SYNC_PATH,
     encode_mp4, error_body,
@@ -229,11 +230,15 @@ def build_app(state: ServerState) -> FastAPI:
             raise HTTPException(400, "url: this server does not fetch images; send each "
                                 "input image as an 'image' file part")
         asked = _validated(ImageEditRequest, fields, state)
-        images = tuple(image_from_bytes(data, f"image[{index}]")
-                       for index, data in enumerate(edit_images(files)))
-        if not images:
+        parts = edit_images(files)
+        if not parts:
             # vLLM-Omni answers 422 here, its one non-400 validation answer.
             return _error(422, "Field 'image' or 'url' is required", "image")
+        if len(parts) > state.rules.max_images:
+            # vLLM-Omni refuses before decoding, with these words (api_server.py edit_images).
+            raise HTTPException(400, too_many_images(len(parts), state.rules.max_images))
+        images = tuple(image_from_bytes(data, f"image[{index}]")
+                       for index, data in enumerate(parts))
         masks = [image_from_bytes(data, "mask_image") for name, data in files
                  if name == "mask_image"]
         return await image_answer(asked.to_request(images, masks[0] if masks else None,

@@ -53,6 +53,8 @@ class PipelineRules:
     default_frames: int | None = None
     needs_image: bool = False
     """Whether ``__call__``'s ``image`` has no default (image to video: Wan-I2V)."""
+    max_images: int = 1
+    """How many input images one request may carry (``diffusers_inputs.max_input_images``)."""
     takes: frozenset[str] = frozenset({"guidance_scale", "negative_prompt", "true_cfg_scale",
                                        "guidance_scale_2", "flow_shift"})
     """Arguments the pipeline's ``__call__`` takes, and ``flow_shift`` when its scheduler has

@@ -14,6 +14,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from pytest_omni_perf.engines.diffusers_inputs import max_input_images
 from pytest_omni_perf.engines.diffusers_sampling import FIXED_CALL_ARGS
 from pytest_omni_perf.omni_wire import encode_mp4
 from pytest_omni_perf.serve.protocol import PipelineRules
@@ -59,6 +60,7 @@ def pipeline_rules(pipe: Any) -> PipelineRules:
         frame_step=int(getattr(pipe, "vae_scale_factor_temporal", None) or 1),
         default_frames=default if isinstance(default, int) else None,
         needs_image=image is not None and image.default is inspect.Parameter.empty,
+        max_images=max_input_images(pipe),
         takes=frozenset(params) - FIXED_CALL_ARGS
         | ({"flow_shift"} if _static_shift(pipe) else set()))
 
