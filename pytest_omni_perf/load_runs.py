@@ -59,6 +59,10 @@ class LoadLevel:
     """Each bound's outcome, interval, limit and message."""
     undecided: tuple[str, ...] = ()
     """Bounds whose interval straddles them or is open on the side that would decide."""
+    host: str = ""
+    """The host's conditions during the measured phase in plain words (``InterferenceReport.
+    summary``, e.g. "other processes used 1.8 cores in 9 of 12 rounds", a round being a
+    window of ``cases.load.HOST_WINDOW_S``), "quiet", or "" when not recorded."""
 
     @property
     def verdict(self) -> Outcome:

@@ -206,7 +206,9 @@ def run_load(harness: Harness, request: GenerationRequest, *, levels: Sequence[i
     from pytest_omni_perf.load_runs import LoadLevel, load_bounds
 
     spec = harness.spec_for(harness.profile)
-    engine = harness.pool.get(spec).engine
+    record = harness.pool.get(spec)
+    engine = record.engine
+    gpus = list(spec.devices) or [g.index for g in harness.hardware.gpus]
     if not isinstance(engine, OmniHttpClient):
         raise ProfileUnsupported(
             f"omni_perf.load(): the {spec.backend} backend runs one request at a time; load "
@@ -223,7 +225,8 @@ def run_load(harness: Harness, request: GenerationRequest, *, levels: Sequence[i
             warmup_concurrency=warmup_concurrency, seed=request.seed,
             timeout_s=spec.request_timeout_s)
         result, judged, level_notes = judged_level(
-            lambda first: client.run_load(engine.url, plan if first else plan.again()),
+            lambda first: client.run_load(engine.url, plan if first else plan.again(),
+                                          client.host_monitor(record.pids(), gpus)),
             load_bounds(harness.bounds),
             confidence=harness.budget.confidence, retry=harness.budget.retry)
         metrics = result.metrics()
@@ -238,7 +241,9 @@ def run_load(harness: Harness, request: GenerationRequest, *, levels: Sequence[i
                               stage_durations_ms=result.stage_means(),
                               violations=tuple(violations), first_error=result.first_error(),
                               verdicts=tuple(judged.verdicts),
-                              undecided=tuple(judged.undecided)))
+                              undecided=tuple(judged.undecided),
+                              host=result.interference.summary()
+                              if result.interference is not None else ""))
     report = LoadReport(
         nodeid=harness.nodeid, profile=harness.profile.name,
         label=label or (str(len(harness.loads) + 1) if harness.loads else ""),

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle
 
     from pytest_omni_perf.cases.load import LoadPlan
+    from pytest_omni_perf.engines.engine_pool import LiveEngine
 
 
 class CaseFile(pytest.File):
@@ -89,7 +90,7 @@ class CaseItem(pytest.Item):
 
     def runtest(self) -> None:
         from pytest_omni_perf.cases.bounds import bounds_for
-        from pytest_omni_perf.cases.load import run_load
+        from pytest_omni_perf.cases.load import host_monitor, run_load
         from pytest_omni_perf.cases.load_verdict import judged_level
         from pytest_omni_perf.outcomes import settle
         from pytest_omni_perf.state import state_key
@@ -99,14 +100,16 @@ class CaseItem(pytest.Item):
         model = model_for(entry, state.perf.cases_model)
         notes = [] if model == entry.model else [
             f"model {model} served instead of the file's {entry.model} (--omni-cases-model)"]
-        url, devices_note = self._server(state, model)
+        url, server, devices_note = self._server(state, model)
         notes += devices_note
         hw = state.hardware
+        gpus = list(server.key[3]) or [g.index for g in hw.gpus]
         bounds, bound_notes = bounds_for(entry.baseline, entry.level,
                                          [g.name for g in hw.gpus], hw.key)
         plan = _plan(entry, state.perf.request_timeout_s)
         result, judged, run_notes = judged_level(
-            lambda first: run_load(url, plan if first else plan.again()), bounds,
+            lambda first: run_load(url, plan if first else plan.again(),
+                                   host_monitor(server.pids(), gpus)), bounds,
             confidence=state.perf.confidence, retry=state.perf.inconclusive == "retry")
         measured = result.metrics()
         notes += bound_notes + run_notes + judged.notes
@@ -117,7 +120,8 @@ class CaseItem(pytest.Item):
             "concurrency": entry.concurrency, "model": model, "measured": measured,
             "bounds": [b.field for b in bounds],
             "verdict": "fail" if result.failed else judged.verdict,
-            "verdicts": [v.to_dict() for v in judged.verdicts], "notes": notes}))
+            "verdicts": [v.to_dict() for v in judged.verdicts], "notes": notes,
+            "host": result.interference.summary() if result.interference is not None else ""}))
         if result.failed:
             pytest.fail(f"{entry.where}, concurrency {entry.concurrency}: {result.failed} of "
                         f"{result.failed + result.completed} requests failed; first: "
@@ -130,8 +134,9 @@ class CaseItem(pytest.Item):
         settle(self, under_where(judged.violations), under_where(judged.undecided),
                "on the load's requests")
 
-    def _server(self, state: Any, model: str) -> tuple[str, list[str]]:
-        """The base URL of a healthy server for the row (reused across its entries)."""
+    def _server(self, state: Any, model: str) -> tuple[str, LiveEngine, list[str]]:
+        """The base URL of a healthy server for the row (reused across its entries), the
+        pool's record of it and notes."""
         from pytest_omni_perf.canonical import world_size
         from pytest_omni_perf.engines.base import EngineError, EngineSpec, ProfileUnsupported
         from pytest_omni_perf.engines.omni_server import OmniServerEngine
@@ -174,14 +179,14 @@ class CaseItem(pytest.Item):
             cache_dir=str(perf.cache_dir) if perf.cache_dir else "",
             lease_fds=state.gpus.lease_fds)
         try:
-            engine = state.pool.get(spec).engine
+            record = state.pool.get(spec)
         except (ProfileUnsupported, EngineError) as exc:
             error: BaseException = exc
         else:
-            if not isinstance(engine, OmniServerEngine):
-                pytest.fail(f"the omni-server backend made a {type(engine).__name__}, which "
-                            "has no URL to send load to", pytrace=False)
-            return engine.url, notes
+            if not isinstance(record.engine, OmniServerEngine):
+                pytest.fail(f"the omni-server backend made a {type(record.engine).__name__}, "
+                            "which has no URL to send load to", pytrace=False)
+            return record.engine.url, record, notes
         engine_outcome(error)
 
 

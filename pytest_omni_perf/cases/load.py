@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pytest_omni_perf.engines.base import GenerationRequest
+from pytest_omni_perf.measure.interference import InterferenceMonitor, InterferenceReport
 from pytest_omni_perf.measure.load_stats import LoadSample
 from pytest_omni_perf.request_inputs import InputImage
 from pytest_omni_perf.omni_wire import (
@@ -33,6 +34,12 @@ from pytest_omni_perf.omni_wire import (
 
 if TYPE_CHECKING:
     import httpx
+
+HOST_WINDOW_S = 1.0
+"""Length of the windows the host's conditions are recorded in during a load's measured
+phase (``InterferenceMonitor`` rounds): requests overlap, so windows of time stand for rounds.
+A second is ten times ``interference.CPU_MIN_ROUND_S``, so CPU shares are never mostly the
+kernel's 10 ms ticks, and short enough that a load of a few seconds still gets several."""
 
 _WORDS = ("fox", "river", "city", "lantern", "mountain", "robot", "garden", "ocean", "violin",
           "desert", "castle", "forest", "neon", "storm", "portrait", "market", "glacier")
@@ -86,6 +93,9 @@ class LoadResult:
     duration_s: float
     """First request sent to last answer received (s)."""
     records: tuple[RequestRecord, ...]
+    interference: InterferenceReport | None = None
+    """The host's conditions in ``HOST_WINDOW_S`` windows of the measured phase; None when
+    they were not recorded (a server whose processes are not the plugin's)."""
 
     def sample(self) -> LoadSample:
         """The completed requests' latencies and inter-completion gaps, for intervals."""
@@ -102,7 +112,10 @@ class LoadResult:
                           completed=self.completed + other.completed,
                           failed=self.failed + other.failed,
                           duration_s=self.duration_s + other.duration_s,
-                          records=self.records + later)
+                          records=self.records + later,
+                          interference=None if self.interference is None
+                          or other.interference is None else InterferenceReport(
+                              self.interference.rounds + other.interference.rounds))
 
     def metrics(self) -> dict[str, float | None]:
         """Throughput (req/s), latency statistics of completed requests (s), peak memory
@@ -163,17 +176,57 @@ def random_input_image() -> InputImage:
     return input_image(np.full((512, 512, 3), 255, dtype=np.uint8), "image")
 
 
-def run_load(url: str, plan: LoadPlan) -> LoadResult:
+def run_load(url: str, plan: LoadPlan,
+             monitor: InterferenceMonitor | None = None) -> LoadResult:
     """Send the warmup (unmeasured), then the measured requests; never raises for a failed
-    request (it is counted and its error kept)."""
+    request (it is counted and its error kept). With ``monitor`` (built for the server's
+    processes) the host's conditions during the measured phase are recorded too."""
     if plan.warmup:
         _send_all(url, plan, plan.warmup, plan.warmup_concurrency, None)
-    records = _send_all(url, plan, plan.requests, plan.concurrency, plan.request_rate)
+    windows = _HostWindows(monitor) if monitor is not None else None
+    try:
+        records = _send_all(url, plan, plan.requests, plan.concurrency, plan.request_rate)
+    finally:
+        report = windows.stop() if windows is not None else None
     completed = sum(r.ok for r in records)
     return LoadResult(concurrency=plan.concurrency, completed=completed,
                       failed=len(records) - completed,
                       duration_s=max((r.finished_s for r in records), default=0.0),
-                      records=tuple(records))
+                      records=tuple(records), interference=report)
+
+
+def host_monitor(server_pids: Sequence[int], devices: Sequence[int]
+                 ) -> InterferenceMonitor | None:
+    """A fresh monitor of the host around a server with processes ``server_pids`` on GPUs
+    ``devices`` ([] on CPU); None for a server whose processes are not known (an attached
+    one): its own CPU time would count as other load."""
+    from pytest_omni_perf.measure.interference import monitor_for
+
+    return monitor_for(server_pids, devices) if server_pids else None
+
+
+class _HostWindows:
+    """Records ``monitor`` rounds back to back, one per ``HOST_WINDOW_S``, in a thread of its
+    own until ``stop`` (the monitor is touched by this thread only, never by the senders)."""
+
+    def __init__(self, monitor: InterferenceMonitor) -> None:
+        self._monitor = monitor
+        self._done = threading.Event()
+        monitor.start()
+        monitor.begin_round()
+        self._thread = threading.Thread(target=self._tick, name="omni-load-host", daemon=True)
+        self._thread.start()
+
+    def _tick(self) -> None:
+        while not self._done.wait(HOST_WINDOW_S):
+            self._monitor.end_round()
+            self._monitor.begin_round()
+        self._monitor.end_round()
+
+    def stop(self) -> InterferenceReport:
+        self._done.set()
+        self._thread.join()
+        return self._monitor.stop()
 
 
 def _arrivals(count: int, rate: float | None, seed: int) -> list[float]:

@@ -79,7 +79,8 @@ of two identical images, are written as ``null``. Schema, version 1::
                       (req/s), completed, failed, latency_mean, latency_median, latency_p50,
                       latency_p95, latency_p99 (s), peak_memory_mb_max, peak_memory_mb_mean
                       (MB)}, stage_durations_ms {stage: mean ms}, violations, undecided
-                      (messages of inconclusive bounds), first_error, verdicts [BOUND]}]}]:
+                      (messages of inconclusive bounds), first_error, verdicts [BOUND],
+                      host (the host's conditions in plain words; "" not recorded)}]}]:
                       one per omni_perf.load() call (load_runs.py)
       BOUND           {field (omni_bounds field or case baseline path), metric, direction
                       (max|min), limit, unit, outcome (pass|fail|inconclusive), value (point),
@@ -90,7 +91,8 @@ of two identical images, are written as ``null``. Schema, version 1::
                       cases/load_verdict.py and measure/load_stats.py
     cases             [{nodeid, file, row, entry, concurrency, model, outcome, verdict,
                       measured (the metrics of loads' levels), bounds [field], verdicts
-                      [BOUND], notes}]: one per --omni-cases item (cases/items.py)
+                      [BOUND], notes, host (as a load level's)}]: one per --omni-cases
+                      item (cases/items.py)
     support           {model: [{method (the table column), profile, guide (its section),
                       status ("supported" | "unsupported by the model" | "not runnable
                       here" | "not measured"), reason, measured [{label, nodeid, speedup,
