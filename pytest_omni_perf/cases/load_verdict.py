@@ -228,8 +228,8 @@ def _ordinal(p: float) -> str:
 def busy_host_cannot_fail(judged: LoadJudgement, why: str) -> None:
     """Turn failed timing bounds (latency, throughput) into undecided ones when the host's
     CPU was contended in most of the load's windows (``measure.contention``), naming the
-    load, unless missed by more than ``BUSY_SLOWDOWN_LIMIT`` times; undecided ones whose interval straddles the bound name it too and advise only a
-    quieter machine. Passes stand: other processes can only slow a server, so a bound met
+    load, unless missed by more than ``BUSY_SLOWDOWN_LIMIT`` times; undecided ones whose
+    interval straddles the bound name it too and advise only a quieter machine. Passes stand: other processes can only slow a server, so a bound met
     under load is met without it (unlike a speedup, where the load may fall on either engine
     of a pair). Memory bounds stand."""
     for i, v in enumerate(judged.verdicts):
