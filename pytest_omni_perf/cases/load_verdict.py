@@ -47,8 +47,9 @@ BUSY_SLOWDOWN_LIMIT = 10.0
 """The most a busy host is taken to slow a server: a timing bound missed by more than this
 factor (the interval's near end beyond ``limit`` x 10, or under ``limit`` / 10 for a
 throughput) fails even on a busy host. The worst slowdown by load measured here: the README's
-main job took 6 min 13 s quiet and 34 min 24 s beside a CI run on the same 2-core machine,
-5.5x (results/cpu/perf-suite-quiet-1749ca2.log, newcomer-mainjob-d7f40d3-beside-ci.log)."""
+main job's pytest run took 6 min 13 s quiet and 33 min 8 s beside a CI run on the same 2-core
+machine, 5.3x (results/cpu/perf-suite-quiet-1749ca2.log,
+newcomer-mainjob-d7f40d3-beside-ci.log)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,9 +230,10 @@ def busy_host_cannot_fail(judged: LoadJudgement, why: str) -> None:
     """Turn failed timing bounds (latency, throughput) into undecided ones when the host's
     CPU was contended in most of the load's windows (``measure.contention``), naming the
     load, unless missed by more than ``BUSY_SLOWDOWN_LIMIT`` times; undecided ones whose
-    interval straddles the bound name it too and advise only a quieter machine. Passes stand: other processes can only slow a server, so a bound met
-    under load is met without it (unlike a speedup, where the load may fall on either engine
-    of a pair). Memory bounds stand."""
+    interval straddles the bound name it too and advise only a quieter machine. Passes
+    stand: other processes can only slow a server, so a bound met under load is met without
+    it (unlike a speedup, where the load may fall on either engine of a pair). Memory bounds
+    stand."""
     for i, v in enumerate(judged.verdicts):
         if v.metric in POINT_METRICS or v.outcome == "pass" or (
                 v.outcome == "inconclusive" and STRADDLE_ADVICE not in v.message):
