@@ -1,4 +1,4 @@
-"""Which Linear layers the fp8 profile quantizes (``diffusers_options.fp8_eligible``).
+"""Which Linear layers the fp8 profile quantizes (``diffusers_fp8.fp8_eligible``).
 
 On an H100 the fp8 profile of medium-wan failed to start with torchao's "PerRow quantization
 only works for bfloat16 precision input weight" (results/h100/support/medium-wan-2.log): Wan
@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pytest_omni_perf.engines.diffusers_options import (FP8_ACTIVATION_AMAX_FLOOR, fp8_eligible,
-                                                       quantize_fp8)
+from pytest_omni_perf.engines.diffusers_fp8 import (FP8_ACTIVATION_AMAX_FLOOR, fp8_eligible,
+                                                   quantize_fp8)
 
 
 def test_only_bfloat16_linear_layers_with_dimensions_of_16_qualify() -> None:
