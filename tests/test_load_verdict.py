@@ -217,7 +217,8 @@ def test_html_load_and_case_tables_show_each_bounds_verdict(tmp_path: Path) -> N
     undecided = {"field": "max_latency_p99_s", "outcome": "inconclusive",
                  "message": "max_latency_p99_s: measured latency_p99 1 s [0.9, open] <&>"}
     level = {"concurrency": 2, "verdict": "inconclusive", "metrics": {"throughput_qps": 1.5},
-             "stage_durations_ms": {}, "violations": [], "verdicts": [undecided]}
+             "stage_durations_ms": {}, "violations": [], "verdicts": [undecided],
+             "host": "other processes used 1.1 cores in 6 of 6 rounds <x>"}
     case = {"nodeid": "case.json::test_x[e]", "concurrency": 1, "verdict": "fail",
             "measured": {"latency_mean": 2.0}, "notes": ["no key"],
             "verdicts": [{"outcome": "fail", "message": "baseline.latency_mean: above"}]}
@@ -229,3 +230,6 @@ def test_html_load_and_case_tables_show_each_bounds_verdict(tmp_path: Path) -> N
             "latency_p99 1 s [0.9, open] &lt;&amp;&gt;") in page
     assert '<span class="badge fail">FAIL</span> baseline.latency_mean: above' in page
     assert "case.json::test_x[e]: no key" in page
+    # The host column: the level's conditions, escaped; "-" where none were recorded.
+    assert "<td>other processes used 1.1 cores in 6 of 6 rounds &lt;x&gt;</td>" in page
+    assert "<th>host</th>" in page and "<td>-</td><td><ul>" in page

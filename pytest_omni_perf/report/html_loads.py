@@ -15,7 +15,7 @@ from pytest_omni_perf.escape import html_text as escape
 _METRICS = ("throughput_qps", "latency_mean", "latency_p50", "latency_p95", "latency_p99",
             "peak_memory_mb_max", "completed", "failed")
 _HEAD = ("test", "concurrency", "verdict", "req/s", "mean s", "p50 s", "p95 s", "p99 s",
-         "peak MB", "ok", "failed", "stages", "bounds")
+         "peak MB", "ok", "failed", "stages", "host", "bounds")
 _WORDS = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}
 
 
@@ -31,11 +31,14 @@ def _bounds_cell(verdicts: Sequence[Mapping[str, Any]], violations: Sequence[str
 
 
 def _row(name: str, concurrency: object, verdict: str, metrics: Mapping[str, Any],
-         stages: Mapping[str, float], bounds: str) -> str:
+         stages: Mapping[str, float], host: object, bounds: str) -> str:
     cells = [escape(name), escape(str(concurrency)),
              f'<span class="badge {escape(verdict)}">{escape(verdict)}</span>']
     cells += ["-" if metrics.get(k) is None else f"{metrics[k]:.4g}" for k in _METRICS]
     cells.append(escape("; ".join(f"{k} {v:.4g} ms" for k, v in stages.items()) or "-"))
+    # The host's conditions during the level ("quiet", "other processes used 1.1 cores in
+    # 6 of 6 rounds"); "-" when not recorded (an attached server).
+    cells.append(escape(str(host or "-")))
     cells.append(bounds)
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
@@ -56,7 +59,7 @@ def loads_html(loads: Sequence[Mapping[str, Any]]) -> str:
             rows.append(_row(
                 f'{load["nodeid"]} [{load["profile"]}]', level["concurrency"],
                 str(level.get("verdict") or ("fail" if level["violations"] else "pass")),
-                level["metrics"], level["stage_durations_ms"],
+                level["metrics"], level["stage_durations_ms"], level.get("host"),
                 _bounds_cell(level.get("verdicts") or (), level["violations"])))
         notes += [f"note: {n}" for n in load.get("notes", ())]
     return _table("Loads", rows, notes)
@@ -70,6 +73,6 @@ def cases_html(cases: Sequence[Mapping[str, Any]]) -> str:
     for case in cases:
         rows.append(_row(str(case["nodeid"]), case["concurrency"],
                          str(case.get("verdict") or "pass"), case["measured"], {},
-                         _bounds_cell(case.get("verdicts") or (), ())))
+                         case.get("host"), _bounds_cell(case.get("verdicts") or (), ())))
         notes += [f"{case['nodeid']}: {n}" for n in case.get("notes", ())]
     return _table("Case files", rows, notes)
