@@ -177,7 +177,7 @@ def test_ini_key_reads_paths_beside_the_ini_file(pytester: pytest.Pytester) -> N
     result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*task 'ti2i' needs image inputs (the case reader makes "
-                                 "input images for i2v only yet)*"])
+                                 "input images for i2v and i2i only yet)*"])
 
 
 @pytest.mark.parametrize(("changes", "skip"), [
@@ -206,6 +206,47 @@ def test_i2v_requests_carry_the_random_datasets_image() -> None:
     [image] = request.images
     assert (image.width, image.height, image.pixels().min()) == (512, 512, 255)
     assert request.is_video and request.num_frames == 5
+
+
+def _edit_row(name: str, model: str, images: int | None) -> dict[str, Any]:
+    """An i2i row as vLLM-Omni's Qwen-Image-Edit rows are written (tests/dfx/perf/tests/
+    test_qwen_image_edit_vllm_omni.json @ b876e2a, test_qwen_image_edit_2509_vllm_omni.json
+    @ 25b8f51: task i2i, no backend, random dataset, negative prompt, num-input-images 2 for
+    2509), at a CPU size and with a built-in edit model in the Qwen model's place."""
+    entry: dict[str, Any] = {
+        "name": "64x64_steps2_i2i", "dataset": "random", "task": "i2i", "width": 64,
+        "height": 64, "num-inference-steps": 2, "num-prompts": 5, "max-concurrency": 1,
+        "warmup-requests": 0, "enable-negative-prompt": True,
+        "baseline": {"latency_mean": 600, "throughput_qps": 0.001}}
+    if images is not None:
+        entry["num-input-images"] = images
+    return {"test_name": name, "server_type": "vllm-omni",
+            "server_params": {"model": model, "serve_args": {}}, "benchmark_params": [entry]}
+
+
+def test_i2i_rows_send_their_input_images_to_the_edits_endpoint(
+        pytester: pytest.Pytester, tiny_model_cache: Path) -> None:
+    """An i2i row runs through the shipped server's /v1/images/edits with the random
+    dataset's white picture(s): one for Flux-Kontext, two for the two-image edit model; two
+    for Kontext fail every request with vLLM-Omni's 400, named in the failure."""
+    rows = [_edit_row("test_edit", "tiny-flux-kontext", None),
+            _edit_row("test_edit_2509", "tiny-qwen-image-edit-plus", 2),
+            _edit_row("test_edit_too_many", "tiny-flux-kontext", 2)]
+    (pytester.path / "edit.json").write_text(json.dumps(rows))
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-v", "--omni-cases=edit.json", SERVER,
+        f"--omni-cache-dir={tiny_model_cache}", "--omni-report-json=report.json")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines_random([
+        "*test_edit_too_many?64x64_steps2_i2i? FAILED*",
+        "*edit.json: row 2 (test_edit_too_many), benchmark_params?0? (64x64_steps2_i2i), "
+        "concurrency 1: 5 of 5 requests failed; first: HTTP 400: Received multiple input "
+        "images. Only a single image is supported by this model."])
+    cases = {case["nodeid"].split("::")[-1]: case for case in
+             json.loads((pytester.path / "report.json").read_text())["cases"]}
+    for name in ("test_edit[64x64_steps2_i2i]", "test_edit_2509[64x64_steps2_i2i]"):
+        assert cases[name]["measured"]["completed"] == 5, cases[name]
+        assert cases[name]["verdict"] == "pass"
 
 
 def test_options_the_shipped_server_lacks_skip_naming_them(pytester: pytest.Pytester) -> None:

@@ -4,8 +4,8 @@ A file is a JSON list of rows; each row names a server (``server_params``: ``mod
 ``serve_args``) and a list of ``benchmark_params`` entries (request shape, load, baseline).
 One ``CaseEntry`` is made per row, entry and concurrency level. Every field is checked here,
 where it enters, and a bad one raises ``CaseError`` naming the file, the row and the field.
-What the plugin cannot run yet (image inputs other than i2v's, audio, other datasets, fields
-it does not know) is not an error: the entry carries a ``skip`` reason that names it.
+What the plugin cannot run yet (ti2i/ti2v inputs, audio, other datasets, fields it does not
+know) is not an error: the entry carries a ``skip`` reason that names it.
 
 A row's ``benchmark_params`` may be ``{"$ref": FILE}`` and any field ``<key>-inline`` (file
 content written out, ``<key>`` given its path), as vLLM-Omni's runner reads them
@@ -34,17 +34,20 @@ class CaseError(ValueError):
     """A case file is malformed; the message names the file, the row and the field."""
 
 
-RUNNABLE_TASKS = ("t2i", "t2v", "i2v")
-_NO_IMAGES = "image inputs (the case reader makes input images for i2v only yet)"
+RUNNABLE_TASKS = ("t2i", "t2v", "i2v", "i2i")
+_NO_IMAGES = "image inputs (the case reader makes input images for i2v and i2i only yet)"
 _MISSING_BY_TASK = {
-    "i2i": _NO_IMAGES, "ti2i": _NO_IMAGES, "ti2v": _NO_IMAGES, "edit": _NO_IMAGES,
+    "ti2i": _NO_IMAGES, "ti2v": _NO_IMAGES, "edit": _NO_IMAGES,
     "t2a": "audio outputs (the load client handles images and videos only)",
     "t2s": "audio outputs (the load client handles images and videos only)",
     "tts": "audio outputs (the load client handles images and videos only)",
 }
-# The endpoint the load client uses per task, as the case files' "backend" spells it.
-_ENDPOINTS = {"t2i": "v1/images/generations", "t2v": "v1/videos", "i2v": "v1/videos"}
-IMAGE_TASKS = ("i2v",)
+# The endpoint the load client uses per task, as the case files' "backend" spells it. i2i
+# rows (Qwen-Image-Edit, -2509, -2511 in vLLM-Omni's tests/dfx/perf/tests) name no backend;
+# their edits go to POST /v1/images/edits, several input images as repeated image parts.
+_ENDPOINTS = {"t2i": "v1/images/generations", "t2v": "v1/videos", "i2v": "v1/videos",
+              "i2i": "v1/images/edits"}
+IMAGE_TASKS = ("i2v", "i2i")
 """Runnable tasks whose requests carry input images (``num-input-images``, default 1, as
 vLLM-Omni's benchmark client attaches ``max(1, n)`` to its random dataset's requests)."""
 _ROW_KEYS = frozenset({"test_name", "description", "server_type", "server_params",
@@ -249,7 +252,7 @@ def _entries(raw: object, where: str, index: int, common: Mapping[str, Any]
     # vLLM-Omni's client attaches input images to image tasks only; others ignore the field.
     inputs = max(1, _number(fields, "num-input-images", where, _WHOLE, 1) or 0) \
         if task in IMAGE_TASKS else 0
-    if inputs > 1:
+    if inputs > 1 and task == "i2v":
         skip = skip or (f"num-input-images {inputs}: POST /v1/videos takes one input image "
                         "(input_reference)")
 
