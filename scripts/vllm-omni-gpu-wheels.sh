@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Assemble vLLM-Omni 0.26 (+ vllm 0.26.0) for the H100 image and pack it into pieces that
-# each fit one device call (the call's 64 MiB also carries the ~25 MiB working tree).
+# each fit one device call (the call's 64 MiB also carries the working tree, 39 MiB now).
 #
 # usage: scripts/vllm-omni-gpu-wheels.sh [--piece-mib N] [--dest DIR] [--list FILE]
-#   --piece-mib  largest piece, MiB (default 30)
+#   --piece-mib  largest piece, MiB (default: what 62 MiB leaves beside the tree, at most 30)
 #   --dest       output folder, git-ignored (default .omni-wheels)
 #   --list       the exact wheel files (default scripts/vllm026-gpu-wheels.txt)
 # Env: PYTHON (default python3) runs pip and the packing helper.
@@ -20,7 +20,7 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-piece_mib=30
+piece_mib=""
 dest="$root/.omni-wheels"
 list="$root/scripts/vllm026-gpu-wheels.txt"
 PYTHON=${PYTHON:-python3}
@@ -99,6 +99,20 @@ for f in "$stored"/*.whl; do  # a wheel dropped from the list must not travel
     [[ " ${wheels[*]} " == *" $(basename "$f") "* ]] || rm -f "$f"
 done
 
+# What travels with every call anyway: the tracked and untracked-but-not-ignored files.
+tree_bytes=0
+if git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
+    tree_bytes=$(cd "$root" && git ls-files -z --cached --others --exclude-standard \
+        | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')
+fi
+if [[ -z $piece_mib ]]; then
+    # 2 MiB short of the limit for what a call adds (the MANIFEST, file metadata): a fixed
+    # 30 MiB made 69.5 MiB calls once the tree had grown from 25 to 39 MiB (2026-12-06).
+    piece_mib=$(( (62 * 1048576 - tree_bytes) / 1048576 ))
+    (( piece_mib > 30 )) && piece_mib=30
+    (( piece_mib >= 4 )) || { log "the working tree ($tree_bytes bytes) leaves no room in a call"; exit 1; }
+fi
+
 # 3. One reproducible tar.xz (sorted names, fixed owner and times), then the pieces.
 archive="$dest/omni-wheels.tar.xz"
 if [[ ! -f $archive || -n $(find "$stored" -newer "$archive" -name '*.whl' | head -1) ]]; then
@@ -128,17 +142,12 @@ for p in "${pieces[@]}"; do
 done
 
 # 4. What one device call would carry: the tree that travels anyway plus the largest part.
-tree_bytes=0
-if git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
-    tree_bytes=$(cd "$root" && git ls-files -z --cached --others --exclude-standard \
-        | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')
-fi
 part_bytes=$(du -sb "$dest"/part-* | sort -n | tail -1 | cut -f1)
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b/1048576}'; }
 log "archive $(mib "$(stat -c %s "$archive")") in ${#pieces[@]} parts of at most ${piece_mib} MiB"
 log "largest call: working tree $(mib "$tree_bytes") + part $(mib "$part_bytes")" \
     "= $(mib $((tree_bytes + part_bytes))) of the 64 MiB a device call may carry"
-if (( tree_bytes + part_bytes > 60 * 1048576 )); then
+if (( tree_bytes + part_bytes > 62 * 1048576 )); then
     log "WARNING: too close to 64 MiB: rerun with a smaller --piece-mib"
 fi
 ls -d "$dest"/part-*
