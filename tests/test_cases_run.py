@@ -25,7 +25,7 @@ def _tight_file(folder: Path) -> Path:
     row["test_name"] = "test_qwen_image_single_device_tight"
     row["server_params"]["model"] = "Qwen/Qwen-Image"
     row["benchmark_params"][0]["num-prompts"] = 6
-    row["benchmark_params"][0]["baseline"] = {"latency_mean": 0.001, "throughput_qps": 1000,
+    row["benchmark_params"][0]["baseline"] = {"latency_mean": 0.00001, "throughput_qps": 100000,
                                               "latency_p99": 3.5}
     path = folder / "test_tight.json"
     path.write_text(json.dumps([row], indent=2))
@@ -49,9 +49,9 @@ def test_six_case_files_through_the_shipped_server(pytester: pytest.Pytester) ->
         "*cases/test_tight.json: row 0 (test_qwen_image_single_device_tight), "
         "benchmark_params?0? (512x512_steps20), concurrency 1, hardware 'cpu':",
         "*baseline.latency_mean: measured latency_mean * s [[]*] (95% CI, 6 requests), "
-        "maximum 0.001 s: the whole interval is above the maximum*",
+        "maximum 1e-05 s: the whole interval is above the maximum*",
         "*baseline.throughput_qps: measured throughput_qps * req/s [[]*] (95% CI, 6 requests), "
-        "minimum 1000 req/s: the whole interval is below the minimum*",
+        "minimum 100000 req/s: the whole interval is below the minimum*",
         # a p99 under its bound cannot pass on 6 requests
         "*INCONCLUSIVE baseline.latency_p99: measured latency_p99 * s [[]*, open[]]*",
         # 4 requests decide nothing, and say so

@@ -43,13 +43,15 @@ POINT_METRICS = frozenset({"peak_memory_mb_max", "peak_memory_mb_mean"})
 Outcome = Literal["pass", "fail", "inconclusive"]
 STRADDLE_ADVICE = ", or a quieter machine"
 """The end of an undecided bound's advice, which a busy host replaces."""
-BUSY_SLOWDOWN_LIMIT = 10.0
+BUSY_SLOWDOWN_LIMIT = 100.0
 """The most a busy host is taken to slow a server: a timing bound missed by more than this
-factor (the interval's near end beyond ``limit`` x 10, or under ``limit`` / 10 for a
-throughput) fails even on a busy host. The worst slowdown by load measured here: the README's
-main job's pytest run took 6 min 13 s quiet and 33 min 8 s beside a CI run on the same 2-core
-machine, 5.3x (results/cpu/perf-suite-quiet-1749ca2.log,
-newcomer-mainjob-d7f40d3-beside-ci.log)."""
+factor (the interval's near end beyond ``limit`` x 100, or under ``limit`` / 100 for a
+throughput) fails even on a busy host. The worst slowdowns by load measured here: tiny-flux's
+64x64 2-step load through the shipped server took 1.77 s [1.21, 2.62] a request beside a CI
+run, a newcomer's main job and two spinning processes (``.ci/run`` of b92b29a, 2026-12-06),
+against 0.14-0.19 s with the machine nearly quiet: 8-12x; the main job's pytest run took
+33 min 8 s beside CI against 6 min 13 s quiet, 5.3x (results/cpu/perf-suite-quiet-1749ca2.log,
+newcomer-mainjob-d7f40d3-beside-ci.log). A first limit of 10 was refuted by the former."""
 
 
 @dataclasses.dataclass(frozen=True)
