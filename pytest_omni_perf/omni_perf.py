@@ -208,7 +208,6 @@ def run_load(harness: Harness, request: GenerationRequest, *, levels: Sequence[i
     spec = harness.spec_for(harness.profile)
     record = harness.pool.get(spec)
     engine = record.engine
-    gpus = list(spec.devices) or [g.index for g in harness.hardware.gpus]
     if not isinstance(engine, OmniHttpClient):
         raise ProfileUnsupported(
             f"omni_perf.load(): the {spec.backend} backend runs one request at a time; load "
@@ -226,7 +225,7 @@ def run_load(harness: Harness, request: GenerationRequest, *, levels: Sequence[i
             timeout_s=spec.request_timeout_s)
         result, judged, level_notes = judged_level(
             lambda first: client.run_load(engine.url, plan if first else plan.again(),
-                                          client.host_monitor(record.pids(), gpus)),
+                                          client.host_monitor(record, harness.hardware)),
             load_bounds(harness.bounds),
             confidence=harness.budget.confidence, retry=harness.budget.retry)
         metrics = result.metrics()
@@ -242,8 +241,7 @@ def run_load(harness: Harness, request: GenerationRequest, *, levels: Sequence[i
                               violations=tuple(violations), first_error=result.first_error(),
                               verdicts=tuple(judged.verdicts),
                               undecided=tuple(judged.undecided),
-                              host=result.interference.summary()
-                              if result.interference is not None else ""))
+                              host=result.host))
     report = LoadReport(
         nodeid=harness.nodeid, profile=harness.profile.name,
         label=label or (str(len(harness.loads) + 1) if harness.loads else ""),

@@ -103,13 +103,12 @@ class CaseItem(pytest.Item):
         url, server, devices_note = self._server(state, model)
         notes += devices_note
         hw = state.hardware
-        gpus = list(server.key[3]) or [g.index for g in hw.gpus]
         bounds, bound_notes = bounds_for(entry.baseline, entry.level,
                                          [g.name for g in hw.gpus], hw.key)
         plan = _plan(entry, state.perf.request_timeout_s)
         result, judged, run_notes = judged_level(
             lambda first: run_load(url, plan if first else plan.again(),
-                                   host_monitor(server.pids(), gpus)), bounds,
+                                   host_monitor(server, hw)), bounds,
             confidence=state.perf.confidence, retry=state.perf.inconclusive == "retry")
         measured = result.metrics()
         notes += bound_notes + run_notes + judged.notes
@@ -121,7 +120,7 @@ class CaseItem(pytest.Item):
             "bounds": [b.field for b in bounds],
             "verdict": "fail" if result.failed else judged.verdict,
             "verdicts": [v.to_dict() for v in judged.verdicts], "notes": notes,
-            "host": result.interference.summary() if result.interference is not None else ""}))
+            "host": result.host}))
         if result.failed:
             pytest.fail(f"{entry.where}, concurrency {entry.concurrency}: {result.failed} of "
                         f"{result.failed + result.completed} requests failed; first: "

@@ -35,6 +35,9 @@ from pytest_omni_perf.omni_wire import (
 if TYPE_CHECKING:
     import httpx
 
+    from pytest_omni_perf.engines.engine_pool import LiveEngine
+    from pytest_omni_perf.hardware import HardwareInfo
+
 HOST_WINDOW_S = 1.0
 """Length of the windows the host's conditions are recorded in during a load's measured
 phase (``InterferenceMonitor`` rounds): requests overlap, so windows of time stand for rounds.
@@ -96,6 +99,20 @@ class LoadResult:
     interference: InterferenceReport | None = None
     """The host's conditions in ``HOST_WINDOW_S`` windows of the measured phase; None when
     they were not recorded (a server whose processes are not the plugin's)."""
+
+    @property
+    def host(self) -> str:
+        """The host's conditions in plain words (``InterferenceReport.summary``), "" when
+        they were not recorded."""
+        return self.interference.summary() if self.interference is not None else ""
+
+    @property
+    def busy(self) -> str | None:
+        """Why the host was contended in most windows (``measure.contention.contended``), or
+        None: quiet, or not recorded."""
+        from pytest_omni_perf.measure.contention import contended
+
+        return contended(self.interference) if self.interference is not None else None
 
     def sample(self) -> LoadSample:
         """The completed requests' latencies and inter-completion gaps, for intervals."""
@@ -195,14 +212,15 @@ def run_load(url: str, plan: LoadPlan,
                       records=tuple(records), interference=report)
 
 
-def host_monitor(server_pids: Sequence[int], devices: Sequence[int]
-                 ) -> InterferenceMonitor | None:
-    """A fresh monitor of the host around a server with processes ``server_pids`` on GPUs
-    ``devices`` ([] on CPU); None for a server whose processes are not known (an attached
-    one): its own CPU time would count as other load."""
+def host_monitor(server: LiveEngine, hardware: HardwareInfo) -> InterferenceMonitor | None:
+    """A fresh monitor of the host around the pool's ``server``, on the GPUs its spec names
+    (all of ``hardware``'s when it names none; none on CPU); None for a server whose processes
+    are not known (an attached one): its own CPU time would count as other load."""
     from pytest_omni_perf.measure.interference import monitor_for
 
-    return monitor_for(server_pids, devices) if server_pids else None
+    pids = server.pids()
+    devices = list(server.key[3]) or [g.index for g in hardware.gpus]
+    return monitor_for(pids, devices) if pids else None
 
 
 class _HostWindows:

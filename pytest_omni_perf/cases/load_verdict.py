@@ -239,7 +239,10 @@ def busy_host_cannot_fail(judged: LoadJudgement, why: str) -> None:
     for i, v in enumerate(judged.verdicts):
         if v.metric in POINT_METRICS or v.outcome == "pass" or (
                 v.outcome == "inconclusive" and STRADDLE_ADVICE not in v.message):
-            continue  # too few requests for an interval: more requests decide it, load or not
+            # Too few requests for an interval or an open end (more requests decide it, load
+            # or not), or an estimate on the bound (nothing decides it): only an interval
+            # across the bound, whose advice names a quieter machine, is the load's to widen.
+            continue
         if v.outcome == "fail" and _beyond_any_load(v):
             judged.verdicts[i] = dataclasses.replace(v, message=(
                 f"{v.message} (the host was busy: {why}; failed all the same: missed by more "
@@ -272,26 +275,22 @@ def judged_level(run: Callable[[bool], LoadResult], bounds: Sequence[Bound], *,
     requests together, as a measured test spends its round budget once more. On a host
     contended in most windows (``busy_host_cannot_fail``) no timing bound fails and nothing
     is run again. Returns (the result, its judgement, notes)."""
-    from pytest_omni_perf.measure.contention import contended
-
     result = run(True)
     judged = judge_load(bounds, result.metrics(), result.sample(), confidence)
     notes = []
-    why = contended(result.interference) if result.interference is not None else None
-    if retry and judged.undecided and not judged.violations and why is None:
+    if retry and judged.undecided and not judged.violations and result.busy is None:
         first = result.completed
         result = result.then(run(False))
         judged = judge_load(bounds, result.metrics(), result.sample(), confidence)
         notes.append(f"undecided after {first} completed requests, run once more "
                      f"(--omni-inconclusive=retry): judged on {result.completed}")
-        why = contended(result.interference) if result.interference is not None else None
-    if why is not None:
+    if (why := result.busy) is not None:
         busy_host_cannot_fail(judged, why)
     if result.interference is None:
         notes.append("host load not recorded: the server's processes are not the plugin's "
                      "(an attached server), so a busy host cannot be told from a slow server")
     elif result.interference.notable:
-        notes.append(f"host: {result.interference.summary()}")
+        notes.append(f"host: {result.host}")
     return result, judged, notes
 
 

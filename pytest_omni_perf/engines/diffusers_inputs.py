@@ -61,11 +61,10 @@ def input_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
             raise ValueError(f"{type(pipe).__name__} takes no {argument!r} argument, but the "
                              f"request gives {field}: it is not a model that takes this input")
         if field == "images":
-            if len(value) > max_input_images(pipe):
+            if len(value) > (limit := max_input_images(pipe)):
                 # A one-image pipeline would read a list as a batch of images and fail deep
                 # inside with a shape error about the prompt's batch size.
-                raise ValueError(f"{type(pipe).__name__}: "
-                                 + too_many_images(len(value), max_input_images(pipe)))
+                raise ValueError(f"{type(pipe).__name__}: {too_many_images(len(value), limit)}")
             # One image as itself (what every single-image pipeline documents), several as a
             # list (Qwen-Image-Edit-2509's multi-image call), as vLLM-Omni's image_edit.py does.
             value = value[0].pil() if len(value) == 1 else [item.pil() for item in value]
