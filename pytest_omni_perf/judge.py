@@ -88,6 +88,16 @@ REFRESH_LEAD = "if the change is intended, refresh it with: "
 host: a baseline recorded under load would be wrong)."""
 
 
+def without_refresh(message: str, command: str) -> str:
+    """``message`` less every clause that offers ``command`` (from the ``'; '`` before it to
+    its end): "...; record one with: pytest ..." and "re-record it with: ..." as much as
+    :data:`REFRESH_LEAD`. Unchanged when ``command`` is empty or absent."""
+    while command and (end := message.find(command)) >= 0:
+        start = message.rfind("; ", 0, end)
+        message = message[:start if start >= 0 else end] + message[end + len(command):]
+    return message
+
+
 def _undecided(interval: RatioInterval) -> str:
     """Why a bound on ``interval`` is undecided, and what would decide it."""
     if not interval.decisive:

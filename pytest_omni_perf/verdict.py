@@ -267,7 +267,8 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     elif stored.baseline is not None:
         judged.extend(_against_stored(result, stored.baseline, found, bounds, references,
                                       ssim_origin))
-    _busy_host_cannot_decide(judged, measured, base, *(parity or ()))
+    _busy_host_cannot_decide(judged, measured, base, *(parity or ()),
+                             refresh=references.refresh_command)
     result.violations += judged.violations
     result.undecided += judged.undecided
     result.notes += judged.notes
@@ -286,7 +287,8 @@ def _pixels(quality: QualityResult | None) -> judge.PixelFacts | None:
 
 
 def _busy_host_cannot_decide(judged: judge.Judgement, measured: Measurement,
-                             base: Measurement | None, *parity: Measurement) -> None:
+                             base: Measurement | None, *parity: Measurement,
+                             refresh: str = "") -> None:
     """Turn failed and passed latency gates into undecided ones when either engine's CPU was
     contended in most rounds (``measure.contention``), naming the load: on an oversubscribed
     host the engines of a pair do not share the load evenly, so pairing no longer cancels it
@@ -294,7 +296,9 @@ def _busy_host_cannot_decide(judged: judge.Judgement, measured: Measurement,
     passed min_speedup=1.05 at 2.004x [1.148, 10.075] on a busy 2-core machine,
     results/cpu/noop-drill-busy-3/). Quality and memory gates are not timings and stand.
     Latency gates already undecided, and warn-only latency notes, name the load too, so an
-    inconclusive line or a warning says why by itself."""
+    inconclusive line or a warning says why by itself. No message offers the ``refresh``
+    command as is: a loaded run must not become the baseline later runs are judged against
+    (notes withdraw it, failures that stand ask for a quiet host)."""
     arms = [("this profile", measured), ("its baseline", base),
             *zip(("its parity backend", "this profile beside it"), parity)]
     why = next((f"{what}: {reason}" for what, m in arms
@@ -312,8 +316,11 @@ def _busy_host_cannot_decide(judged: judge.Judgement, measured: Measurement,
     for violation in judged.violations:
         if violation.metric in _LATENCY_GATES:
             judged.undecided.append(Violation(violation.metric, (
-                f"{violation.message}; not failed, {busy}: a slowdown cannot be told apart "
-                "from the load here; run it on a quiet host")))
+                f"{judge.without_refresh(violation.message, refresh)}; not failed, {busy}: a "
+                "slowdown cannot be told apart from the load here; run it on a quiet host")))
+        elif refresh and refresh in violation.message:  # quality, or no usable stored run
+            kept.append(Violation(violation.metric, (
+                f"{violation.message} (on a quiet host: this one was busy, {why})")))
         else:
             kept.append(violation)
     judged.violations = kept
@@ -329,11 +336,13 @@ def _busy_host_cannot_decide(judged: judge.Judgement, measured: Measurement,
     # Warn-only latency notes (a reference profile, the 'cpu' key) say the load too: a
     # newcomer read "latency_regression (warning only ...)" beside a trend cell of "+0% vs
     # level" and could not tell the warning came from a busy machine.
-    # They withdraw the refresh command: a newcomer could record a loaded run as the
-    # baseline every later run is judged against.
-    judged.notes = [f"{note.split('; ' + judge.REFRESH_LEAD)[0]} (the host was busy: {why}; "
+    # Every note offering the refresh command withdraws it (a memory warning, the suite's
+    # "record one with", a stored run too old to compare as much as a latency warning): a
+    # newcomer could record a loaded run as the baseline every later run is judged against.
+    timing = tuple(f"{m} (warning only" for m in _LATENCY_GATES)
+    judged.notes = [f"{judge.without_refresh(note, refresh)} (the host was busy: {why}; "
                     "do not refresh the baseline from this run)"
-                    if note.startswith(tuple(f"{m} (warning only" for m in _LATENCY_GATES))
+                    if note.startswith(timing) or (refresh and refresh in note)
                     else note for note in judged.notes]
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -318,7 +319,8 @@ def test_inconclusive_latency_gates_name_a_busy_host() -> None:
                warn_only=True, why_warn="on the 'cpu' key, machines differ")
     judged.add("fail", "vram_regression", "peak memory is 1.4x", warn_only=True,
                why_warn="on the 'cpu' key, machines differ")
-    verdict._busy_host_cannot_decide(judged, measured, None)
+    verdict._busy_host_cannot_decide(judged, measured, None,
+                                     refresh="pytest x --omni-update-baselines")
     # More rounds cannot decide a timing on a busy host (they end "not passed"): a newcomer
     # was told "more rounds ... or a quieter machine", and only the second is advice.
     assert [u.message for u in judged.undecided] == [
@@ -331,6 +333,65 @@ def test_inconclusive_latency_gates_name_a_busy_host() -> None:
         "1.31x (the host was busy: this profile: other processes used 1.5 cores in 4 of 4 "
         "rounds; do not refresh the baseline from this run)",
         "vram_regression (warning only: on the 'cpu' key, machines differ): peak memory is 1.4x"]
+
+
+def test_no_message_of_a_busy_host_offers_the_refresh_command(tmp_path: Path) -> None:
+    """Only the latency warning withdrew the refresh command on a busy host; a memory
+    warning, the suite's "record one with", a stored run too old to compare and a strict
+    latency failure turned inconclusive still offered it, so a newcomer could record a
+    loaded run as the baseline later runs are judged against."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from pytest_omni_perf import judge, verdict
+    from pytest_omni_perf.baselines import BaselineStore
+    from pytest_omni_perf.measure.stats import RatioInterval
+    from pytest_omni_perf.profiles import Bounds, Profile
+
+    command = "pytest 't.py::test_x[cache_dit]' --omni-profile=cache_dit --omni-update-baselines"
+    busy = RoundConditions(0.2, others_cpu_cores=1.3)
+    measured: Any = SimpleNamespace(interference=InterferenceReport((busy,) * 5))
+    slower = RatioInterval(1.4, 1.2, 1.6, 0.95, 10)
+    bounds = Bounds(min_ssim=0.99)  # and the defaults max_regression, max_vram_regression
+
+    def facts(**changes: Any) -> judge.StoredFacts:
+        return judge.StoredFacts(**{
+            "stored_path": "baselines/x", "ssim": 0.9, "latency": slower,
+            "relative_to": "eager", "memory_gib": 2.0, "stored_memory_gib": 1.0,
+            "strict": True, "refresh_command": command, **changes})
+
+    judged = judge.stored_judgement(bounds, facts())  # latency, SSIM and VRAM fail
+    judged.extend(judge.latency_judgement(bounds, facts(paired_reference=False)))
+    judged.extend(judge.stored_judgement(Bounds(max_regression=None), facts(strict=False)))
+    references = verdict.References(BaselineStore(tmp_path, "cpu"), update=False,
+                                    refresh_command=command, missing_ok=True)
+    note = references.lookup("t.py::test_x[cache_dit]", Profile("cache_dit", {}), "").note
+    assert note is not None and command in note
+    judged.notes.append(note)
+    offered = judged.violations + judged.undecided
+    assert len(judged.notes) == 3 and all(command in m for m in judged.notes)
+    assert len(offered) == 3 and all(command in v.message for v in offered)
+
+    verdict._busy_host_cannot_decide(judged, measured, None, refresh=command)
+    load = "this profile: other processes used 1.3 cores in 5 of 5 rounds"
+    # Notes withdraw it and say why.
+    assert [n[:24] for n in judged.notes] == [
+        "latency_regression (warn", "vram_regression (warning", "no stored run of t.py::t"]
+    for message in judged.notes:
+        assert "--omni-update-baselines" not in message and "with:" not in message
+        assert message.endswith(f"(the host was busy: {load}; do not refresh the baseline "
+                                "from this run)")
+    assert "baseline profile): latency relative to 'eager'" in judged.notes[0]
+    # The latency failure is a timing: inconclusive, without the command.
+    assert [u.metric for u in judged.undecided] == ["latency_regression"]
+    assert "--omni-update-baselines" not in judged.undecided[0].message
+    assert "the whole interval is above the bound; not failed, because the host was busy" \
+        in judged.undecided[0].message
+    # SSIM and VRAM failures stand: the command is what fixes them, on a quiet host.
+    assert [v.metric for v in judged.violations] == ["stored_ssim", "vram_regression"]
+    for violation in judged.violations:
+        assert violation.message.endswith(
+            f"; {judge.REFRESH_LEAD}{command} (on a quiet host: this one was busy, {load})")
 
 
 def test_a_busy_host_turns_a_latency_pass_undecided_and_leaves_quality_and_memory() -> None:
