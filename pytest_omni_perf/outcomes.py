@@ -23,6 +23,9 @@ SKIP_PROPERTY = "omni_perf_skip"
 OUTCOME_PROPERTY = "omni_perf_outcome"
 """user_properties entry ('omni_perf_outcome', 'inconclusive') that marks an undecided test;
 it travels with the report through xdist and into JUnit XML as a property."""
+UNDECIDED_PROPERTY = "omni_perf_undecided"
+"""user_properties entry of a test left inconclusive under ``--omni-inconclusive=warn``:
+which gates were undecided and why, shown in the terminal summary (and JUnit XML)."""
 
 
 @pytest.hookimpl(wrapper=True)
@@ -57,8 +60,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 def settle(item: pytest.Item, failures: list[str], undecided: list[str], where: str) -> None:
     """The outcome of a test's gates, for measured tests and case items alike: fail on
     ``failures``; with gates ``undecided`` mark the test inconclusive (the property the
-    terminal, JSON, HTML and JUnit read) and fail, or warn, as ``--omni-inconclusive``
-    says. ``where``: when they were left undecided (``at the round budget``)."""
+    terminal, JSON, HTML and JUnit read) and fail, or (``warn``) keep why for the terminal
+    summary, as ``--omni-inconclusive`` says. ``where``: when they were left undecided
+    (``at the round budget``)."""
     policy = item.config.stash[state_key].perf.inconclusive
     if undecided:
         item.user_properties.append((OUTCOME_PROPERTY, "inconclusive"))
@@ -68,11 +72,11 @@ def settle(item: pytest.Item, failures: list[str], undecided: list[str], where: 
         pytest.fail(f"omni-perf gate(s) inconclusive {where} "
                     f"(--omni-inconclusive={policy}):\n" + "\n".join(undecided), pytrace=False)
     if undecided:
-        import warnings
-
-        warnings.warn(pytest.PytestWarning(
-            f"omni-perf gate(s) inconclusive {where} (reported, not failed: "
-            "--omni-inconclusive=warn):\n" + "\n".join(undecided)), stacklevel=1)
+        # Counted once, as its own outcome: a PytestWarning as well made the final line read
+        # "26 passed, 14 inconclusive, 14 warnings" (and an error under -W error). The why
+        # goes to the terminal summary's "omni-perf inconclusive" section instead.
+        item.user_properties.append((UNDECIDED_PROPERTY, f"gate(s) inconclusive {where}:\n"
+                                     + "\n".join(undecided)))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -115,6 +119,8 @@ class ResultCollector:
         self.state = state
         self.processes: dict[str, dict[str, Any]] = {}
         self.written: list[str] = []
+        self.inconclusive: list[tuple[str, str]] = []
+        """(nodeid, why) of each test reported INCONCLUSIVE, in the order they finished."""
 
     @staticmethod
     def _path(config: pytest.Config, path: Path | None) -> Path | None:
@@ -188,7 +194,9 @@ class ResultCollector:
         if report.when != "call":
             return
         for name, value in report.user_properties:
-            if name == USER_PROPERTY and isinstance(value, dict):
+            if name == UNDECIDED_PROPERTY and report.passed:
+                self.inconclusive.append((report.nodeid, str(value)))
+            elif name == USER_PROPERTY and isinstance(value, dict):
                 self.state.reported.append({**value, "outcome": report.outcome})
             elif name == LOAD_PROPERTY and isinstance(value, dict):
                 self.state.loads.append({**value, "outcome": report.outcome})
@@ -215,3 +223,20 @@ class ResultCollector:
                 terminalreporter.write_line(line)
         for line in self.written:
             terminalreporter.write_line(f"omni-perf: {line}")
+        if self.inconclusive:
+            write_inconclusive(terminalreporter, self.inconclusive)
+
+
+def write_inconclusive(terminalreporter: Any, found: list[tuple[str, str]]) -> None:
+    """One entry per INCONCLUSIVE test, last before pytest's own short summary: its node id
+    and every undecided gate with why (``INCONCLUSIVE t.py::test_x[fp8]: gate(s)
+    inconclusive at the round budget:`` then the gates, indented)."""
+    from pytest_omni_perf.escape import terminal_text
+
+    terminalreporter.write_sep("-", "omni-perf inconclusive (not failed: "
+                               "--omni-inconclusive=warn)")
+    for nodeid, why in found:
+        first, *rest = why.splitlines() or [""]
+        terminalreporter.write_line(terminal_text(f"INCONCLUSIVE {nodeid}: {first}"))
+        for line in rest:
+            terminalreporter.write_line(terminal_text(f"  {line}"))

@@ -42,9 +42,12 @@ def test_six_case_files_through_the_shipped_server(pytester: pytest.Pytester) ->
         "--omni-cases-model=t2i=tiny-flux")
     # The qwen single-device row (4 prompts, a flat baseline) passed on point values; judged
     # on intervals it is INCONCLUSIVE: 4 completed requests give none.
-    result.assert_outcomes(passed=8, failed=1, skipped=2, warnings=1)
+    result.assert_outcomes(passed=8, failed=1, skipped=2, warnings=0)  # counted once
     assert result.parseoutcomes().get("inconclusive") == 1
     result.stdout.fnmatch_lines_random([
+        # why it is inconclusive, in the summary rather than as a pytest warning
+        "INCONCLUSIVE *test_qwen_image_single_device*: gate(s) inconclusive on the load's "
+        "requests:",
         # a violated bound: file, row, entry, field, measured interval and bound
         "*cases/test_tight.json: row 0 (test_qwen_image_single_device_tight), "
         "benchmark_params?0? (512x512_steps20), concurrency 1, hardware 'cpu':",
