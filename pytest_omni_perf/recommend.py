@@ -7,7 +7,8 @@ Branches (seed-diffusion-perf-guide.txt, "Decision Flowchart"), per model and re
 - fastest within the SSIM budget (``--omni-ssim-budget``, default 0.98): any one-GPU
   profile whose output's mean SSIM against its baseline profile's is at least the budget;
 - lowest peak memory within the SSIM budget (the "OOM?" branch): the smallest peak memory
-  ratio, if at least 5% below 1 (``MEMORY_SAVING``);
+  ratio, if clearly below what profiles that hold the same measure: 0.95 or less for GPU
+  memory (``MEMORY_SAVING``), 0.80 or less for a CPU run's RSS (``RSS_SAVING``);
 - fastest on N GPUs, when profiles spanning several GPUs were measured;
 - the combinations the guide suggests (FP8 + Cache-DiT, compile + Cache-DiT), where
   measured, beside the numbers of their parts alone.
@@ -66,8 +67,19 @@ def numbers(profile: str, baseline: str, m: Measured) -> str:
 
 
 MEMORY_SAVING = 0.95
-"""A peak memory ratio counts as a saving at or below this: one peak against another has
-no interval, and unchanged profiles measure 0.98-1.02 on CPU (RSS) and GPU alike."""
+"""A GPU memory ratio (NVML, or the engine's allocator) counts as a saving at or below
+this: one peak against another has no interval, and on GPUs profiles that hold what their
+baseline holds measure 0.98-1.02 (cache_dit 0.997-1.017 in the committed H100 and H200
+runs)."""
+RSS_SAVING = 0.80
+"""A CPU run's peak RSS ratio counts as a saving at or below this. RSS of two separate
+engine processes moves far more than VRAM: in the committed CPU runs (results/cpu/), profiles
+that hold what their baseline holds read 0.88-1.15x of its peak (fewer_steps in an engine of
+its own 0.88-1.15x, vae_slicing on a batch of one 0.97-1.11x, cache_dit 0.89-1.08x), on
+quiet runs (suite-launch/: 0.89-1.15x) as on busy ones. A newcomer's main job beside CI was
+offered cache_dit as "lowest peak memory" at 0.89x and 0.94x: inside that spread."""
+RSS_NOISE = "0.88-1.15x"
+"""The spread of RSS_SAVING's docstring, as the recommendation says it."""
 
 COMBINATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("fp8_cachedit", ("fp8", "cache_dit")), ("compile_cachedit", ("compile", "cache_dit")))
@@ -90,10 +102,37 @@ def _fastest(branch: str, model: str, label: str, pool: Sequence[Candidate]
                           f"none: no speedup interval lies wholly above 1 ({shown})")
 
 
+def saving_limit(kind: str) -> float:
+    """The highest peak memory ratio that counts as a saving for a peak of ``kind``
+    (``measure.memory.MemoryKind``: ``rss`` on CPU runs)."""
+    return RSS_SAVING if kind == "rss" else MEMORY_SAVING
+
+
+def _lowest_memory(branch: str, model: str, label: str, pool: Sequence[Candidate],
+                   kinds: Mapping[str, str]) -> Recommendation:
+    """The smallest memory ratio clearly below its baseline's, or why there is none."""
+    measured = [c for c in pool if c[2].memory_ratio is not None]
+    smaller = [c for c in measured
+               if (c[2].memory_ratio or 0.0) <= saving_limit(kinds.get(c[0], ""))]
+    if smaller:
+        best = min(smaller, key=lambda c: c[2].memory_ratio or 0.0)
+        return Recommendation(model, label, branch, best[0], numbers(*best))
+    rss = [c for c in measured if kinds.get(c[0]) == "rss"]
+    if not rss:
+        return Recommendation(model, label, branch, None, f"none measured "
+                              f"{1 - MEMORY_SAVING:.0%} or more below its baseline's peak")
+    lowest = min(rss, key=lambda c: c[2].memory_ratio or 0.0)
+    return Recommendation(model, label, branch, None, (
+        f"none: on CPU the peak is the RSS of separate engine processes, which reads "
+        f"{RSS_NOISE} of the baseline's for profiles that hold the same, and none measured "
+        f"{RSS_SAVING:.2f}x or below (lowest: {lowest[0]} {lowest[2].memory_ratio:.2f}x)"))
+
+
 def recommend(results: Sequence[Mapping[str, Any]], facts: Callable[[str], ProfileFacts | None],
               ssim_budget: float) -> list[Recommendation]:
     """The flowchart's answers for every (model, request label) of the run, in order."""
     groups: dict[tuple[str, str], list[Candidate]] = {}
+    kinds: dict[tuple[str, str], dict[str, str]] = {}
     for result in results:
         base = result.get("baseline")
         if not base:
@@ -101,6 +140,8 @@ def recommend(results: Sequence[Mapping[str, Any]], facts: Callable[[str], Profi
         key = (model_of(result), str(result.get("label") or ""))
         groups.setdefault(key, []).append(
             (str(result["profile"]), str(base.get("profile", "?")), measured_of(result)))
+        memory = (result.get("measurement") or {}).get("memory") or {}
+        kinds.setdefault(key, {})[str(result["profile"])] = str(memory.get("kind", ""))
     out: list[Recommendation] = []
     for (model, label), pool in groups.items():
         def known(c: Candidate) -> ProfileFacts:
@@ -114,17 +155,9 @@ def recommend(results: Sequence[Mapping[str, Any]], facts: Callable[[str], Profi
                             [c for c in one_gpu if not known(c).lossy]))
         out.append(_fastest(f"fastest with SSIM >= {ssim_budget:g}, 1 GPU", model, label,
                             [c for c in one_gpu if within(c)]))
-        smaller = [c for c in pool if within(c) and c[2].memory_ratio is not None
-                   and c[2].memory_ratio <= MEMORY_SAVING]
-        if smaller:
-            best = min(smaller, key=lambda c: c[2].memory_ratio or 0.0)
-            out.append(Recommendation(model, label, f"lowest peak memory, SSIM >= "
-                                      f"{ssim_budget:g}", best[0], numbers(*best)))
-        else:
-            out.append(Recommendation(model, label, f"lowest peak memory, SSIM >= "
-                                      f"{ssim_budget:g}", None,
-                                      f"none measured {1 - MEMORY_SAVING:.0%} or more "
-                                      "below its baseline's peak"))
+        out.append(_lowest_memory(f"lowest peak memory, SSIM >= {ssim_budget:g}", model,
+                                  label, [c for c in pool if within(c)],
+                                  kinds[(model, label)]))
         by_name = {c[0]: c for c in pool}
         for combo, parts in COMBINATIONS:
             if combo in by_name:
