@@ -9,6 +9,10 @@ this command merges their results and skip records into the Markdown page that
 Reports must share the backend and the hardware key, since a table compares profiles on one
 machine kind; a report of another kind, an unreadable file or one that is not a
 pytest-omni-perf report is refused with its path named (exit status 2), never skipped.
+Reports are read in the order given: when two measured the same model, profile and request
+(a profile run again after a fix, or after a call ran out of time), the later one's row
+replaces the earlier one's and the command says how many it replaced, so a table never
+shows two rows of one measurement.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from pytest_omni_perf.support import model_of
 
 
 class ReportError(ValueError):
@@ -37,16 +43,33 @@ def _read(path: Path) -> Mapping[str, Any]:
     return data
 
 
-def merged(paths: Sequence[Path]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]],
-                                           str, str]:
-    """(results, skip records, backend name, hardware summary) of all ``paths`` together.
+class Merged(NamedTuple):
+    """The results and skip records of several reports, as one run's would be."""
+
+    results: list[Mapping[str, Any]]
+    skips: list[Mapping[str, Any]]
+    backend: str
+    hardware: str
+    replaced: int
+    """Earlier results dropped because a later report measured the same key."""
+
+
+def measurement_key(result: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(model, profile, request label): what one row of the detail table measured."""
+    return model_of(result), str(result.get("profile", "")), str(result.get("label") or "")
+
+
+def merged(paths: Sequence[Path]) -> Merged:
+    """All ``paths`` together, a later report's result replacing an earlier one of the same
+    ``measurement_key``.
 
     Raises ReportError when a file is unreadable or its backend or hardware key differs
     from the first report's.
     """
     if not paths:
         raise ReportError("no JSON report given")
-    results: list[Mapping[str, Any]] = []
+    results: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+    replaced = 0
     skips: list[Mapping[str, Any]] = []
     first: tuple[str, str] | None = None
     summary = ""
@@ -59,10 +82,14 @@ def merged(paths: Sequence[Path]) -> tuple[list[Mapping[str, Any]], list[Mapping
             raise ReportError(f"{path}: backend {kind[0]!r} on hardware key {kind[1]!r}, but "
                               f"{paths[0]} is backend {first[0]!r} on {first[1]!r}: one table "
                               "compares profiles on one backend and one machine kind")
-        results += data["results"]
+        for result in data["results"]:
+            key = measurement_key(result)
+            replaced += key in results
+            results.pop(key, None)  # re-inserted last: the table keeps the later run's order
+            results[key] = result
         skips += [s for s in data.get("skipped", []) if isinstance(s, dict)]
     assert first is not None
-    return results, skips, first[0], summary
+    return Merged(list(results.values()), skips, first[0], summary, replaced)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,11 +104,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="write the Markdown here (atomically) instead of printing it")
     args = parser.parse_args(argv)
     try:
-        results, skips, backend, hardware = merged(args.reports)
+        table = merged(args.reports)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = support_markdown(results, skips, backend=backend, hardware=hardware)
+    text = support_markdown(table.results, table.skips, backend=table.backend,
+                            hardware=table.hardware)
+    if table.replaced:
+        print(f"{table.replaced} measurement(s) of an earlier report replaced by a later "
+              "report's (same model, profile and request)", file=sys.stderr)
     if args.output is None:
         print(text)
     else:

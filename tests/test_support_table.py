@@ -15,13 +15,13 @@ from pytest_omni_perf.support_table import main
 
 
 def report(path: Path, profile: str, *, key: str = "nvidia-h200",
-           skipped: list[dict[str, str]] | None = None) -> Path:
+           skipped: list[dict[str, str]] | None = None, ssim: float = 0.999) -> Path:
     result = {"nodeid": f"s::t[{profile}]", "profile": profile, "label": "short",
               "verdict": "pass", "speedup": 1.5, "memory_ratio": 0.9,
               "baseline": {"profile": "eager"},
               "speedup_interval": {"estimate": 1.5, "low": 1.3, "high": 1.7,
                                    "confidence": 0.95, "rounds": 10},
-              "quality": {"ssim_mean": 0.999},
+              "quality": {"ssim_mean": ssim},
               "measurement": {"model": "medium-flux", "cold_start_s": 20.0, "request": {}}}
     data: dict[str, Any] = {"results": [result], "skipped": skipped or [],
                             "backend": {"name": "diffusers"},
@@ -42,6 +42,22 @@ def test_two_runs_make_one_row(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "| Ulysses-SP | usp2 | not runnable here |" in text
     assert "hardware key 'nvidia-h200'" in text
     assert "written to" in capsys.readouterr().out
+
+
+def test_a_later_report_replaces_the_same_measurement(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fp8 run again after a fix: the table shows the second run's row only, and says so."""
+    broken = report(tmp_path / "a.json", "fp8", ssim=0.0001)
+    fixed = report(tmp_path / "b.json", "fp8", ssim=0.9959)
+    other = report(tmp_path / "c.json", "cache_dit")
+    assert main([str(broken), str(other), str(fixed)]) == 0
+    captured = capsys.readouterr()
+    rows = [line for line in captured.out.splitlines() if line.startswith("| FP8 | fp8 |")]
+    assert len(rows) == 1 and "0.9959" in rows[0]
+    assert "| Cache-DiT | cache_dit | supported |" in captured.out
+    assert "1 measurement(s) of an earlier report replaced" in captured.err
+    assert main([str(fixed), str(broken)]) == 0  # the order given decides, not the file names
+    assert "0.0001" in capsys.readouterr().out
 
 
 def test_reports_of_other_machines_are_refused(tmp_path: Path,
