@@ -259,7 +259,7 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
                                      stored_metrics.to_metrics(result, view),
                                      apply_view(measured.frames, view))
         result.stored_path = str(path)
-        judged.notes.append(f"baseline written to {path}")
+        judged.notes.append(f"{BASELINE_WRITTEN} {path}")
     elif stored.problem is not None:
         judged.violations.append(stored.problem)
     elif stored.note is not None:
@@ -277,6 +277,7 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     return result
 
 
+BASELINE_WRITTEN = "baseline written to"
 _LATENCY_GATES = ("speedup", "latency_regression", "max_latency", "parity_latency")
 
 
@@ -339,10 +340,15 @@ def _busy_host_cannot_decide(judged: judge.Judgement, measured: Measurement,
     # Every note offering the refresh command withdraws it (a memory warning, the suite's
     # "record one with", a stored run too old to compare as much as a latency warning): a
     # newcomer could record a loaded run as the baseline every later run is judged against.
+    # A baseline recorded anyway (--omni-update-baselines) is written as asked, saying what
+    # its latencies hold: slowed ones would let every later slowdown pass against it.
     timing = tuple(f"{m} (warning only" for m in _LATENCY_GATES)
     judged.notes = [f"{judge.without_refresh(note, refresh)} (the host was busy: {why}; "
                     "do not refresh the baseline from this run)"
                     if note.startswith(timing) or (refresh and refresh in note)
+                    else f"{note} while the host was busy ({why}): its latencies hold that "
+                    "load and later runs judged against it would pass slowdowns; record it "
+                    "again on a quiet host" if note.startswith(BASELINE_WRITTEN)
                     else note for note in judged.notes]
 
 

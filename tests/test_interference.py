@@ -448,3 +448,26 @@ def test_a_busy_host_turns_a_latency_pass_undecided_and_leaves_quality_and_memor
     merged.extend(dataclasses.replace(on_quiet, passed=on_quiet.passed[:1]))
     merged.extend(dataclasses.replace(on_quiet, passed=on_quiet.passed[1:]))
     assert merged.passed == on_quiet.passed
+
+
+def test_a_baseline_recorded_on_a_busy_host_says_so() -> None:
+    """``--omni-update-baselines`` on a busy host wrote the baseline with only "baseline
+    written to ...": its slowed latencies would let every later slowdown pass against it."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from pytest_omni_perf import judge, verdict
+
+    def recorded(cores: float) -> list[str]:
+        measured: Any = SimpleNamespace(interference=InterferenceReport(
+            (RoundConditions(0.2, others_cpu_cores=cores),) * 5))
+        judged = judge.Judgement()
+        judged.notes.append(f"{verdict.BASELINE_WRITTEN} baselines/cpu/t/eager")
+        verdict._busy_host_cannot_decide(judged, measured, None)
+        return judged.notes
+
+    assert recorded(0.05) == ["baseline written to baselines/cpu/t/eager"]
+    assert recorded(1.2) == [
+        "baseline written to baselines/cpu/t/eager while the host was busy (this profile: "
+        "other processes used 1.2 cores in 5 of 5 rounds): its latencies hold that load and "
+        "later runs judged against it would pass slowdowns; record it again on a quiet host"]
