@@ -8,7 +8,7 @@ applied) plus the first request, where torch.compile does its work. Each repeat 
 fresh cache folder (the built-in models are linked in, so only the compile cache is
 empty), starts the engine cold, stops it, and starts it again on the cache the first start
 left (``compile_cache.compile_cache_env``: inductor FX graph + AOT autograd caches and
-Triton's kernels under ``<cache dir>/compile/<model>/<profile>``). Cold and warm starts
+Triton's kernels under ``<cache dir>/compile/<model>``). Cold and warm starts
 alternate, so machine load hits both; the ratio is printed per repeat and over all.
 
 On a GPU, run it unchanged with the medium model, e.g.

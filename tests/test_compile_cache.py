@@ -1,4 +1,4 @@
-"""The persistent compile cache: one inductor folder per model and profile, under the
+"""The persistent compile cache: one inductor folder per model, shared by its profiles, under the
 cache dir, given to engine workers (the benchmark benchmarks/compile_cache.py measures
 what it saves)."""
 
@@ -17,28 +17,29 @@ def spec(model: str, profile: str, cache_dir: str = "/c") -> EngineSpec:
                       cache_dir=cache_dir)
 
 
-def test_one_folder_per_model_and_profile() -> None:
+def test_one_folder_per_model_shared_by_its_profiles() -> None:
+    """compile_cachedit reuses compile's graphs (18.8 s -> 5.6 s first request, tiny Flux)."""
     env = compile_cache_env(spec("tiny-flux", "compile"), environ={})
-    assert env["TORCHINDUCTOR_CACHE_DIR"] == "/c/compile/tiny-flux/compile"
-    assert env["TRITON_CACHE_DIR"] == "/c/compile/tiny-flux/compile/triton"
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == "/c/compile/tiny-flux"
+    assert env["TRITON_CACHE_DIR"] == "/c/compile/tiny-flux/triton"
     assert env["TORCHINDUCTOR_FX_GRAPH_CACHE"] == env["TORCHINDUCTOR_AUTOGRAD_CACHE"] == "1"
     folders = {compile_cache_dir(spec(m, p)) for m in ("tiny-flux", "tiny-wan")
-               for p in ("compile", "fp8")}
-    assert len(folders) == 4
+               for p in ("compile", "compile_cachedit", "fp8")}
+    assert folders == {Path("/c/compile/tiny-flux"), Path("/c/compile/tiny-wan")}
 
 
 def test_model_paths_become_safe_distinct_names() -> None:
     a = compile_cache_dir(spec("/models/a/Qwen-Image", "compile"))
     b = compile_cache_dir(spec("/other/a/Qwen-Image", "compile"))
-    assert a != b and a.parent.parent == b.parent.parent == Path("/c/compile")
-    assert a.parent.name.startswith("models_a_Qwen-Image-") and "/" not in a.parent.name
+    assert a != b and a.parent == b.parent == Path("/c/compile")
+    assert a.name.startswith("models_a_Qwen-Image-") and "/" not in a.name
 
 
 def test_default_cache_dir_when_none_is_given(monkeypatch: pytest.MonkeyPatch,
                                               tmp_path: Path) -> None:
     monkeypatch.setenv("OMNI_PERF_CACHE_DIR", str(tmp_path))
     assert compile_cache_dir(spec("tiny-flux", "eager", "")) == \
-        tmp_path / "compile" / "tiny-flux" / "eager"
+        tmp_path / "compile" / "tiny-flux"
 
 
 def test_users_own_inductor_folder_wins() -> None:
@@ -61,7 +62,7 @@ def test_diffusers_engine_worker_runs_with_it(tmp_path: Path,
         environ = Path(f"/proc/{engine.pids()[0]}/environ").read_bytes().split(b"\0")
     finally:
         engine.stop()
-    expected = f"TORCHINDUCTOR_CACHE_DIR={tmp_path}/compile/tiny-flux/eager".encode()
+    expected = f"TORCHINDUCTOR_CACHE_DIR={tmp_path}/compile/tiny-flux".encode()
     assert expected in environ
 
 
@@ -83,4 +84,4 @@ def test_server_process_runs_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyP
         environ = Path(f"/proc/{engine.pids()[0]}/environ").read_bytes().split(b"\0")
     finally:
         engine.stop()
-    assert f"TORCHINDUCTOR_CACHE_DIR={tmp_path}/compile/tiny-flux/eager".encode() in environ
+    assert f"TORCHINDUCTOR_CACHE_DIR={tmp_path}/compile/tiny-flux".encode() in environ
