@@ -204,7 +204,7 @@ class ResultCollector:
                 self.state.cases.append({**value, "nodeid": report.nodeid,
                                          "outcome": report.outcome})
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         """The summary table: test, profile, median, speedup, memory, SSIM, verdict."""
         from pytest_omni_perf.report.terminal import (
             write_recommendations, write_suite_cost, write_summary,
@@ -227,7 +227,7 @@ class ResultCollector:
             write_inconclusive(terminalreporter, self.inconclusive)
 
 
-def write_inconclusive(terminalreporter: Any, found: list[tuple[str, str]]) -> None:
+def write_inconclusive(terminalreporter: pytest.TerminalReporter, found: list[tuple[str, str]]) -> None:
     """One entry per INCONCLUSIVE test, last before pytest's own short summary: its node id
     and every undecided gate with why (``INCONCLUSIVE t.py::test_x[fp8]: gate(s)
     inconclusive at the round budget:`` then the gates, indented)."""
