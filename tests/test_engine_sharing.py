@@ -111,3 +111,23 @@ def test_fewer_steps_runs_in_eagers_engine_on_the_real_engine(
     assert any(shared_note in note for note in entry["notes"]) is not separate
     if not separate:  # one engine process, sampled once: one peak for both
         assert entry["measurement"]["memory"] == entry["baseline"]["memory"]
+
+
+def test_an_engine_that_refuses_at_start_says_it_was_not_started() -> None:
+    """recipe_f's worker found at start that the model has no second transformer: the user
+    read "starting tiny-flux[recipe_f] (diffusers) ..." with no "started" line after it."""
+    from pytest_omni_perf.engines.base import ProfileUnsupported
+
+    class _Refuses(_Engine):
+        def start(self) -> None:
+            raise ProfileUnsupported("boundary_ratio needs a second transformer")
+
+    said: list[str] = []
+    pool = EnginePool(lambda spec: (_Refuses(spec), True), said.append)
+    for _ in range(2):  # the second get answers from memory: nothing is started or said
+        with pytest.raises(ProfileUnsupported, match="second transformer"):
+            pool.get(_spec("recipe_f", boundary_ratio=1.0))
+    assert said == ["starting tiny-flux[recipe_f] (diffusers) ...",
+                    "not started tiny-flux[recipe_f]: skipped, boundary_ratio needs a second "
+                    "transformer"]
+    assert pool.starts == 0

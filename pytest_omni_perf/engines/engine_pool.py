@@ -103,16 +103,21 @@ class EnginePool:
         if live is not None:  # died since last use: a fresh one replaces it
             self.stop(live.key)
         self._evict_for(spec, capacity)
+        name = f"{spec.model}[{spec.profile_name}]"
+        announced = False
         try:
             engine, option_determined = self._make(spec)
-            self._progress(f"starting {spec.model}[{spec.profile_name}] ({spec.backend}) ...")
+            self._progress(f"starting {name} ({spec.backend}) ...")
+            announced = True
             began = time.perf_counter()
             engine.start()
         except ProfileUnsupported as exc:
             self._unsupported[key] = str(exc)
+            if announced:  # a "starting" line with no "started" after it read as a hang
+                self._progress(f"not started {name}: skipped, {exc}")
             raise
         elapsed = time.perf_counter() - began
-        self._progress(f"started {spec.model}[{spec.profile_name}] in {elapsed:.1f} s")
+        self._progress(f"started {name} in {elapsed:.1f} s")
         self.starts += 1
         live = LiveEngine(engine=engine, key=key, start_s=elapsed,
                           identity=sharing_identity(spec) if option_determined else "")
