@@ -108,16 +108,16 @@ def saving_limit(kind: str) -> float:
     return RSS_SAVING if kind == "rss" else MEMORY_SAVING
 
 
-def _lowest_memory(branch: str, model: str, label: str, pool: Sequence[Candidate],
-                   kinds: Mapping[str, str]) -> Recommendation:
+def _lowest_memory(branch: str, model: str, label: str, pool: Sequence[Candidate]
+                   ) -> Recommendation:
     """The smallest memory ratio clearly below its baseline's, or why there is none."""
     measured = [c for c in pool if c[2].memory_ratio is not None]
     smaller = [c for c in measured
-               if (c[2].memory_ratio or 0.0) <= saving_limit(kinds.get(c[0], ""))]
+               if (c[2].memory_ratio or 0.0) <= saving_limit(c[2].memory_kind)]
     if smaller:
         best = min(smaller, key=lambda c: c[2].memory_ratio or 0.0)
         return Recommendation(model, label, branch, best[0], numbers(*best))
-    rss = [c for c in measured if kinds.get(c[0]) == "rss"]
+    rss = [c for c in measured if c[2].memory_kind == "rss"]
     if not rss:
         return Recommendation(model, label, branch, None, f"none measured "
                               f"{1 - MEMORY_SAVING:.0%} or more below its baseline's peak")
@@ -132,7 +132,6 @@ def recommend(results: Sequence[Mapping[str, Any]], facts: Callable[[str], Profi
               ssim_budget: float) -> list[Recommendation]:
     """The flowchart's answers for every (model, request label) of the run, in order."""
     groups: dict[tuple[str, str], list[Candidate]] = {}
-    kinds: dict[tuple[str, str], dict[str, str]] = {}
     for result in results:
         base = result.get("baseline")
         if not base:
@@ -140,8 +139,6 @@ def recommend(results: Sequence[Mapping[str, Any]], facts: Callable[[str], Profi
         key = (model_of(result), str(result.get("label") or ""))
         groups.setdefault(key, []).append(
             (str(result["profile"]), str(base.get("profile", "?")), measured_of(result)))
-        memory = (result.get("measurement") or {}).get("memory") or {}
-        kinds.setdefault(key, {})[str(result["profile"])] = str(memory.get("kind", ""))
     out: list[Recommendation] = []
     for (model, label), pool in groups.items():
         def known(c: Candidate) -> ProfileFacts:
@@ -156,8 +153,7 @@ def recommend(results: Sequence[Mapping[str, Any]], facts: Callable[[str], Profi
         out.append(_fastest(f"fastest with SSIM >= {ssim_budget:g}, 1 GPU", model, label,
                             [c for c in one_gpu if within(c)]))
         out.append(_lowest_memory(f"lowest peak memory, SSIM >= {ssim_budget:g}", model,
-                                  label, [c for c in pool if within(c)],
-                                  kinds[(model, label)]))
+                                  label, [c for c in pool if within(c)]))
         by_name = {c[0]: c for c in pool}
         for combo, parts in COMBINATIONS:
             if combo in by_name:

@@ -88,6 +88,8 @@ class Measured:
     ssim: float | None
     cold_start_s: float | None
     verdict: str
+    memory_kind: str = ""
+    """What the peak memory counted (``measure.memory.MemoryKind``: ``rss`` on CPU runs)."""
 
     def speedup_text(self) -> str:
         """``1.42x [1.31-1.50 95%]``, ``1.42x`` (no interval) or ``-``."""
@@ -130,7 +132,8 @@ def measured_of(result: Mapping[str, Any]) -> Measured:
         confidence=interval.get("confidence"), memory_ratio=result.get("memory_ratio"),
         ssim=quality.get("ssim_mean"),
         cold_start_s=(result.get("measurement") or {}).get("cold_start_s"),
-        verdict=str(result.get("verdict", "")))
+        verdict=str(result.get("verdict", "")),
+        memory_kind=str(((result.get("measurement") or {}).get("memory") or {}).get("kind", "")))
 
 
 def model_of(result: Mapping[str, Any]) -> str:
