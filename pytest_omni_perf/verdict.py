@@ -3,7 +3,8 @@
 ``harness`` produces ``Measurement``s; this module computes what is compared (speedup and
 stored-latency intervals, SSIM, memory ratios), reads the stored run of the same test,
 profile and hardware key, asks ``judge`` for the outcome of every bound, and writes the
-stored run in a record run (``--omni-update-baselines``). ``latency_gates`` is the part the
+stored run in a record run (``--omni-update-baselines``), then lets ``busy_host`` withdraw
+the latency verdicts a contended CPU cannot support. ``latency_gates`` is the part the
 harness calls between looks to learn whether more rounds could still decide something.
 """
 
@@ -13,14 +14,13 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pytest_omni_perf import judge, stored_metrics
+from pytest_omni_perf import busy_host, judge, stored_metrics
 from pytest_omni_perf.baseline_messages import baseline_label, request_diff
 from pytest_omni_perf.baseline_view import apply_view, choose_view, comparable
 from pytest_omni_perf.baselines import (
     METRICS, BaselineError, BaselineStore, CorruptBaseline, StoredBaseline,
 )
 from pytest_omni_perf.hardware import CPU_KEY, HardwareInfo, fingerprint
-from pytest_omni_perf.measure.contention import contended
 from pytest_omni_perf.measure.stats import (
     Arm, RatioInterval, ratio_interval, ratio_to_level, speedup_interval, widened,
 )
@@ -259,7 +259,7 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
                                      stored_metrics.to_metrics(result, view),
                                      apply_view(measured.frames, view))
         result.stored_path = str(path)
-        judged.notes.append(f"{BASELINE_WRITTEN} {path}")
+        judged.notes.append(f"{busy_host.BASELINE_WRITTEN} {path}")
     elif stored.problem is not None:
         judged.violations.append(stored.problem)
     elif stored.note is not None:
@@ -267,8 +267,8 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     elif stored.baseline is not None:
         judged.extend(_against_stored(result, stored.baseline, found, bounds, references,
                                       ssim_origin))
-    _busy_host_cannot_decide(judged, measured, base, *(parity or ()),
-                             refresh=references.refresh_command)
+    busy_host.cannot_decide(judged, measured, base, *(parity or ()),
+                            refresh=references.refresh_command)
     result.violations += judged.violations
     result.undecided += judged.undecided
     result.notes += judged.notes
@@ -277,79 +277,10 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     return result
 
 
-BASELINE_WRITTEN = "baseline written to"
-_LATENCY_GATES = ("speedup", "latency_regression", "max_latency", "parity_latency")
-
-
 def _pixels(quality: QualityResult | None) -> judge.PixelFacts | None:
     if quality is None or not quality.comparable:
         return None
     return judge.PixelFacts(quality.psnr_mean, quality.mean_abs_diff, quality.p99_abs_diff)
-
-
-def _busy_host_cannot_decide(judged: judge.Judgement, measured: Measurement,
-                             base: Measurement | None, *parity: Measurement,
-                             refresh: str = "") -> None:
-    """Turn failed and passed latency gates into undecided ones when either engine's CPU was
-    contended in most rounds (``measure.contention``), naming the load: on an oversubscribed
-    host the engines of a pair do not share the load evenly, so pairing no longer cancels it
-    and an interval can be wrong in either direction (a no-op profile identical to eager
-    passed min_speedup=1.05 at 2.004x [1.148, 10.075] on a busy 2-core machine,
-    results/cpu/noop-drill-busy-3/). Quality and memory gates are not timings and stand.
-    Latency gates already undecided, and warn-only latency notes, name the load too, so an
-    inconclusive line or a warning says why by itself. No message offers the ``refresh``
-    command as is: a loaded run must not become the baseline later runs are judged against
-    (notes withdraw it, failures that stand ask for a quiet host)."""
-    arms = [("this profile", measured), ("its baseline", base),
-            *zip(("its parity backend", "this profile beside it"), parity)]
-    why = next((f"{what}: {reason}" for what, m in arms
-                if m is not None and m.interference is not None
-                and (reason := contended(m.interference)) is not None), None)
-    if why is None:
-        return
-    # More rounds on a busy host end "not passed" at best (below): only a quiet host decides.
-    judged.undecided = [Violation(u.metric, (
-        f"{u.message.replace(judge.STRADDLE_ADVICE, 'a quieter machine would decide it')} "
-        f"(the host was busy: {why})")) if u.metric in _LATENCY_GATES else u
-        for u in judged.undecided]
-    busy = f"because the host was busy ({why})"
-    kept = []
-    for violation in judged.violations:
-        if violation.metric in _LATENCY_GATES:
-            judged.undecided.append(Violation(violation.metric, (
-                f"{judge.without_refresh(violation.message, refresh)}; not failed, {busy}: a "
-                "slowdown cannot be told apart from the load here; run it on a quiet host")))
-        elif refresh and refresh in violation.message:  # quality, or no usable stored run
-            kept.append(Violation(violation.metric, (
-                f"{violation.message} (on a quiet host: this one was busy, {why})")))
-        else:
-            kept.append(violation)
-    judged.violations = kept
-    stood = []
-    for passed in judged.passed:
-        if passed.metric in _LATENCY_GATES:
-            judged.undecided.append(Violation(passed.metric, (
-                f"{passed.message}, but not passed, {busy}: a pass cannot be told apart "
-                "from the load here; run it on a quiet host")))
-        else:
-            stood.append(passed)
-    judged.passed = stood
-    # Warn-only latency notes (a reference profile, the 'cpu' key) say the load too: a
-    # newcomer read "latency_regression (warning only ...)" beside a trend cell of "+0% vs
-    # level" and could not tell the warning came from a busy machine.
-    # Every note offering the refresh command withdraws it (a memory warning, the suite's
-    # "record one with", a stored run too old to compare as much as a latency warning): a
-    # newcomer could record a loaded run as the baseline every later run is judged against.
-    # A baseline recorded anyway (--omni-update-baselines) is written as asked, saying what
-    # its latencies hold: slowed ones would let every later slowdown pass against it.
-    timing = tuple(f"{m} (warning only" for m in _LATENCY_GATES)
-    judged.notes = [f"{judge.without_refresh(note, refresh)} (the host was busy: {why}; "
-                    "do not refresh the baseline from this run)"
-                    if note.startswith(timing) or (refresh and refresh in note)
-                    else f"{note} while the host was busy ({why}): its latencies hold that "
-                    "load and later runs judged against it would pass slowdowns; record it "
-                    "again on a quiet host" if note.startswith(BASELINE_WRITTEN)
-                    else note for note in judged.notes]
 
 
 def _mapping(value: object) -> Mapping[str, Any] | None:

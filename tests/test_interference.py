@@ -305,7 +305,7 @@ def test_inconclusive_latency_gates_name_a_busy_host() -> None:
     from types import SimpleNamespace
     from typing import Any
 
-    from pytest_omni_perf import judge, verdict
+    from pytest_omni_perf import busy_host, judge
     from pytest_omni_perf.measure.interference import InterferenceReport, RoundConditions
     from pytest_omni_perf.results import Violation
 
@@ -319,7 +319,7 @@ def test_inconclusive_latency_gates_name_a_busy_host() -> None:
                warn_only=True, why_warn="on the 'cpu' key, machines differ")
     judged.add("fail", "vram_regression", "peak memory is 1.4x", warn_only=True,
                why_warn="on the 'cpu' key, machines differ")
-    verdict._busy_host_cannot_decide(judged, measured, None,
+    busy_host.cannot_decide(judged, measured, None,
                                      refresh="pytest x --omni-update-baselines")
     # More rounds cannot decide a timing on a busy host (they end "not passed"): a newcomer
     # was told "more rounds ... or a quieter machine", and only the second is advice.
@@ -343,7 +343,7 @@ def test_no_message_of_a_busy_host_offers_the_refresh_command(tmp_path: Path) ->
     from types import SimpleNamespace
     from typing import Any
 
-    from pytest_omni_perf import judge, verdict
+    from pytest_omni_perf import busy_host, judge, verdict
     from pytest_omni_perf.baselines import BaselineStore
     from pytest_omni_perf.measure.stats import RatioInterval
     from pytest_omni_perf.profiles import Bounds, Profile
@@ -372,7 +372,7 @@ def test_no_message_of_a_busy_host_offers_the_refresh_command(tmp_path: Path) ->
     assert len(judged.notes) == 3 and all(command in m for m in judged.notes)
     assert len(offered) == 3 and all(command in v.message for v in offered)
 
-    verdict._busy_host_cannot_decide(judged, measured, None, refresh=command)
+    busy_host.cannot_decide(judged, measured, None, refresh=command)
     load = "this profile: other processes used 1.3 cores in 5 of 5 rounds"
     # Notes withdraw it and say why.
     assert [n[:24] for n in judged.notes] == [
@@ -403,7 +403,7 @@ def test_a_busy_host_turns_a_latency_pass_undecided_and_leaves_quality_and_memor
     from types import SimpleNamespace
     from typing import Any
 
-    from pytest_omni_perf import judge, verdict
+    from pytest_omni_perf import busy_host, judge
     from pytest_omni_perf.measure.stats import RatioInterval
     from pytest_omni_perf.profiles import Bounds
 
@@ -418,7 +418,7 @@ def test_a_busy_host_turns_a_latency_pass_undecided_and_leaves_quality_and_memor
             memory_gib=6.0, memory_ratio=None, memory_is_vram=True))
         judged.extend(judge.absolute_latency_judgement(
             bounds, RatioInterval(0.5, 0.4, 0.6, 0.95, 7)))
-        verdict._busy_host_cannot_decide(judged, measured, base)
+        busy_host.cannot_decide(judged, measured, base)
         return judged
 
     on_quiet = judged_on(SimpleNamespace(interference=InterferenceReport((quiet,) * 7)), None)
@@ -456,14 +456,14 @@ def test_a_baseline_recorded_on_a_busy_host_says_so() -> None:
     from types import SimpleNamespace
     from typing import Any
 
-    from pytest_omni_perf import judge, verdict
+    from pytest_omni_perf import busy_host, judge
 
     def recorded(cores: float) -> list[str]:
         measured: Any = SimpleNamespace(interference=InterferenceReport(
             (RoundConditions(0.2, others_cpu_cores=cores),) * 5))
         judged = judge.Judgement()
-        judged.notes.append(f"{verdict.BASELINE_WRITTEN} baselines/cpu/t/eager")
-        verdict._busy_host_cannot_decide(judged, measured, None)
+        judged.notes.append(f"{busy_host.BASELINE_WRITTEN} baselines/cpu/t/eager")
+        busy_host.cannot_decide(judged, measured, None)
         return judged.notes
 
     assert recorded(0.05) == ["baseline written to baselines/cpu/t/eager"]
