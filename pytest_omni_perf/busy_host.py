@@ -25,18 +25,19 @@ _WARN_ONLY = tuple(f"{metric} (warning only" for metric in LATENCY_GATES)
 
 
 def cannot_decide(judged: judge.Judgement, measured: Measurement, base: Measurement | None,
-                  *parity: Measurement, refresh: str = "") -> None:
+                  *parity: Measurement, refresh: str = "") -> str | None:
     """Rewrite ``judged`` in place when any arm (``measured``, ``base``, the two ``parity``
     measurements) was contended: failed and passed latency gates become undecided, gates
     already undecided and warn-only latency notes name the load, failures that stand ask for
-    a quiet host instead of offering ``refresh`` (the ``--omni-update-baselines`` command)."""
+    a quiet host instead of offering ``refresh`` (the ``--omni-update-baselines`` command).
+    Returns why the host was busy ("its baseline: other processes used ..."), or None."""
     arms = [("this profile", measured), ("its baseline", base),
             *zip(("its parity backend", "this profile beside it"), parity)]
     why = next((f"{what}: {reason}" for what, m in arms
                 if m is not None and m.interference is not None
                 and (reason := contended(m.interference)) is not None), None)
     if why is None:
-        return
+        return None
     # More rounds on a busy host end "not passed" at best (below): only a quiet host decides.
     judged.undecided = [Violation(u.metric, (
         f"{u.message.replace(judge.STRADDLE_ADVICE, 'a quieter machine would decide it')} "
@@ -65,6 +66,7 @@ def cannot_decide(judged: judge.Judgement, measured: Measurement, base: Measurem
             stood.append(passed)
     judged.passed = stood
     judged.notes = [_busy_note(note, refresh, why) for note in judged.notes]
+    return why
 
 
 def _busy_note(note: str, refresh: str, why: str) -> str:

@@ -14,7 +14,8 @@ Branches (seed-diffusion-perf-guide.txt, "Decision Flowchart"), per model and re
   measured, beside the numbers of their parts alone.
 
 "Faster" means the whole speedup interval lies above 1: a profile whose interval reaches 1
-or below is never recommended as faster, however high its estimate. The memory ratio is
+or below is never recommended as faster, however high its estimate, and neither is one
+measured while the host was busy (``busy_host``: its interval can be wrong either way). The memory ratio is
 one peak against another (no interval), so it is reported as measured.
 """
 
@@ -91,12 +92,20 @@ Candidate = tuple[str, str, Measured]
 
 def _fastest(branch: str, model: str, label: str, pool: Sequence[Candidate]
              ) -> Recommendation:
-    winners = [c for c in pool if faster(c[2])]
+    winners = [c for c in pool if faster(c[2]) and not c[2].busy_host]
     if winners:
         best = max(winners, key=lambda c: c[2].speedup or 0.0)
         return Recommendation(model, label, branch, best[0], numbers(*best))
     if not pool:
         return Recommendation(model, label, branch, None, "none measured")
+    # A newcomer's busy run recommended fewer_steps at 2.91x [1.48-7.76] from an
+    # inconclusive result: a busy host's interval is no evidence either way.
+    busy = [c for c in pool if faster(c[2])]
+    if busy:
+        shown = "; ".join(f"{numbers(*c)} ({c[2].busy_host})" for c in busy[:3])
+        return Recommendation(model, label, branch, None, (
+            f"none: the faster-looking ones were measured while the host was busy ({shown}); "
+            "run them on a quiet host"))
     shown = "; ".join(numbers(*c) for c in sorted(pool, key=lambda c: -(c[2].speedup or 0))[:3])
     return Recommendation(model, label, branch, None,
                           f"none: no speedup interval lies wholly above 1 ({shown})")

@@ -155,6 +155,10 @@ class PerfResult:
     thumbnails; not serialized (the request dict holds their digests)."""
     parity: ParityResult | None = None
     """The same profile on the backend ``omni_bounds(parity=...)`` names, or None."""
+    busy_host: str | None = None
+    """Why the host was busy in most rounds (``busy_host.cannot_decide``: "this profile:
+    other processes used 1.5 cores in 9 of 10 rounds"), or None: when set, no latency gate
+    passed or failed and the speedup is no evidence either way."""
 
     # Convenience accessors a test body reads.
     @property
@@ -212,4 +216,5 @@ class PerfResult:
             "notes": self.notes, "verdict": self.verdict,
             "fingerprint": self.fingerprint,
             "parity": None if self.parity is None else self.parity.to_dict(),
+            "busy_host": self.busy_host,
         }

@@ -90,6 +90,9 @@ class Measured:
     verdict: str
     memory_kind: str = ""
     """What the peak memory counted (``measure.memory.MemoryKind``: ``rss`` on CPU runs)."""
+    busy_host: str = ""
+    """Why the host was busy in most rounds (``PerfResult.busy_host``), or "": the speedup
+    of a busy run is no evidence either way."""
 
     def speedup_text(self) -> str:
         """``1.42x [1.31-1.50 95%]``, ``1.42x`` (no interval) or ``-``."""
@@ -133,7 +136,8 @@ def measured_of(result: Mapping[str, Any]) -> Measured:
         ssim=quality.get("ssim_mean"),
         cold_start_s=(result.get("measurement") or {}).get("cold_start_s"),
         verdict=str(result.get("verdict", "")),
-        memory_kind=str(((result.get("measurement") or {}).get("memory") or {}).get("kind", "")))
+        memory_kind=str(((result.get("measurement") or {}).get("memory") or {}).get("kind", "")),
+        busy_host=str(result.get("busy_host") or ""))
 
 
 def model_of(result: Mapping[str, Any]) -> str:

@@ -267,8 +267,8 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     elif stored.baseline is not None:
         judged.extend(_against_stored(result, stored.baseline, found, bounds, references,
                                       ssim_origin))
-    busy_host.cannot_decide(judged, measured, base, *(parity or ()),
-                            refresh=references.refresh_command)
+    result.busy_host = busy_host.cannot_decide(judged, measured, base, *(parity or ()),
+                                               refresh=references.refresh_command)
     result.violations += judged.violations
     result.undecided += judged.undecided
     result.notes += judged.notes

@@ -372,8 +372,8 @@ def test_no_message_of_a_busy_host_offers_the_refresh_command(tmp_path: Path) ->
     assert len(judged.notes) == 3 and all(command in m for m in judged.notes)
     assert len(offered) == 3 and all(command in v.message for v in offered)
 
-    busy_host.cannot_decide(judged, measured, None, refresh=command)
     load = "this profile: other processes used 1.3 cores in 5 of 5 rounds"
+    assert busy_host.cannot_decide(judged, measured, None, refresh=command) == load
     # Notes withdraw it and say why.
     assert [n[:24] for n in judged.notes] == [
         "latency_regression (warn", "vram_regression (warning", "no stored run of t.py::t"]

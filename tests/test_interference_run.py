@@ -106,3 +106,11 @@ def test_a_busy_host_makes_a_latency_pass_inconclusive(standin_pytester: pytest.
     assert only["verdict"] == "inconclusive" and only["violations"] == []
     assert [u["metric"] for u in only["undecided"]] == ["speedup"]
     assert only["speedup_interval"]["low"] >= 1.2  # the interval itself did clear the bound
+    assert only["busy_host"].startswith("this profile: other processes used ")
+    # Nor does the flowchart recommend it: a newcomer's busy run was offered fewer_steps at
+    # 2.91x [1.48-7.76] from an inconclusive result.
+    result.stdout.fnmatch_lines([
+        "*omni-perf recommendation*",
+        "* fastest with SSIM >= 0.98, 1 GPU: none: the faster-looking ones were measured "
+        "while the host was busy (cache_dit *x [[]*] vs eager*, verdict inconclusive (this "
+        "profile: other processes used * cores in ? of 5 rounds)); run them on a quiet host"])

@@ -88,6 +88,24 @@ def test_a_speedup_interval_reaching_one_is_not_faster() -> None:
     assert few[1].profile is None
 
 
+def test_a_speedup_measured_on_a_busy_host_is_not_recommended() -> None:
+    """A newcomer's busy run was offered fewer_steps at 2.91x [1.48-7.76] from an
+    inconclusive result: on a contended CPU an interval can be wrong either way."""
+    busy = {**result("cache_dit", 1.5, 7.8, 2.9, ssim=0.99), "verdict": "inconclusive",
+            "busy_host": "this profile: other processes used 1.4 cores in 9 of 10 rounds"}
+    quiet = result("vae_tiling", 1.01, 1.1, 1.05, ssim=0.99)
+    chosen = {r.branch: r for r in recommend([busy], FACTS.get, 0.98)}
+    within = chosen["fastest with SSIM >= 0.98, 1 GPU"]
+    assert within.profile is None
+    assert within.text == (
+        "none: the faster-looking ones were measured while the host was busy (cache_dit "
+        "2.90x [1.50-7.80 95%] vs eager, SSIM 0.9900, peak memory 1.00x, verdict "
+        "inconclusive (this profile: other processes used 1.4 cores in 9 of 10 rounds)); "
+        "run them on a quiet host")
+    both = {r.branch: r for r in recommend([busy, quiet], FACTS.get, 0.98)}
+    assert both["fastest with SSIM >= 0.98, 1 GPU"].profile == "vae_tiling"
+
+
 def test_lowest_memory_only_beyond_the_noise_of_its_kind() -> None:
     """On CPU the peak is RSS, and profiles that hold what eager holds read 0.88-1.15x of
     its peak in the committed CPU runs: a newcomer was offered cache_dit as the lowest peak
