@@ -248,6 +248,8 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
         memory_is_vram=measured.memory.is_vram, memory_unmeasured=measured.memory.unmeasured,
         pixels=_pixels(result.quality), ssim_origin=ssim_origin))
     judged.extend(judge.absolute_latency_judgement(bounds, found.absolute))
+    if (loosened := _loosened_ssim(profile, bounds, result.ssim, ssim_origin)) is not None:
+        judged.notes.append(loosened)
     if parity is not None:
         from pytest_omni_perf import parity as parity_mod
 
@@ -275,6 +277,18 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     if references.series is not None and references.series.spread_note is not None:
         result.notes.append(references.series.spread_note)
     return result
+
+
+def _loosened_ssim(profile: Profile, bounds: Bounds, ssim: float | None,
+                   origin: str) -> str | None:
+    """A note when the SSIM passed only because the test lowered the profile's own
+    min_ssim: a newcomer read tiny-wan's vae_tiling at SSIM 0.50 marked ``ok`` and could not
+    tell the test had lowered vae_tiling's 0.70 to 0.4."""
+    own, used = profile.bounds.min_ssim, bounds.min_ssim
+    if ssim is None or own is None or used is None or not used <= ssim < own:
+        return None
+    return (f"output SSIM {ssim:.4f} passes min_ssim={used:g} only because the test lowered "
+            f"the min_ssim of profile {profile.name!r} from {own:g}" + (f" ({origin})" if origin else ""))
 
 
 def _pixels(quality: QualityResult | None) -> judge.PixelFacts | None:

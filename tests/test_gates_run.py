@@ -108,6 +108,32 @@ def test_failed_ssim_names_the_marker_that_set_the_bound(
                                  "it there"])
 
 
+def test_a_pass_under_a_lowered_ssim_bound_says_it_was_lowered(
+        standin_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A newcomer read tiny-wan's vae_tiling at SSIM 0.50 marked ``ok``: the test had
+    lowered vae_tiling's own 0.70 to 0.4, and nothing said so."""
+    standin_pytester.makepyfile("import pytest\n\n"
+                                "@pytest.mark.omni_bounds(profile='cache_dit', min_ssim=0.01)\n"
+                                + TEST_FILE.lstrip())
+    monkeypatch.setenv("STANDIN_DELAY_CACHE_DIT", "0.005")
+    monkeypatch.setenv("STANDIN_NOISE_CACHE_DIT", "80")
+    result = run(standin_pytester, "--omni-profile=cache_dit", "--omni-update-baselines",
+                 "--omni-report-json=r.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "note [[]cache_dit[]] *::test_image[[]cache_dit[]]: output SSIM 0.* passes "
+        "min_ssim=0.01 only because the test lowered the min_ssim of profile 'cache_dit' from 0.9 "
+        "(the bound is set by @pytest.mark.omni_bounds(profile='cache_dit', min_ssim=0.01) on "
+        "this test, its class or its module: change it there)"])
+    (only,) = json.loads((standin_pytester.path / "r.json").read_text())["results"]
+    assert only["verdict"] == "pass" and only["quality"]["ssim_mean"] < 0.9
+    # Without the noise the SSIM clears the profile's own bound: no such note.
+    monkeypatch.setenv("STANDIN_NOISE_CACHE_DIT", "0")
+    quiet = run(standin_pytester, "--omni-profile=cache_dit", "--omni-update-baselines")
+    quiet.assert_outcomes(passed=1)
+    assert "only because the test lowered" not in quiet.stdout.str()
+
+
 def test_tampered_stored_image_fails(standin_pytester: pytest.Pytester,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     standin_pytester.makepyfile(TEST_FILE)

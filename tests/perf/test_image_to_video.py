@@ -40,6 +40,13 @@ def first_frame(size: int = 64) -> npt.NDArray[np.uint8]:
 # cache saves, so this pays less than text to video's 1.60-1.65x (results/cpu/suite-launch/);
 # 1.2 is 11% under the light-load measurement.
 @pytest.mark.omni_bounds(profile="compile_cachedit", min_speedup=1.2)
+# vae_tiling's own 0.70 is for real sizes: Wan's 256 px tiles exceed a 64x64 video, so
+# the engine fits 32 px tiles with a 24 px stride (diffusers_runner.fit_vae_tiles), four
+# latents with one of overlap, and the tiny VAE blends far more of the picture: SSIM
+# 0.5050 (tiny-wan) and 0.4951 (tiny-wan-i2v) in results/cpu/newcomer-mainjob-a960ac3-
+# beside-ci.log, against 0.992 for medium-wan-i2v at its own tiles on an H100
+# (results/h100/support/medium-wan-i2v-5-history.sqlite).
+# A pass under this bound says so in a note (verdict._loosened_ssim).
 @pytest.mark.omni_bounds(profile="vae_tiling", min_ssim=0.4)
 def test_image_to_video(omni_perf: OmniPerf) -> None:
     """64x64, 9 frames from a 64x64 first frame, 10 steps, guidance 5 (two transformer passes

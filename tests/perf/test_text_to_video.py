@@ -20,6 +20,13 @@ pytestmark = pytest.mark.omni_model("tiny-wan")
 # (reported, no log committed). 1.05 sat inside that noise, so the bound asks only that SCM
 # is not a slowdown: 1.0, 5% under the lowest light-load value and 10% under the quiet one.
 @pytest.mark.omni_bounds(profile="cache_dit_scm", min_speedup=1.0)
+# vae_tiling's own 0.70 is for real sizes: Wan's 256 px tiles exceed a 64x64 video, so
+# the engine fits 32 px tiles with a 24 px stride (diffusers_runner.fit_vae_tiles), four
+# latents with one of overlap, and the tiny VAE blends far more of the picture: SSIM
+# 0.5050 (tiny-wan) and 0.4951 (tiny-wan-i2v) in results/cpu/newcomer-mainjob-a960ac3-
+# beside-ci.log, against 0.992 for medium-wan-i2v at its own tiles on an H100
+# (results/h100/support/medium-wan-i2v-5-history.sqlite).
+# A pass under this bound says so in a note (verdict._loosened_ssim).
 @pytest.mark.omni_bounds(profile="vae_tiling", min_ssim=0.4)
 def test_video(omni_perf: object) -> None:
     """64x64, 9 frames, 10 steps (cache-dit caches 6 of 10 steps here, residual_diff_threshold 0.2)."""
