@@ -68,8 +68,26 @@ def build(recipe: Recipe, folder: pathlib.Path) -> None:
             with torch.no_grad():
                 _fill(module, component, damped)
     pipe.save_pretrained(folder)
+    _drop_absent_components(folder)
     if recipe.family == "qwen":
         builtin_qwen.save_processor(folder)
+
+
+def _drop_absent_components(folder: pathlib.Path) -> None:
+    """Remove the ``[null, null]`` entries diffusers' ``save_pretrained`` writes into
+    model_index.json for optional components a pipeline was built without.
+
+    vLLM-Omni's ``Wan22I2VPipeline`` (``diffusion/models/wan2_2/pipeline_wan2_2_i2v.py``, 0.26
+    and 0.30) reads ``"transformer_2" in model_index`` as "has a second transformer" and then
+    fails to start with "Cannot find any model weights" (medium-wan-i2v on an H100,
+    results/h100/support/omni-wan-i2v-1.log). A missing key means the same to diffusers,
+    which fills optional components with None."""
+    import json
+
+    index = folder / "model_index.json"
+    entries = json.loads(index.read_text())
+    kept = {k: v for k, v in entries.items() if v != [None, None]}
+    index.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
 
 
 def _make_flux(recipe: Recipe) -> Any:

@@ -35,7 +35,9 @@ EDIT_MODELS: tuple[str, ...] = ("tiny-flux-kontext", "medium-flux-kontext",
 """Built-ins that take an input image (image edit); the qwen one takes several."""
 I2V_MODELS: tuple[str, ...] = ("tiny-wan-i2v", "medium-wan-i2v")
 """Built-ins that take an input image and make a video (image to video)."""
-RECIPE_VERSION: int = 1
+RECIPE_VERSION: int = 2
+"""The built folders' layout: 2 drops model_index.json's null entries (builtin_build.
+_drop_absent_components), so folders built as 1 are rebuilt; weights are unchanged."""
 
 # weights_digest of a fresh build; a change means baselines of these models are stale.
 EXPECTED_DIGESTS: dict[str, str] = {
