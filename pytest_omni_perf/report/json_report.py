@@ -291,5 +291,6 @@ def write_markdown(path: Path, state: SessionState) -> str:
     from pytest_omni_perf.report.markdown import support_markdown
 
     text = support_markdown(state.reported, state.skipped, backend=state.backend[0],
-                            hardware=state.hardware.summary())
+                            hardware=state.hardware.summary(),
+                            loads=len(state.loads) + len(state.cases))
     return _attempt("Markdown support table", path, lambda: write_atomic(path, text))

@@ -82,10 +82,16 @@ def detail_lines(entries: Sequence[Entry]) -> list[str]:
 
 
 def support_markdown(results: Sequence[Mapping[str, Any]], skips: Sequence[Mapping[str, Any]],
-                     *, backend: str, hardware: str) -> str:
-    """The whole Markdown page: one section per model of the run."""
+                     *, backend: str, hardware: str, loads: int = 0) -> str:
+    """The whole Markdown page: one section per model of the run. ``loads``: how many load
+    results (``--omni-cases`` items, ``omni_perf.load`` calls) the run had: no row here."""
     out = ["# Measured support table (pytest-omni-perf)", "",
            markdown_cell(f"Backend {backend}; {hardware}."), "", LEGEND, ""]
+    if not models(results, skips):
+        # A case-file run wrote a page of headings and no table: say why it is empty.
+        out += ["No profile was measured or skipped by a test of this run, so the table has "
+                "no rows" + (f"; its {loads} load result(s) are in the JSON and HTML "
+                             "reports." if loads else "."), ""]
     for model in models(results, skips):
         entries = support_row(model, results, skips)
         kind = _kind(model, results)
