@@ -22,7 +22,9 @@ from pytest_omni_perf.hardware import HardwareInfo
 # Re-exported: the budget is the harness's parameter (plugin.py, benchmarks build it).
 from pytest_omni_perf.measure.budget import RoundBudget as RoundBudget
 from pytest_omni_perf.measure.interference import InterferenceMonitor, monitor_for
-from pytest_omni_perf.measure.memory import MemorySampler, sampler_for, with_engine_peak
+from pytest_omni_perf.measure.memory import (
+    MemorySampler, held_over, sampler_for, with_engine_peak,
+)
 from pytest_omni_perf.parity import latency_gate as parity_gate
 from pytest_omni_perf.parity import parity_backend
 from pytest_omni_perf.profiles import Bounds, Profile
@@ -60,6 +62,8 @@ class _Rounds:
     engine_samples: list[float] = dataclasses.field(default_factory=list)
     gpu_samples: list[float] = dataclasses.field(default_factory=list)
     last: Any = None
+    after_larger: str = ""
+    """The larger request its engine served before these rounds ("1024x1024"), or ""."""
 
     def send(self) -> tuple[Any, float, bool]:
         """One request, timed around the call: (output, seconds, first since engine start)."""
@@ -70,6 +74,9 @@ class _Rounds:
         if first:
             self.live.first_request_s = elapsed
         self.live.requests += 1
+        size = self.generation.size()
+        if self.live.largest_request is None or size[0] > self.live.largest_request[0]:
+            self.live.largest_request = size
         self.last = output
         return output, elapsed, first
 
@@ -313,7 +320,10 @@ class Harness:
         reused = live.requests > 0
         sampler = next((run.sampler for run in beside if run.live is live), None) \
             or sampler_for(live.pids, spec.devices or [g.index for g in self.hardware.gpus])
-        return _Rounds(profile, spec, profile_request(request, profile), live, reused, sampler)
+        generation = profile_request(request, profile)
+        larger = live.largest_request
+        after = larger[1] if larger and larger[0] > generation.size()[0] else ""
+        return _Rounds(profile, spec, generation, live, reused, sampler, after_larger=after)
 
     def _warm(self, run: _Rounds) -> None:
         _, elapsed, first = run.send()
@@ -332,7 +342,8 @@ class Harness:
             request=run.generation.as_dict(), samples=run.samples,
             latency=LatencyStats.from_samples(run.samples),
             engine_latency=LatencyStats.from_samples(run.engine_samples),
-            memory=with_engine_peak(peak, run.last.engine_metrics),
+            memory=held_over(with_engine_peak(peak, run.last.engine_metrics),
+                             run.spec.backend, run.after_larger),
             start_s=run.live.start_s, first_request_s=run.live.first_request_s,
             engine_reused=run.reused, applied=dict(info.applied),
             engine_metrics={**run.last.engine_metrics,

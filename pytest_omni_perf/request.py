@@ -132,6 +132,12 @@ class GenerationRequest:
     def has_inputs(self) -> bool:
         return bool(self.images or self.video or self.mask is not None)
 
+    def size(self) -> tuple[int, str]:
+        """(pixels x frames, "1024x1024" or "832x480x33"): what sizes its activations."""
+        frames = self.num_frames or 1
+        label = f"{self.width}x{self.height}" + (f"x{frames}" if self.num_frames else "")
+        return self.width * self.height * frames, label
+
     def as_dict(self) -> dict[str, Any]:
         """The request as JSON: inputs as their ``record()`` (digest, width, height), and
         inputs and sampling fields left out when unset, so stored baselines recorded before

@@ -75,6 +75,8 @@ def problem(metrics: Mapping[str, Any]) -> str | None:
             return f"memory.kind is {memory['kind']!r}, expected a string"
         if memory.get("peak_bytes") is not None and not _number(memory["peak_bytes"]):
             return f"memory.peak_bytes is {memory['peak_bytes']!r}, expected a number >= 0"
+        if memory.get("held_over") is not None and not isinstance(memory["held_over"], str):
+            return f"memory.held_over is {memory['held_over']!r}, expected a string"
     base = metrics.get("baseline_samples_s")
     if base is not None and not (isinstance(base, list) and base
                                  and all(_number(s, positive=True) for s in base)):

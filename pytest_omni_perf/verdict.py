@@ -238,7 +238,9 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
                 result.notes.append(why)
             else:  # an optimization that changes the output's shape broke something
                 result.violations.append(Violation("ssim", why))
-        if base.memory.peak_bytes and base.memory.kind == measured.memory.kind:
+        if (held := _held_over(base, measured, bounds)) is not None:
+            result.notes.append(held)
+        elif base.memory.peak_bytes and base.memory.kind == measured.memory.kind:
             # Per GPU: a 2-GPU profile "saves memory" when each GPU holds less.
             result.memory_ratio = measured.memory.per_gpu_bytes / base.memory.per_gpu_bytes
     judged = judge.session_judgement(bounds, judge.SessionFacts(
@@ -277,6 +279,17 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
     if references.series is not None and references.series.spread_note is not None:
         result.notes.append(references.series.spread_note)
     return result
+
+
+def _held_over(base: Measurement, measured: Measurement, bounds: Bounds) -> str | None:
+    """Why the two peaks are not compared (``MemoryPeak.held_over``), or None."""
+    held = [f"{m.profile}'s: {m.memory.held_over}" for m in (measured, base)
+            if m.memory.held_over]
+    if not held:
+        return None
+    unapplied = "; max_vram_ratio not applied" if bounds.max_vram_ratio is not None else ""
+    return (f"peak memory not compared with baseline profile {base.profile!r}: NVML may "
+            f"still count an earlier, larger request ({'; '.join(held)}){unapplied}")
 
 
 def _loosened_ssim(profile: Profile, bounds: Bounds, ssim: float | None,
@@ -333,7 +346,11 @@ def _against_stored(result: PerfResult, stored: StoredBaseline, found: _Latency,
     result.latency_ratio = found.stored
     memory = stored.metrics.get("memory") or {}
     stored_gib = None
-    if memory.get("kind") == measured.memory.kind and memory.get("peak_bytes"):
+    if measured.memory.held_over or memory.get("held_over"):
+        result.notes.append(f"peak memory not compared with the stored baseline: NVML may "
+                            f"still count an earlier, larger request ("
+                            f"{measured.memory.held_over or memory.get('held_over')})")
+    elif memory.get("kind") == measured.memory.kind and memory.get("peak_bytes"):
         stored_gib = float(memory["peak_bytes"]) / 2**30
     facts = _stored_facts(
         stored, found, None if result.stored_quality is None

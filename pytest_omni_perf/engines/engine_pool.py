@@ -33,6 +33,8 @@ class LiveEngine:
     first_request_s: float | None = None
     """Latency of the first request after start (compile happens here)."""
     requests: int = 0
+    largest_request: tuple[int, str] | None = None
+    """(pixels x frames, "1024x1024") of the largest request served so far, or None."""
     identity: str = ""
     """What the engine does, as far as sharing goes (``sharing_identity``); "" when its
     engine may act on more than its options and is never shared."""

@@ -52,6 +52,10 @@ class MemoryPeak:
     total, says whether a model fits, so ratios against a one-GPU baseline use it."""
     note: str = ""
     """How the processes were attributed, what reported the number, or why there is none."""
+    held_over: str = ""
+    """Why this NVML peak may still hold an earlier, larger request's memory ("its engine
+    served 1024x1024 before ..."), or "": a process keeps what its allocator took, and only
+    the diffusers runner gives it back on a shape change. Such a peak is not compared."""
 
     @property
     def peak_gib(self) -> float:
@@ -81,6 +85,8 @@ class MemoryPeak:
                                  "samples": self.samples, "label": self.label}
         if self.device_peak_bytes is not None:
             found["device_peak_bytes"] = self.device_peak_bytes
+        if self.held_over:
+            found["held_over"] = self.held_over
         return found
 
 
@@ -302,3 +308,21 @@ def sampler_for(pids: Callable[[], Sequence[int]], device_indices: Sequence[int]
             return MemorySampler("nvml", reader.used_bytes, pids, interval_s, reader.close,
                                  device_peak=lambda: reader.device_peak, finish=reader.finish)
     return MemorySampler("rss", rss_bytes, pids, interval_s)
+
+
+RELEASES_CACHED_MEMORY = ("diffusers",)
+"""Backends whose engine gives back its allocator's cache when the request shape changes
+(``diffusers_runner.release_cached_blocks``), so NVML sees each request's own peak."""
+
+
+def held_over(peak: MemoryPeak, backend: str, after_larger: str) -> MemoryPeak:
+    """``peak``, marked when NVML may still count an earlier, larger request's memory
+    (``after_larger``: that request, "1024x1024"; "" when none came before). On one H100,
+    vLLM-Omni's engine for medium-flux-kontext read 6.44 GiB at 512x512 after serving
+    1024x1024, cache_dit's fresh engine 3.43 GiB, and "peak memory 0.53x" was recommended as
+    the lowest (results/h100/support/omni-kontext-1.json)."""
+    if peak.kind != "nvml" or not after_larger or backend in RELEASES_CACHED_MEMORY:
+        return peak
+    return dataclasses.replace(peak, held_over=(
+        f"its {backend} engine served a larger request ({after_larger}) before and keeps "
+        "the memory it took"))
