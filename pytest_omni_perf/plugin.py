@@ -129,13 +129,19 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash[state_key]
     backend, why = state.backend
     perf = state.perf
-    return [f"omni-perf: backend {backend} ({why}); default model {perf.model} "
-            "(omni_model marks choose others); "
-            f"{perf.warmup} warmup, then {perf.rounds} rounds and more up to "
-            f"{perf.max_rounds} or {perf.max_seconds:g} s until each gate's "
-            f"{perf.confidence:.0%} interval clears its bound (undecided: "
-            f"{perf.inconclusive})",
-            f"omni-perf: {state.hardware.summary()}"]
+    lines = [f"omni-perf: backend {backend} ({why}); default model {perf.model} "
+             "(omni_model marks choose others); "
+             f"{perf.warmup} warmup, then {perf.rounds} rounds and more up to "
+             f"{perf.max_rounds} or {perf.max_seconds:g} s until each gate's "
+             f"{perf.confidence:.0%} interval clears its bound (undecided: "
+             f"{perf.inconclusive})",
+             f"omni-perf: {state.hardware.summary()}"]
+    if perf.cases:
+        from pytest_omni_perf.cases.items import header_lines
+
+        lines += header_lines(perf.cases, perf.cases_model)
+    return lines
+
 
 
 # -- collection -------------------------------------------------------------------------------

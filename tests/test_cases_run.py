@@ -62,7 +62,9 @@ def test_six_case_files_through_the_shipped_server(pytester: pytest.Pytester) ->
         "    INCONCLUSIVE baseline.latency_mean: * (no interval: 4 requests, needs 5), "
         "maximum 3.5 s: only 4 requests completed, an interval needs at least 5; send at "
         "least 5 (num_prompts)",
-        # the model override is said
+        # the model override is said, in the header too
+        "omni-perf: 7 case file(s) (--omni-cases), each row through its own `vllm serve "
+        "--omni`; model served: t2i: tiny-flux",
         "*note: model tiny-flux served instead of the file's Qwen/Qwen-Image "
         "(--omni-cases-model)",
         # a sweep reported per level; a hardware-keyed baseline with no key here is noted

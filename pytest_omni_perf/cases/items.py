@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -325,3 +325,15 @@ def add_case_paths(config: pytest.Config, paths: tuple[Path, ...]) -> None:
             args.append(str(path))
     config.args[:] = args
     config.pluginmanager.register(CasesPlugin(paths), "omni-perf-cases")
+
+
+def header_lines(cases: Sequence[Path], models: Mapping[str, str]) -> list[str]:
+    """The report header's line for ``--omni-cases``: case rows run through ``vllm serve
+    --omni`` whatever backend the line above names, and their model may be replaced (a GPU
+    case run's header named only the default model, tiny-flux, beside medium-flux served)."""
+    if not cases:
+        return []
+    served = ", ".join(f"{task}: {model}" for task, model in models.items()) or \
+        "each row's own"
+    return [f"omni-perf: {len(cases)} case file(s) (--omni-cases), each row through its own "
+            f"`vllm serve --omni`; model served: {served}"]
