@@ -73,10 +73,7 @@ class _Rounds:
         first = self.live.first_request_s is None
         if first:
             self.live.first_request_s = elapsed
-        self.live.requests += 1
-        size = self.generation.size()
-        if self.live.largest_request is None or size[0] > self.live.largest_request[0]:
-            self.live.largest_request = size
+        self.live.served(self.generation)
         self.last = output
         return output, elapsed, first
 
@@ -321,9 +318,8 @@ class Harness:
         sampler = next((run.sampler for run in beside if run.live is live), None) \
             or sampler_for(live.pids, spec.devices or [g.index for g in self.hardware.gpus])
         generation = profile_request(request, profile)
-        larger = live.largest_request
-        after = larger[1] if larger and larger[0] > generation.size()[0] else ""
-        return _Rounds(profile, spec, generation, live, reused, sampler, after_larger=after)
+        return _Rounds(profile, spec, generation, live, reused, sampler,
+                       after_larger=live.larger_than(generation))
 
     def _warm(self, run: _Rounds) -> None:
         _, elapsed, first = run.send()

@@ -80,3 +80,30 @@ def test_a_held_over_baseline_peak_gives_no_ratio_and_says_why(tmp_path: Path) -
     # A fresh baseline engine: the ratio is this profile's.
     ratio, notes = judged(tmp_path, measured("eager", 3.43), Bounds(max_vram_ratio=1.02))
     assert ratio == 1.0 and not any("not compared" in n for n in notes)
+
+
+def test_an_engine_remembers_the_largest_request_it_served() -> None:
+    """What ``held_over`` is told comes from here: each round's request grows the engine's
+    record, and a smaller request measured after it names the larger one."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from pytest_omni_perf.engines.base import EngineSpec, GenerationOutput
+    from pytest_omni_perf.engines.engine_pool import LiveEngine
+    from pytest_omni_perf.harness import _Rounds
+
+    class Engine:
+        def generate(self, request: GenerationRequest) -> GenerationOutput:
+            return GenerationOutput(frames=[], engine_latency_s=0.0)
+
+    spec = EngineSpec("m", "eager", {}, "omni")
+    engine: Any = Engine()
+    live = LiveEngine(engine=engine, key=("m", "eager", "omni", ()), start_s=1.0)
+    sampler: Any = SimpleNamespace()
+    for width in (1024, 512):
+        run = _Rounds(Profile("eager", {}), spec, GenerationRequest(width=width, height=width),
+                      live, live.requests > 0, sampler)
+        run.send()
+    assert live.largest_request == (1024 * 1024, "1024x1024") and live.requests == 2
+    assert live.larger_than(GenerationRequest(width=512, height=512)) == "1024x1024"
+    assert live.larger_than(GenerationRequest(width=1024, height=1024)) == ""

@@ -17,7 +17,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from pytest_omni_perf.engines.base import Engine, EngineSpec, ProfileUnsupported
+from pytest_omni_perf.engines.base import (
+    Engine, EngineSpec, GenerationRequest, ProfileUnsupported,
+)
 
 EngineKey = tuple[str, str, str, tuple[int, ...]]
 
@@ -43,6 +45,18 @@ class LiveEngine:
     def cold_start_s(self) -> float | None:
         """Engine start plus first request: what a fresh deployment waits for."""
         return None if self.first_request_s is None else self.start_s + self.first_request_s
+
+    def served(self, request: GenerationRequest) -> None:
+        """Count one request and remember it if it is the largest so far."""
+        self.requests += 1
+        size = request.size()
+        if self.largest_request is None or size[0] > self.largest_request[0]:
+            self.largest_request = size
+
+    def larger_than(self, request: GenerationRequest) -> str:
+        """The larger request served before ("1024x1024"), or "" when none was larger."""
+        larger = self.largest_request
+        return larger[1] if larger is not None and larger[0] > request.size()[0] else ""
 
     def pids(self) -> list[int]:
         pids: Callable[[], list[int]] | None = getattr(self.engine, "pids", None)
