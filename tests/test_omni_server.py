@@ -28,7 +28,7 @@ pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("av")
 
-from pytest_omni_perf.builtin_models import ensure_model  # noqa: E402
+from pytest_omni_perf.builtin_models import RECIPE_VERSION, ensure_model  # noqa: E402
 from pytest_omni_perf.canonical import CANONICAL_OPTIONS, serve_args  # noqa: E402
 from pytest_omni_perf.engines.base import (  # noqa: E402
     EngineError, EngineSpec, GenerationRequest, ProfileUnsupported,
@@ -199,7 +199,8 @@ def test_vllm_command_refuses_what_vllm_omni_would_silently_ignore(
         omni_server.create(make_spec(omni_cache, options=usp, command=vllm), HardwareInfo())
     engine = omni_server.create(make_spec(omni_cache, command=vllm), HardwareInfo())
     assert engine.capabilities_note == "capabilities of FluxPipeline checked"
-    assert len(asked) == 1 and asked[0].endswith("tiny-flux-r1")  # discovered once per model
+    # discovered once per model
+    assert len(asked) == 1 and asked[0].endswith(f"tiny-flux-r{RECIPE_VERSION}")
     omni_server.create(make_spec(omni_cache, options=usp), HardwareInfo())  # shipped server
     assert len(asked) == 1
 
@@ -258,7 +259,8 @@ def test_size_the_model_cannot_render_is_refused_at_once(wan: OmniServerEngine) 
 
 def test_server_api_edges(wan: OmniServerEngine) -> None:
     status, _, body = http_call(wan, "GET", "/v1/models")
-    assert status == 200 and json.loads(body)["data"][0]["id"].endswith("tiny-wan-r1")
+    served = json.loads(body)["data"][0]["id"]
+    assert status == 200 and served.endswith(f"tiny-wan-r{RECIPE_VERSION}")
     status, _, body = http_call(wan, "POST", "/v1/images/generations", b"{not json",
                                 {"Content-Type": "application/json"})
     assert status == 400 and "invalid JSON body" in json.loads(body)["error"]["message"]
