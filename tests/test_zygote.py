@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from pytest_omni_perf.engines import zygote_host
+from pytest_omni_perf.engines.device_answers import SM_VARIABLE, format_sm, parse_sm, uniform_sm
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, GenerationRequest
 from pytest_omni_perf.engines.hosting import IsolatedEngine
 from pytest_omni_perf.engines.process import running
@@ -341,3 +342,74 @@ def test_an_import_that_touches_cuda_ends_the_zygote_and_the_engine_starts_by_ex
     second = start(preload=("standin", "touches_cuda"), path=path)
     assert ZYGOTE_MODULE in _where(second)["parent"]
     assert second.generate(REQUEST).frames[0].shape == (16, 16, 3)
+
+
+# -- 8. device queries answered from NVML during the zygote's imports --------------------------
+ASKS_CAPABILITY = """\
+import torch
+from torch.cuda import get_device_capability as bound  # bound by name while importing
+try:
+    CAPABILITY = list(torch.cuda.get_device_capability())
+except Exception as exc:  # a CPU torch without an answer: no CUDA here
+    CAPABILITY = type(exc).__name__
+import standin
+class Runner(standin.StandinRunner):
+    def load(self):
+        return {"capability": CAPABILITY, "bound": bound.__name__,
+                "now": torch.cuda.get_device_capability.__name__}
+def make(profile, options):
+    return Runner(profile, options)
+"""
+
+
+@pytest.mark.parametrize("sm", ["9.0", None])
+def test_the_zygote_answers_capability_queries_only_while_importing(
+        start: Start, tmp_path: Path, sm: str | None) -> None:
+    """torchao asks for the device's compute capability when imported, which would spoil a
+    GPU zygote (engines/device_answers.py). With ``OMNI_PERF_ZYGOTE_SM`` the import gets that
+    answer, and the forked worker has torch's real function again, also in the module that
+    bound the stand-in by name; without it nothing is answered (a CPU torch raises)."""
+    path = os.pathsep.join([TESTS_DIR, str(_module(tmp_path, "asks_capability",
+                                                    ASKS_CAPABILITY))])
+    env = {SM_VARIABLE: sm} if sm else {}
+    engine = start(preload=("torch", "asks_capability"), factory="asks_capability:make",
+                   path=path, **env)
+    applied = engine.describe().applied
+    assert ZYGOTE_MODULE in " ".join(psutil.Process(engine.pids()[0]).parent().cmdline())
+    assert applied["capability"] == ([9, 0] if sm else applied["capability"])
+    if not sm:
+        assert isinstance(applied["capability"], str)  # the exception's name: no answer
+    assert applied["bound"] == applied["now"] == "get_device_capability"
+
+
+def test_capability_text_and_agreement() -> None:
+    """The variable's form, read back; malformed or absent values answer nothing; GPUs that
+    differ give no capability to answer with (one zygote serves them all)."""
+    assert parse_sm(format_sm((9, 0))) == (9, 0)
+    assert [parse_sm(t) for t in (None, "", "9", "9.x", "-1.0", "9.0.1")] == [None] * 6
+    assert uniform_sm([(9, 0), (9, 0)]) == (9, 0)
+    assert uniform_sm([(9, 0), (8, 0)]) is None
+    assert uniform_sm([]) is None
+
+
+@pytest.mark.parametrize(("device", "sm", "torchao", "with_class"), [
+    ("cpu", None, True, True), ("cuda", None, False, True), ("cuda", None, True, False),
+    ("cuda", (9, 0), True, True)])
+def test_the_pipeline_class_is_preloaded_where_no_cuda_query_spoils_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, device: str,
+        sm: tuple[int, int] | None, torchao: bool, with_class: bool) -> None:
+    """On CUDA with torchao installed the class is preloaded only when the zygote can answer
+    torchao's capability query from NVML (a shared ``sm``)."""
+    import importlib.util
+
+    from pytest_omni_perf.engines import diffusers_engine
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
+        (object() if torchao else None) if name == "torchao" else real_find_spec(name, *a)))
+    preload = diffusers_engine.preload_for(str(folder), "", device, sm)
+    assert preload[:3] == ("torch", "transformers", "diffusers")
+    assert (preload[3:] == ("diffusers:FluxPipeline",)) is with_class

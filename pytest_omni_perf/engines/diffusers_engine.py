@@ -11,6 +11,7 @@ from pytest_omni_perf import builtin_models
 from pytest_omni_perf.canonical import world_size
 from pytest_omni_perf.engines.base import EngineError, EngineSpec, ProfileUnsupported
 from pytest_omni_perf.engines.compile_cache import compile_cache_env
+from pytest_omni_perf.engines.device_answers import SM_VARIABLE, format_sm, uniform_sm
 from pytest_omni_perf.engines.hosting import InProcessEngine, IsolatedEngine
 from pytest_omni_perf.engines.ports import free_port
 from pytest_omni_perf.engines.rank_group import RankGroupEngine
@@ -37,21 +38,26 @@ def make_runner(model: str, cache_dir: str, options: Mapping[str, Any], device: 
                            world_size=world_size)
 
 
-def preload_for(model: str, cache_dir: str, device: str) -> tuple[str, ...]:
+def preload_for(model: str, cache_dir: str, device: str,
+                sm: tuple[int, int] | None = None) -> tuple[str, ...]:
     """What the zygote imports before forking this model's worker (engines/zygote.py):
     torch, transformers and diffusers, then the folder's pipeline class (diffusers imports it
     lazily, with its models' and text encoders' modules; unknown for a built-in model not
-    built yet) unless the worker will use CUDA while torchao is installed: diffusers' and
-    transformers' model modules import their torchao quantizers, and importing torchao 0.17
-    initializes CUDA (measured on an H200, results/h200/startup/fork-check.jsonl), after which
-    no forked child may use CUDA. The zygote checks every import anyway (``zygote.preload``);
-    leaving this one out up front saves the start that would find it out."""
+    built yet).
+
+    On CUDA with torchao installed, importing that class asks the CUDA runtime for the
+    device's compute capability (torchao 0.17, measured on an H200,
+    results/h200/startup/fork-check.jsonl), after which no forked child may use CUDA. So it
+    is preloaded there only when ``sm``, the capability every GPU of the run shares, lets the
+    zygote answer from NVML instead (``device_answers``); without it the worker imports the
+    class after the fork. The zygote checks every import anyway (``zygote.preload``); leaving
+    one out up front saves the start that would find it out."""
     import importlib.util
 
     from pytest_omni_perf.capabilities import pipeline_class_of
 
     base = ("torch", "transformers", "diffusers")
-    if device != "cpu" and importlib.util.find_spec("torchao") is not None:
+    if device != "cpu" and sm is None and importlib.util.find_spec("torchao") is not None:
         return base
     folder = builtin_models.folder_of(model, Path(cache_dir) if cache_dir else None) \
         if builtin_models.is_builtin(model) else Path(model)
@@ -98,10 +104,16 @@ def create(spec: EngineSpec, hw: HardwareInfo) -> IsolatedEngine | InProcessEngi
     env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     # A persistent inductor cache makes the second run's compile cold start cheap.
     env.update(compile_cache_env(spec))
-    if ranks == 1:
+    if ranks == 1 and spec.launch == "zygote":
+        # One zygote serves every GPU of the run: it may answer device queries with a
+        # capability only when they all share it.
+        sm = uniform_sm([g.sm for g in hw.gpus]) if device == "cuda" else None
+        if sm is not None:
+            env[SM_VARIABLE] = format_sm(sm)
         return IsolatedEngine(spec, FACTORY, kwargs, env=env, device=device,
-                              preload=preload_for(spec.model, spec.cache_dir, device)
-                              if spec.launch == "zygote" else None)
+                              preload=preload_for(spec.model, spec.cache_dir, device, sm))
+    if ranks == 1:
+        return IsolatedEngine(spec, FACTORY, kwargs, env=env, device=device)
     port = free_port()
     return RankGroupEngine(
         spec, FACTORY, ranks, device=device,

@@ -36,6 +36,9 @@ import socket
 import sys
 import time
 from collections.abc import Iterable
+from contextlib import nullcontext
+
+from pytest_omni_perf.engines.device_answers import SM_VARIABLE, answered, parse_sm
 
 LATE_KEYS = frozenset({"CUDA_VISIBLE_DEVICES", "RANK", "LOCAL_RANK", "WORLD_SIZE",
                        "MASTER_ADDR", "MASTER_PORT", "NCCL_NVLS_ENABLE",
@@ -191,7 +194,9 @@ def serve(control: socket.socket) -> None:
         # The worker's own time begins before the preload it asked for, which counts as
         # its imports (the first worker of a zygote pays them, later ones inherit them).
         message["began"] = time.perf_counter()
-        spoiler = preload(message.get("preload") or [])
+        sm = parse_sm(os.environ.get(SM_VARIABLE))
+        with answered(sm) if sm is not None else nullcontext():
+            spoiler = preload(message.get("preload") or [])
         message["preloaded_s"] = time.perf_counter() - message["began"]
         sys.stdout.flush()
         sys.stderr.flush()
