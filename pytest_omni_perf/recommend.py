@@ -15,8 +15,8 @@ Branches (seed-diffusion-perf-guide.txt, "Decision Flowchart"), per model and re
 
 "Faster" means the whole speedup interval lies above 1: a profile whose interval reaches 1
 or below is never recommended as faster, however high its estimate, and neither is one
-measured while the host was busy (``busy_host``: its interval can be wrong either way). The memory ratio is
-one peak against another (no interval), so it is reported as measured.
+measured while the host was busy (``busy_host``: its interval can be wrong either way). The
+memory ratio is one peak against another (no interval), so it is reported as measured.
 """
 
 from __future__ import annotations

@@ -285,11 +285,20 @@ def _held_over(base: Measurement, measured: Measurement, bounds: Bounds) -> str 
     """Why the two peaks are not compared (``MemoryPeak.held_over``), or None."""
     held = [f"{m.profile}'s: {m.memory.held_over}" for m in (measured, base)
             if m.memory.held_over]
+    return _memory_not_compared(f"baseline profile {base.profile!r}", held, "max_vram_ratio",
+                                bounds.max_vram_ratio is not None)
+
+
+def _memory_not_compared(reference: str, held: Sequence[str], bound: str,
+                         bound_set: bool) -> str | None:
+    """The note for peaks not compared with ``reference`` because NVML may still count an
+    earlier, larger request (``held``: whose peak and why; empty: they are compared), saying
+    when that leaves ``bound`` unapplied."""
     if not held:
         return None
-    unapplied = "; max_vram_ratio not applied" if bounds.max_vram_ratio is not None else ""
-    return (f"peak memory not compared with baseline profile {base.profile!r}: NVML may "
-            f"still count an earlier, larger request ({'; '.join(held)}){unapplied}")
+    unapplied = f"; {bound} not applied" if bound_set else ""
+    return (f"peak memory not compared with {reference}: NVML may still count an earlier, "
+            f"larger request ({'; '.join(held)}){unapplied}")
 
 
 def _loosened_ssim(profile: Profile, bounds: Bounds, ssim: float | None,
@@ -300,8 +309,9 @@ def _loosened_ssim(profile: Profile, bounds: Bounds, ssim: float | None,
     own, used = profile.bounds.min_ssim, bounds.min_ssim
     if ssim is None or own is None or used is None or not used <= ssim < own:
         return None
+    said = f" ({origin})" if origin else ""
     return (f"output SSIM {ssim:.4f} passes min_ssim={used:g} only because the test lowered "
-            f"the min_ssim of profile {profile.name!r} from {own:g}" + (f" ({origin})" if origin else ""))
+            f"the min_ssim of profile {profile.name!r} from {own:g}{said}")
 
 
 def _pixels(quality: QualityResult | None) -> judge.PixelFacts | None:
@@ -346,10 +356,12 @@ def _against_stored(result: PerfResult, stored: StoredBaseline, found: _Latency,
     result.latency_ratio = found.stored
     memory = stored.metrics.get("memory") or {}
     stored_gib = None
-    if measured.memory.held_over or memory.get("held_over"):
-        result.notes.append(f"peak memory not compared with the stored baseline: NVML may "
-                            f"still count an earlier, larger request ("
-                            f"{measured.memory.held_over or memory.get('held_over')})")
+    held = [f"{which}: {why}" for which, why in (
+        ("this run's", measured.memory.held_over), ("the stored one's", memory.get("held_over")))
+        if why]
+    if (note := _memory_not_compared("the stored baseline", held, "max_vram_regression",
+                                     bounds.max_vram_regression is not None)) is not None:
+        result.notes.append(note)
     elif memory.get("kind") == measured.memory.kind and memory.get("peak_bytes"):
         stored_gib = float(memory["peak_bytes"]) / 2**30
     facts = _stored_facts(

@@ -40,13 +40,18 @@ def measured(profile: str, peak_gib: float, *, backend: str = "omni",
         interleaved_with="eager" if profile != "eager" else None)
 
 
-def judged(tmp_path: Path, base: Measurement, bounds: Bounds) -> tuple[float | None, list[str]]:
-    references = verdict.References(BaselineStore(tmp_path, "cpu"), update=False,
+def judged(tmp_path: Path, base: Measurement, bounds: Bounds, *,
+           this: Measurement | None = None, update: bool = False,
+           ) -> tuple[float | None, list[str]]:
+    """Assess cache_dit (``this``, default a fresh 3.43 GiB) against ``base`` and the run
+    stored in ``tmp_path``; ``update``: record it instead."""
+    references = verdict.References(BaselineStore(tmp_path, "cpu"), update=update,
                                     refresh_command="pytest x", missing_ok=True)
+    nodeid, profile = "t.py::test_x[cache_dit]", Profile("cache_dit", {})
     result = verdict.assess(
-        nodeid="t.py::test_x[cache_dit]", profile=Profile("cache_dit", {}), label="",
-        bounds=bounds, measured=measured("cache_dit", 3.43), base=base,
-        stored=verdict.StoredLookup("cache_dit"), references=references,
+        nodeid=nodeid, profile=profile, label="", bounds=bounds,
+        measured=this or measured("cache_dit", 3.43), base=base,
+        stored=references.lookup(nodeid, profile, ""), references=references,
         fingerprint_devices=(), hardware=HardwareInfo(), confidence=0.95)
     return result.memory_ratio, result.notes
 
@@ -80,6 +85,21 @@ def test_a_held_over_baseline_peak_gives_no_ratio_and_says_why(tmp_path: Path) -
     # A fresh baseline engine: the ratio is this profile's.
     ratio, notes = judged(tmp_path, measured("eager", 3.43), Bounds(max_vram_ratio=1.02))
     assert ratio == 1.0 and not any("not compared" in n for n in notes)
+
+
+def test_a_held_over_peak_is_not_compared_with_the_stored_run_and_says_which_bound(
+        tmp_path: Path) -> None:
+    """The stored comparison says the same as the in-session one, naming its own bound."""
+    judged(tmp_path, measured("eager", 3.43), Bounds(), update=True)
+    held = measured("cache_dit", 6.44, after_larger="1024x1024")
+    _, notes = judged(tmp_path, measured("eager", 3.43), Bounds(), this=held)
+    assert ("peak memory not compared with the stored baseline: NVML may still count an "
+            "earlier, larger request (this run's: its omni engine served a larger request "
+            "(1024x1024) before and keeps the memory it took); max_vram_regression not "
+            "applied") in notes
+    _, notes = judged(tmp_path, measured("eager", 3.43), Bounds(max_vram_regression=None),
+                      this=held)
+    assert any(n.endswith("keeps the memory it took)") for n in notes)
 
 
 def test_an_engine_remembers_the_largest_request_it_served() -> None:
