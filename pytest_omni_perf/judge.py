@@ -104,7 +104,7 @@ def _undecided(interval: RatioInterval) -> str:
         return (f"{interval.rounds} rounds are too few for an interval (a verdict needs at "
                 f"least {MIN_ROUNDS_FOR_INTERVAL}); raise --omni-max-rounds")
     if not interval.narrowable:
-        return ("the bound lies within the run-to-run spread of this hardware, which more "
+        return ("the bound lies within the run-to-run spread, which more "
                 "rounds cannot narrow: it is not known whether it holds (a bound further "
                 "from the measured value, or --omni-run-spread measured for this host, "
                 "would decide it)")

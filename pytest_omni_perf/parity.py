@@ -39,12 +39,12 @@ def parity_backend(bounds: Bounds, backend: str) -> tuple[str | None, str]:
 
 
 def latency_ratio(samples: Sequence[float], parity: Sequence[float], *, paired: bool,
-                  confidence: float, spread: float) -> RatioInterval:
+                  confidence: float, spread: float, spread_origin: str = "") -> RatioInterval:
     """Robust latency of ``samples`` over that of ``parity`` (s each), with its interval
     widened by the run-to-run ``spread`` as every latency interval is."""
     # speedup_interval(a, b) is location(a) / location(b): this backend's over the parity's.
     return widened(speedup_interval(samples, parity, paired=paired, confidence=confidence),
-                   spread)
+                   spread, origin=spread_origin)
 
 
 def latency_gate(bounds: Bounds, *, profile: str, backend: str, samples: Sequence[float],
@@ -58,7 +58,8 @@ def latency_gate(bounds: Bounds, *, profile: str, backend: str, samples: Sequenc
 
 
 def assess(result: PerfResult, bounds: Bounds, parity: Measurement, beside: Measurement, *,
-           confidence: float, spread: float, ssim_origin: str = "") -> judge.Judgement:
+           confidence: float, spread: float, ssim_origin: str = "",
+           spread_origin: str = "") -> judge.Judgement:
     """Judge ``result``'s output and ``beside``'s latencies (this backend's rounds alongside
     the parity backend's; the result's own measurement for a reference profile) against
     ``parity``; sets ``result.parity``. ``ssim_origin``: as ``judge.SessionFacts``'s."""
@@ -67,7 +68,7 @@ def assess(result: PerfResult, bounds: Bounds, parity: Measurement, beside: Meas
     paired = beside.interleaved_with == parity.profile \
         and len(beside.samples) == len(parity.samples)
     ratio = latency_ratio(beside.samples, parity.samples, paired=paired,
-                          confidence=confidence, spread=spread)
+                          confidence=confidence, spread=spread, spread_origin=spread_origin)
     quality = compare_frames(result.measurement.frames, parity.frames)
     result.parity = ParityResult(backend=parity.backend, measurement=parity,
                                  beside=list(beside.samples), latency_ratio=ratio,

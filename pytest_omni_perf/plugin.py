@@ -385,7 +385,8 @@ def omni_perf(request: pytest.FixtureRequest, omni_profile: Profile,
             update=perf.update_baselines, reference_fails=perf.reference_regressions == "fail",
             refresh_command=state.refresh_command(nodeid, omni_profile.name, model,
                                                   pyargs=request.node.nodeid.startswith("::")),
-            spread=state.run_spread, history_for=state.history_source),
+            spread=state.run_spread, spread_origin=state.run_spread_origin,
+            history_for=state.history_source),
         baseline_cache=state.baseline_cache, cost=state.suite_cost,
     )
     request.node.stash.setdefault(harness_key, []).append(harness)

@@ -124,6 +124,13 @@ class SessionState:
 
         return RUN_SPREAD_GPU if self.hardware.gpus else RUN_SPREAD_CPU
 
+    @property
+    def run_spread_origin(self) -> str:
+        """Where ``run_spread`` came from, in the words intervals print beside it."""
+        if self.perf.run_spread is not None:
+            return "--omni-run-spread"
+        return f"the built-in {'GPU' if self.hardware.gpus else 'CPU'} default, not measured here"
+
     def refresh_command(self, nodeid: str, profile: str, model: str,
                         pyargs: bool = False) -> str:
         """The command that (re)creates the stored baseline of one test and profile;

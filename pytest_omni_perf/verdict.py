@@ -81,6 +81,8 @@ class References:
     spread: float = 0.0
     """Run-to-run sd of the log of a ratio on this hardware (measure.stats.RUN_SPREAD_*),
     folded into every interval: one run's rounds cannot show it."""
+    spread_origin: str = ""
+    """Where ``spread`` came from, said beside it (``RatioInterval.spread_origin``)."""
     history_for: HistorySource | None = None
     """Where a series' own spread and level are read (the history), if anywhere."""
     series: SeriesHistory | None = None
@@ -98,8 +100,10 @@ class References:
                                  self.spread)
         if found is None:
             return self
-        spread = self.spread if found.spread is None else found.spread
-        return dataclasses.replace(self, spread=spread, series=found)
+        if found.spread is None:
+            return dataclasses.replace(self, series=found)
+        return dataclasses.replace(self, spread=found.spread, series=found,
+                                   spread_origin="this series' history")
 
     @property
     def strict(self) -> bool:
@@ -151,12 +155,12 @@ class _Latency:
 def _intervals(profile: Profile, samples: Sequence[float], reference: Sequence[float] | None,
                paired: bool, stored: StoredLookup, request: Mapping[str, Any],
                confidence: float, references: References, bounds: Bounds) -> _Latency:
-    spread = references.spread
+    spread, origin = references.spread, references.spread_origin
     # Seconds: the estimate over a level of 1 s, widened as any run is.
     absolute = None if bounds.max_latency_s is None else widened(
-        ratio_to_level(Arm(tuple(samples)), 1.0, confidence=confidence), spread)
+        ratio_to_level(Arm(tuple(samples)), 1.0, confidence=confidence), spread, origin=origin)
     speedup = None if reference is None else widened(speedup_interval(
-        reference, samples, paired=paired, confidence=confidence), spread)
+        reference, samples, paired=paired, confidence=confidence), spread, origin=origin)
     run, relative_to, paired_reference, against = None, None, True, None
     if stored.baseline is not None and stored.baseline.metrics.get("request") == dict(request):
         metrics = stored.baseline.metrics
@@ -169,12 +173,13 @@ def _intervals(profile: Profile, samples: Sequence[float], reference: Sequence[f
             # The level of the accepted runs, not one recording run, is the reference; it
             # carries the spread of a mean of level_runs runs beside this run's own.
             run = widened(ratio_to_level(now, series.level, confidence=confidence), spread,
-                          runs=1 + 1 / series.level_runs)
+                          runs=1 + 1 / series.level_runs, origin=origin)
             relative_to = profile.baseline if relative else None
             against = series.level_note
         elif then is not None and (not relative or then.relative):
             # Two runs' worth of run-to-run variation: this one and the stored one.
-            run = widened(ratio_interval(now, then, confidence=confidence), spread, runs=2)
+            run = widened(ratio_interval(now, then, confidence=confidence), spread, runs=2,
+                          origin=origin)
             relative_to = profile.baseline if relative else None
             paired_reference = then.reference is not None
     return _Latency(speedup, run, relative_to, paired_reference, against, absolute)
@@ -256,7 +261,8 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
         from pytest_omni_perf import parity as parity_mod
 
         judged.extend(parity_mod.assess(result, bounds, *parity, confidence=confidence,
-                                        spread=references.spread, ssim_origin=ssim_origin))
+                                        spread=references.spread, ssim_origin=ssim_origin,
+                                        spread_origin=references.spread_origin))
     if references.update:
         view = choose_view(measured.frames)
         path = references.store.save(nodeid, stored.name,

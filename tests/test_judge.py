@@ -129,7 +129,7 @@ def test_undecided_within_the_spread_says_more_rounds_cannot_help() -> None:
     judged = judge.session_judgement(Bounds(min_speedup=1.2), dataclasses.replace(
         SESSION, speedup=within))
     assert judged.undecided and not judged.narrowable
-    assert "within the run-to-run spread of this hardware" in judged.undecided[0].message
+    assert "within the run-to-run spread, which more rounds cannot narrow" in judged.undecided[0].message
     open_ = judge.session_judgement(Bounds(min_speedup=1.2), dataclasses.replace(
         SESSION, speedup=interval(1.3, 1.0, 1.6)))
     assert open_.undecided and open_.narrowable

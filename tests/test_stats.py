@@ -219,3 +219,18 @@ def test_run_to_run_spread_widens_in_quadrature_and_stops_narrowing() -> None:
     two = widened(narrow, RUN_SPREAD_GPU, runs=2)
     assert two.high > wide.high and two.spread == pytest.approx(RUN_SPREAD_GPU * math.sqrt(2))
     assert "run-to-run spread 7.5%" in wide.describe()
+
+
+def test_a_widened_interval_says_where_its_spread_came_from() -> None:
+    """A newcomer read "run-to-run spread 2.0%" as measured on their machine; it was the
+    CPU default. Two runs' worth names the base value and the factor."""
+    from pytest_omni_perf.measure.stats import RatioInterval, widened
+
+    narrow = RatioInterval(1.077, 1.059, 1.118, 0.95, 5)
+    origin = "the built-in CPU default, not measured here"
+    assert widened(narrow, 0.02, origin=origin).describe().endswith(
+        "(95% CI, 5 rounds, run-to-run spread 2.0% from the built-in CPU default, not "
+        "measured here)")
+    assert "run-to-run spread 2.8% from 2.0% x sqrt(2), the built-in CPU default" in \
+        widened(narrow, 0.02, runs=2, origin=origin).describe()
+    assert widened(narrow, 0.02).describe().endswith("run-to-run spread 2.0%)")

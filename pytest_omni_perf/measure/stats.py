@@ -222,6 +222,9 @@ class RatioInterval:
     within_low: float | None = None
     within_high: float | None = None
     """The bootstrap interval of this run's rounds alone, before the spread was added."""
+    spread_origin: str = ""
+    """Where ``spread`` came from, as ``describe`` says it (e.g. "2.0% x sqrt(2), the
+    built-in CPU default, not measured here"); empty when unknown."""
 
     @property
     def decisive(self) -> bool:
@@ -244,6 +247,8 @@ class RatioInterval:
         if not self.decisive:
             return f"{self.estimate:.3f}{unit} (no interval: {self.rounds} rounds)"
         spread = f", run-to-run spread {self.spread:.1%}" if self.spread else ""
+        if spread and self.spread_origin:
+            spread += f" from {self.spread_origin}"
         return (f"{self.estimate:.3f}{unit} [{self.low:.3f}, {self.high:.3f}] "
                 f"({self.confidence:.0%} CI, {self.rounds} rounds{spread})")
 
@@ -366,13 +371,15 @@ def _z(confidence: float) -> float:
     return float(scipy_stats.norm.ppf(0.5 + confidence / 2))
 
 
-def widened(interval: RatioInterval, spread: float, runs: float = 1) -> RatioInterval:
+def widened(interval: RatioInterval, spread: float, runs: float = 1,
+            origin: str = "") -> RatioInterval:
     """``interval`` with the run-to-run variation added: in log space the bootstrap's half-
     widths and ``z * spread * sqrt(runs)`` add in quadrature (independent variances), on
     each side. ``spread``: sd of the log ratio between unchanged runs (RUN_SPREAD_GPU,
     RUN_SPREAD_CPU, or measured); ``runs``: how many runs' variation the ratio carries (2 for
-    this run against a stored one; 1 + 1/n against the level of n runs). Undecisive
-    intervals are returned as they are."""
+    this run against a stored one; 1 + 1/n against the level of n runs); ``origin``: where
+    ``spread`` came from, for ``describe`` (a newcomer read the CPU default as measured).
+    Undecisive intervals are returned as they are."""
     if not (math.isfinite(spread) and spread >= 0):
         raise ValueError(f"spread must be a finite number >= 0, got {spread!r}")
     if not interval.decisive or spread == 0 or interval.estimate <= 0:
@@ -387,4 +394,6 @@ def widened(interval: RatioInterval, spread: float, runs: float = 1) -> RatioInt
     return dataclasses.replace(
         interval, low=math.exp(centre - side(interval.low)),
         high=math.exp(centre + side(interval.high)), spread=spread * math.sqrt(runs),
-        within_low=interval.low, within_high=interval.high)
+        within_low=interval.low, within_high=interval.high,
+        spread_origin=origin if not origin or runs == 1
+        else f"{spread:.1%} x sqrt({runs:.3g}), {origin}")
