@@ -3,7 +3,8 @@ per budget. Pure: it reads serialized results (``PerfResult.to_dict()``).
 
 Branches (seed-diffusion-perf-guide.txt, "Decision Flowchart"), per model and request:
 
-- fastest lossless on one GPU: profiles not marked lossy, spanning at most one GPU;
+- fastest lossless on one GPU ("CPU" in its name for a run without GPUs): profiles not
+  marked lossy, spanning at most one GPU;
 - fastest within the SSIM budget (``--omni-ssim-budget``, default 0.98): any one-GPU
   profile whose output's mean SSIM against its baseline profile's is at least the budget;
 - lowest peak memory within the SSIM budget (the "OOM?" branch): the smallest peak memory
@@ -141,6 +142,7 @@ def recommend(results: Sequence[Mapping[str, Any]], facts: Callable[[str], Profi
               ssim_budget: float) -> list[Recommendation]:
     """The flowchart's answers for every (model, request label) of the run, in order."""
     groups: dict[tuple[str, str], list[Candidate]] = {}
+    on_gpu: set[tuple[str, str]] = set()
     for result in results:
         base = result.get("baseline")
         if not base:
@@ -148,6 +150,9 @@ def recommend(results: Sequence[Mapping[str, Any]], facts: Callable[[str], Profi
         key = (model_of(result), str(result.get("label") or ""))
         groups.setdefault(key, []).append(
             (str(result["profile"]), str(base.get("profile", "?")), measured_of(result)))
+        measurement = result.get("measurement")
+        if isinstance(measurement, Mapping) and measurement.get("devices"):
+            on_gpu.add(key)
     out: list[Recommendation] = []
     for (model, label), pool in groups.items():
         def known(c: Candidate) -> ProfileFacts:
@@ -157,9 +162,11 @@ def recommend(results: Sequence[Mapping[str, Any]], facts: Callable[[str], Profi
             return c[2].ssim is not None and c[2].ssim >= ssim_budget
 
         one_gpu = [c for c in pool if known(c).gpus <= 1]
-        out.append(_fastest("fastest lossless, 1 GPU", model, label,
+        # A CPU run's answers say so: a newcomer read "1 GPU" on a machine without one.
+        where = "1 GPU" if (model, label) in on_gpu else "CPU"
+        out.append(_fastest(f"fastest lossless, {where}", model, label,
                             [c for c in one_gpu if not known(c).lossy]))
-        out.append(_fastest(f"fastest with SSIM >= {ssim_budget:g}, 1 GPU", model, label,
+        out.append(_fastest(f"fastest with SSIM >= {ssim_budget:g}, {where}", model, label,
                             [c for c in one_gpu if within(c)]))
         out.append(_lowest_memory(f"lowest peak memory, SSIM >= {ssim_budget:g}", model,
                                   label, [c for c in pool if within(c)]))

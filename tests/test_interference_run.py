@@ -111,6 +111,6 @@ def test_a_busy_host_makes_a_latency_pass_inconclusive(standin_pytester: pytest.
     # 2.91x [1.48-7.76] from an inconclusive result.
     result.stdout.fnmatch_lines([
         "*omni-perf recommendation*",
-        "* fastest with SSIM >= 0.98, 1 GPU: none: the faster-looking ones were measured "
+        "* fastest with SSIM >= 0.98, CPU: none: the faster-looking ones were measured "
         "while the host was busy (cache_dit *x [[]*] vs eager*, verdict inconclusive (this "
         "profile: other processes used * cores in ? of 5 rounds)); run them on a quiet host"])

@@ -33,14 +33,14 @@ def test_skip_reasons_are_sorted(reason: str, status: str) -> None:
 
 def result(profile: str, low: float, high: float, estimate: float, *, ssim: float = 1.0,
            memory: float = 1.0, model: str = "m", rounds: int = 10,
-           memory_kind: str = "nvml") -> dict[str, Any]:
+           memory_kind: str = "nvml", devices: tuple[int, ...] = (0,)) -> dict[str, Any]:
     return {"nodeid": "t::x", "profile": profile, "label": "short", "verdict": "pass",
             "speedup": estimate, "memory_ratio": memory, "baseline": {"profile": "eager"},
             "speedup_interval": {"estimate": estimate, "low": low, "high": high,
                                  "confidence": 0.95, "rounds": rounds},
             "quality": {"ssim_mean": ssim},
             "measurement": {"model": model, "cold_start_s": 3.0, "request": {},
-                            "memory": {"kind": memory_kind}}}
+                            "memory": {"kind": memory_kind}, "devices": list(devices)}}
 
 
 def test_row_prefers_the_models_reason_over_the_machines() -> None:
@@ -86,6 +86,13 @@ def test_a_speedup_interval_reaching_one_is_not_faster() -> None:
     # Too few rounds for an interval: never recommended as faster, whatever the estimate.
     few = recommend([result("cache_dit", 2.0, 2.0, 2.0, rounds=3)], FACTS.get, 0.98)
     assert few[1].profile is None
+
+
+def test_a_cpu_run_names_its_branches_for_the_cpu() -> None:
+    """A newcomer read "fastest lossless, 1 GPU" on a machine without a GPU."""
+    results = [result("cache_dit", 1.1, 1.3, 1.2, memory_kind="rss", devices=())]
+    assert [r.branch for r in recommend(results, FACTS.get, 0.98)][:2] == [
+        "fastest lossless, CPU", "fastest with SSIM >= 0.98, CPU"]
 
 
 def test_a_speedup_measured_on_a_busy_host_is_not_recommended() -> None:
