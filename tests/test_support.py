@@ -170,7 +170,7 @@ def test_models_that_take_an_image_get_one_of_the_request_size() -> None:
 def test_html_leaves_out_models_with_nothing_measured() -> None:
     from pytest_omni_perf.report.html_support import support_html
 
-    blank = [{"method": "Cache-DiT", "profile": "cache_dit", "status": "not measured",
+    blank: list[dict[str, Any]] = [{"method": "Cache-DiT", "profile": "cache_dit", "status": "not measured",
               "measured": [], "reason": None}]
     assert support_html({"support": {"tiny-flux": blank}, "recommendations": []}) == ""
     ran = [{**blank[0], "status": "not runnable here", "reason": "requires 2 GPU(s)"}]
