@@ -194,10 +194,11 @@ def test_image_size_out_of_range_is_a_400(flux: httpx.Client, size: str,
 
 
 @pytest.mark.parametrize(("field", "value", "text"), [
-    ("num_frames", "0", "num_frames: Input should be greater than or equal to 1, allowed >= 1"),
+    # The limit once (a newcomer read "greater than or equal to 1, allowed >= 1").
+    ("num_frames", "0", "num_frames: out of range, allowed >= 1 (got '0')"),
     ("num_frames", "4", "num_frames: this model renders 4k+1 frames"),
     ("fps", "nan", "fps: Input should be a finite number, allowed 0.01..1000.0 (got 'nan')"),
-    ("fps", "0", "fps: Input should be greater than or equal to 0.01"),
+    ("fps", "0", "fps: out of range, allowed 0.01..1000.0 (got '0')"),
 ])
 def test_video_job_fields_out_of_range_are_a_400_at_once(wan: httpx.Client, field: str,
                                                          value: str, text: str) -> None:

@@ -58,6 +58,10 @@ def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
     return JSONResponse(error_body(status, message, param), status_code=status)
 
 
+_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+"""pydantic's error types for a number outside a Field's ge/gt/le/lt."""
+
+
 def validation_error(exc: ValidationError | RequestValidationError,
                      model: type[BaseModel] | None = None) -> JSONResponse:
     """HTTP 400 naming every bad field, its allowed range and the value sent."""
@@ -69,7 +73,10 @@ def validation_error(exc: ValidationError | RequestValidationError,
             parts.append(message)
             continue
         bounds = allowed_range(model, loc) if model is not None else None
-        if bounds and "allowed" not in message:
+        if bounds and error["type"] in _RANGE_ERRORS:
+            # pydantic's "greater than or equal to 1" and the range would say the limit twice.
+            message = f"out of range, allowed {bounds}"
+        elif bounds and "allowed" not in message:
             message += f", allowed {bounds}"
         parts.append(f"{loc}: {message} (got {error.get('input')!r})")
         param = param or loc
