@@ -70,8 +70,10 @@ of two identical images, are written as ``null``. Schema, version 1::
       cuda_driver, clocks, cpu, cpu_count, python, platform, versions},
       images (only with --omni-report-html) {frames, output, baseline, diff: [paths relative
         to the HTML report's folder], error?}
-    totals            {results, tests (distinct node ids), passed, failed (verdicts),
-                      violations (count), outcomes {passed: n, failed: n, ...}}
+    totals            {results, tests (distinct node ids), passed, failed, inconclusive
+                      (verdicts), violations (count), outcomes {passed: n, failed: n, ...}
+                      (pytest's: an inconclusive verdict is a passed test under
+                      --omni-inconclusive=warn, so outcomes.passed may exceed passed)}
     skipped           [{nodeid, profile, model, reason}]: perf tests that skipped
     loads             [{nodeid, profile, label, model, backend, num_prompts, request_rate,
                       request, outcome, verdict (pass|fail|inconclusive over its levels),
