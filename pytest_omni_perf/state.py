@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -135,9 +141,10 @@ class SessionState:
                         pyargs: bool = False) -> str:
         """The command that (re)creates the stored baseline of one test and profile;
         ``pyargs``: ``nodeid`` starts with a module name (see ``config.baseline_nodeid``)."""
-        argv = ["pytest", nodeid, f"--omni-profile={profile}", "--omni-update-baselines"]
+        argv = [*pytest_launcher(), nodeid, f"--omni-profile={profile}",
+                "--omni-update-baselines"]
         if pyargs:  # a module name (pytest_omni_perf.suite::test_support), not a path
-            argv.insert(1, "--pyargs")
+            argv.insert(argv.index(nodeid), "--pyargs")
             if fields := getattr(self.perf, "suite_request", None):  # the same requests
                 argv.append("--omni-suite-request="
                             + ",".join(f"{k}={v}" for k, v in fields.items()))
@@ -151,7 +158,36 @@ class SessionState:
         if self.perf.baseline_dir.resolve() != default_baseline_dir(self.pytest_config).resolve():
             # The same folder, or the refreshed baseline lands where this run does not look.
             argv.append(f"--omni-baseline-dir={self.perf.baseline_dir}")
-        return shell_line(argv)
+        return launch_environment() + shell_line(argv)
+
+
+LAUNCH_ENVIRONMENT = ("HF_HUB_OFFLINE", "OMNI_PERF_CACHE_DIR")
+"""Variables a printed command repeats when this run had them: the main job sets both
+(scripts/perf-suite.sh), and without the cache folder a refresh builds the models again."""
+
+
+def launch_environment(environ: Mapping[str, str] | None = None) -> str:
+    """``"K=V "`` for each variable of ``LAUNCH_ENVIRONMENT`` set here, values quoted for a
+    POSIX shell (the assignment itself must stay unquoted to be one); "" when none is."""
+    environ = os.environ if environ is None else environ
+    return "".join(f"{k}={shlex.quote(environ[k])} " for k in LAUNCH_ENVIRONMENT
+                   if environ.get(k))
+
+
+def pytest_launcher(environ: Mapping[str, str] | None = None, executable: str | None = None,
+                    cwd: Path | None = None) -> list[str]:
+    """The argv that starts this very pytest again: ``pytest`` where the one on PATH sits
+    beside this interpreter, else this interpreter with ``-m pytest`` (relative to ``cwd``
+    when inside it). A newcomer's main job ran ``.venv/bin/python -m pytest`` with no venv
+    active, so the bare ``pytest ...`` it printed could not run."""
+    environ = os.environ if environ is None else environ
+    python = Path(executable or sys.executable)
+    cwd = cwd or Path.cwd()
+    found = shutil.which("pytest", path=environ.get("PATH"))
+    if found is not None and Path(found).parent == python.parent:
+        return ["pytest"]
+    shown = python.relative_to(cwd) if python.is_relative_to(cwd) else python
+    return [str(shown), "-m", "pytest"]
 
 
 state_key = pytest.StashKey[SessionState]()

@@ -252,7 +252,8 @@ def test_corrupt_baseline_fails_clearly_and_is_left_alone(standin_pytester: pyte
     result = standin_pytester.runpytest_subprocess(*FAST, "--omni-profile=eager", "-rf")
     result.assert_outcomes(failed=1)
     # On a busy host the command is followed by "(on a quiet host: this one was busy, ...)".
-    refresh = "*; *with: pytest '*::test_image?eager?' --omni-profile=eager --omni-update-baselines*"
+    refresh = ("*; *with: *pytest '*::test_image?eager?' --omni-profile=eager "
+               "--omni-update-baselines*")
     result.stdout.fnmatch_lines([EXPECTED[how] + refresh[1:]])
     _no_traceback(result)
     assert _snapshot(store) == before
@@ -270,7 +271,7 @@ def test_baselines_of_other_hardware_only_are_named(standin_pytester: pytest.Pyt
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "*no stored baseline for *::test_image?eager? on hardware key 'cpu' at *"
-        " (there are baselines for a10g-24gb, h100-sxm-80gb); create it with: pytest *"])
+        " (there are baselines for a10g-24gb, h100-sxm-80gb); create it with: *pytest *"])
     assert _snapshot(store) == before
 
 
