@@ -413,3 +413,23 @@ def test_the_pipeline_class_is_preloaded_where_no_cuda_query_spoils_it(
     preload = diffusers_engine.preload_for(str(folder), "", device, sm)
     assert preload[:3] == ("torch", "transformers", "diffusers")
     assert (preload[3:] == ("diffusers:FluxPipeline",)) is with_class
+
+
+def test_what_torchs_compile_workers_cached_from_the_answers_is_dropped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``has_triton`` reads the device through inductor's worker caches, which would keep
+    the stand-in properties for every compile in the forked worker: they must be gone
+    after the imports, and torch's own functions back."""
+    import torch
+    from torch._dynamo import device_interface
+
+    from pytest_omni_perf.engines.device_answers import answered
+
+    real = torch.cuda.get_device_properties
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # a CPU torch sees none
+    with answered((9, 0)):
+        assert device_interface.CudaInterface.Worker.get_device_properties().major == 9
+        assert "cuda" in device_interface.caching_worker_device_properties
+    assert "cuda" not in device_interface.caching_worker_device_properties
+    assert "cuda" not in device_interface.caching_worker_current_devices
+    assert torch.cuda.get_device_properties is real
