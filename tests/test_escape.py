@@ -34,7 +34,7 @@ from pytest_omni_perf.escape import (
     markdown_cell, path_component, shell_line, terminal_text, visible_controls, xml_text,
 )
 from pytest_omni_perf.report.listing import format_profiles
-from pytest_omni_perf.state import SessionState
+from pytest_omni_perf.state import SessionState, launch_environment, pytest_launcher
 
 SETTINGS = settings(max_examples=120, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -203,6 +203,10 @@ def test_refresh_command_splits_back(nodeid: str, profile: str, model: str,
         pytest_config=SimpleNamespace(inipath=Path("/repo/pytest.ini"), rootpath=Path("/repo")))
     line = SessionState.refresh_command(owner, nodeid, profile, model)  # type: ignore[arg-type]
     argv = shlex.split(line)
+    # How this run was started (test_printed_command.py), then the test's own words.
+    launcher = shlex.split(launch_environment()) + pytest_launcher()
+    assert argv[:len(launcher)] == launcher
+    argv = argv[len(launcher) - 1:]  # from "pytest" on
     assert argv[:4] == ["pytest", nodeid, f"--omni-profile={profile}", "--omni-update-baselines"]
     assert argv == shlex.split(shell_line(argv))
     given_dir = [a for a in argv[4:] if a.startswith("--omni-baseline-dir=")]
