@@ -6,7 +6,8 @@
 #   OLD=old-code STEP=five  bash scripts/gpu-fast-sweeps.sh
 #   OLD=old-code STEP=sweep CODE=new|old bash scripts/gpu-fast-sweeps.sh
 #
-# OLD is a checkout of the code before (git archive <commit> | tar -x -C old-code), run from
+# OLD is the code before (mkdir old-code; git archive a883973^ pytest_omni_perf tests
+# benchmarks scripts pyproject.toml | tar -x -C old-code: untracked, it travels), run from
 # its own folder so that pytest and the workers import it. Steps:
 #   check  scripts/gpu-fork-check.py (may a forked child still use CUDA after the imports,
 #          with and without the NVML answers), then benchmarks/startup_breakdown.py for
