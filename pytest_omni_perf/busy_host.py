@@ -24,6 +24,26 @@ LATENCY_GATES = ("speedup", "latency_regression", "max_latency", "parity_latency
 _WARN_ONLY = tuple(f"{metric} (warning only" for metric in LATENCY_GATES)
 
 
+def busy_reason(measured: Measurement, base: Measurement | None,
+                *parity: Measurement) -> str | None:
+    """Why the host was busy for any arm of this comparison (``measured``, ``base``, the two
+    ``parity`` measurements), e.g. "its baseline: other processes used 1.0 cores in 7 of 7
+    rounds" (``measure.contention.contended``), or None when every arm was quiet."""
+    arms = [("this profile", measured), ("its baseline", base),
+            *zip(("its parity backend", "this profile beside it"), parity)]
+    return next((f"{what}: {reason}" for what, m in arms
+                 if m is not None and m.interference is not None
+                 and (reason := contended(m.interference)) is not None), None)
+
+
+def baseline_kept(folder: str, why: str) -> str:
+    """Why ``--omni-update-baselines`` left the stored baseline in ``folder`` as it was: a
+    run measured on a busy host (``why``, from :func:`busy_reason`) must not replace one."""
+    return (f"baseline NOT refreshed: the host was busy ({why}), and a baseline recorded "
+            "under that load would let later slowdowns pass against it; the stored baseline "
+            f"in {folder} is kept as it was; refresh it on a quiet host")
+
+
 def cannot_decide(judged: judge.Judgement, measured: Measurement, base: Measurement | None,
                   *parity: Measurement, refresh: str = "") -> str | None:
     """Rewrite ``judged`` in place when any arm (``measured``, ``base``, the two ``parity``
@@ -31,11 +51,7 @@ def cannot_decide(judged: judge.Judgement, measured: Measurement, base: Measurem
     already undecided and warn-only latency notes name the load, failures that stand ask for
     a quiet host instead of offering ``refresh`` (the ``--omni-update-baselines`` command).
     Returns why the host was busy ("its baseline: other processes used ..."), or None."""
-    arms = [("this profile", measured), ("its baseline", base),
-            *zip(("its parity backend", "this profile beside it"), parity)]
-    why = next((f"{what}: {reason}" for what, m in arms
-                if m is not None and m.interference is not None
-                and (reason := contended(m.interference)) is not None), None)
+    why = busy_reason(measured, base, *parity)
     if why is None:
         return None
     # More rounds on a busy host end "not passed" at best (below): only a quiet host decides.
@@ -80,8 +96,9 @@ def _busy_note(note: str, refresh: str, why: str) -> str:
     if note.startswith(_WARN_ONLY) or (refresh and refresh in note):
         return (f"{judge.without_refresh(note, refresh)} (the host was busy: {why}; "
                 "do not refresh the baseline from this run)")
-    # A baseline recorded anyway (--omni-update-baselines) is written as asked, saying what
-    # its latencies hold: slowed ones would let every later slowdown pass against it.
+    # A first baseline recorded on a busy host (--omni-update-baselines; a stored one is
+    # kept instead, verdict.assess) is written as asked, saying what its latencies hold:
+    # slowed ones would let every later slowdown pass against it.
     if note.startswith(BASELINE_WRITTEN):
         return (f"{note} while the host was busy ({why}): its latencies hold that load and "
                 "later runs judged against it would pass slowdowns; record it again on a "

@@ -264,12 +264,21 @@ def assess(*, nodeid: str, profile: Profile, label: str, bounds: Bounds,
                                         spread=references.spread, ssim_origin=ssim_origin,
                                         spread_origin=references.spread_origin))
     if references.update:
-        view = choose_view(measured.frames)
-        path = references.store.save(nodeid, stored.name,
-                                     stored_metrics.to_metrics(result, view),
-                                     apply_view(measured.frames, view))
-        result.stored_path = str(path)
-        judged.notes.append(f"{busy_host.BASELINE_WRITTEN} {path}")
+        folder = references.store.folder(nodeid, stored.name)
+        busy = busy_host.busy_reason(measured, base, *(parity or ()))
+        if busy is not None and folder.is_dir():
+            # Checked before writing: a newcomer's refresh on a busy host replaced the
+            # committed baseline and only then said the host was busy. A first baseline
+            # has nothing to lose and is written, saying so (busy_host._busy_note).
+            judged.undecided.append(Violation("baseline", busy_host.baseline_kept(
+                str(folder), busy)))
+        else:
+            view = choose_view(measured.frames)
+            path = references.store.save(nodeid, stored.name,
+                                         stored_metrics.to_metrics(result, view),
+                                         apply_view(measured.frames, view))
+            result.stored_path = str(path)
+            judged.notes.append(f"{busy_host.BASELINE_WRITTEN} {path}")
     elif stored.problem is not None:
         judged.violations.append(stored.problem)
     elif stored.note is not None:

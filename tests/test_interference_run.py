@@ -3,6 +3,7 @@ engine, with a CPU load generator beside it, then the JSON, terminal line and HT
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -13,14 +14,23 @@ import pytest
 BURN = "import time\nend = time.monotonic() + 300\nwhile time.monotonic() < end: pass"
 
 
+@contextlib.contextmanager
+def busy_loops() -> Iterator[None]:
+    """Two busy processes (bounded to 5 minutes), killed when the block ends."""
+    burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(2)]
+    try:
+        yield
+    finally:
+        for proc in burners:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
 def load_generator() -> Iterator[None]:
-    """Two busy processes (bounded to 5 minutes), killed when the test ends."""
-    burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(2)]
-    yield
-    for proc in burners:
-        proc.kill()
-        proc.wait()
+    """Two busy processes beside the whole test."""
+    with busy_loops():
+        yield
 
 
 def test_rounds_record_host_load_and_the_summary_names_it(pytester: pytest.Pytester,
@@ -114,3 +124,39 @@ def test_a_busy_host_makes_a_latency_pass_inconclusive(standin_pytester: pytest.
         "* fastest with SSIM >= 0.98, CPU: none: the faster-looking ones were measured "
         "while the host was busy (cache_dit *x [[]*] vs eager*, verdict inconclusive (this "
         "profile: other processes used * cores in ? of 5 rounds)); run them on a quiet host"])
+
+
+def test_a_refresh_on_a_busy_host_keeps_the_stored_baseline(standin_pytester: pytest.Pytester,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """A newcomer's ``--omni-update-baselines`` on a busy host replaced the committed
+    baseline and only then said the host was busy. The stored one is kept, byte for byte,
+    and the result is INCONCLUSIVE saying why; a first baseline is still written."""
+    standin_pytester.makepyfile(test_x="""
+        def test_image(omni_perf):
+            omni_perf.measure(width=32, height=32, num_inference_steps=2)
+        """)
+    monkeypatch.setenv("STANDIN_DELAY_EAGER", "0.15")
+    args = ("-p", "no:cacheprovider", "--omni-rounds=5", "--omni-max-rounds=5",
+            "--omni-warmup=1", "--omni-profile=eager", "--omni-update-baselines", "-rA")
+    first = standin_pytester.runpytest_subprocess(*args)  # written even if this host is busy
+    first.stdout.fnmatch_lines(["*baseline written to *"])
+    stored = {p: p.read_bytes()
+              for p in (standin_pytester.path / "baselines" / "cpu").rglob("*") if p.is_file()}
+    assert any(p.name == "metrics.json" for p in stored)
+    with busy_loops():
+        again = standin_pytester.runpytest_subprocess(*args, "--omni-report-json=r.json")
+    assert again.ret == 0 and again.parseoutcomes().get("inconclusive") == 1
+    again.stdout.fnmatch_lines([
+        "INCONCLUSIVE *::test_image?eager?: gate(s) inconclusive at the round budget:",
+        "  [[]eager[]] baseline: baseline NOT refreshed: the host was busy (this profile: "
+        "other processes used * cores in ? of 5 rounds), and a baseline recorded under that "
+        "load would let later slowdowns pass against it; the stored baseline in *eager is "
+        "kept as it was; refresh it on a quiet host"])
+    assert "baseline written to" not in again.stdout.str()
+    assert {p: p.read_bytes() for p in stored} == stored
+    (only,) = json.loads((standin_pytester.path / "r.json").read_text())["results"]
+    assert only["stored_path"] is None and only["verdict"] == "inconclusive"
+    # Nor does the kept run start a level in the history: the level is still the first run.
+    assert only["history"]["level"]["n"] == 1
+    assert only["history"]["level"]["this_run_only"] is False

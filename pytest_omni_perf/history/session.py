@@ -154,8 +154,8 @@ def record(config: pytest.Config, state: SessionState) -> list[str]:
     result_rows = [rows.result_row(
         r, run_id=run_id, seq=i, hardware_key=hw, commit=commit, recorded=finished,
         plugin_version=__version__,
-        accepted=perf.update_baselines or r.get("verdict") == "pass",
-        new_level=perf.update_baselines) for i, r in enumerate(results)]
+        accepted=_refreshed(perf.update_baselines, r) or r.get("verdict") == "pass",
+        new_level=_refreshed(perf.update_baselines, r)) for i, r in enumerate(results)]
     try:
         with HistoryStore.open(where) as store:
             store.append(run, result_rows)
@@ -169,6 +169,12 @@ def record(config: pytest.Config, state: SessionState) -> list[str]:
             f"{store.where}", *change_lines(results, run_id)]
 
 
+def _refreshed(update_baselines: bool, result: Mapping[str, Any]) -> bool:
+    """Whether this result's stored baseline was written this run: a refresh on a busy host
+    keeps the stored one (``busy_host.baseline_kept``) and must not start a level either."""
+    return update_baselines and result.get("stored_path") is not None
+
+
 def trend(store: HistoryStore, row: Mapping[str, Any], run_id: str) -> dict[str, Any]:
     """The ``history`` entry of one result (layout in :mod:`.trend`)."""
     from pytest_omni_perf.history.changes import find_changes
@@ -178,12 +184,15 @@ def trend(store: HistoryStore, row: Mapping[str, Any], run_id: str) -> dict[str,
     found = store.series(LATENCY, nodeid=args[0], profile=args[1], label=args[2],
                          hardware_key=args[3])
     points = [p for series in found.values() for p in series]
-    level = [p.value for p in store.recent_accepted(*args, LEVEL_RUNS) if p.value is not None]
+    accepted = [p for p in store.recent_accepted(*args, LEVEL_RUNS) if p.value is not None]
+    level = [p.value for p in accepted if p.value is not None]
     entry: dict[str, Any] = {
         "metric": LATENCY, "where": store.where, "run_id": run_id,
         "points": [_point(p) for p in points[-TREND_POINTS:]],
         "level": None if not level else {"value": sum(level) / len(level), "low": min(level),
-                                         "high": max(level), "n": len(level)},
+                                         "high": max(level), "n": len(level),
+                                         "this_run_only": all(p.run_id == run_id
+                                                              for p in accepted)},
         "changes": []}
     try:
         changes = find_changes(points)

@@ -5,8 +5,9 @@ to each reported result::
     history  {metric: "latency_s", where: file or URL, run_id: this run,
               points: [{run_id, recorded, commit, value, low, high, accepted}] (oldest first,
                        the last TREND_POINTS of the series, this run last),
-              level: {value, low, high, n} (the accepted level: mean, min and max of the
-                     recent accepted runs) or null,
+              level: {value, low, high, n, this_run_only} (the accepted level: mean, min
+                     and max of the recent accepted runs; this_run_only when this run
+                     started it) or null,
               changes: [{index (in points), run_id, recorded, commit, before, after,
                          change_percent, p_value}],
               changes_error: why change points are missing (optional)}
@@ -43,7 +44,8 @@ def sparkline(values: Sequence[float]) -> str:
 def marker(history: Mapping[str, Any] | None) -> str:
     """The terminal's trend cell: a sparkline of the last 8 values (this run last) and this
     run against the accepted level, e.g. ``▁▁▂▁▇▇█▇ +31% vs level``; ``first run, no level
-    yet`` when every point is this run's."""
+    yet`` when every point is this run's; ``new level from this run`` when the level is made
+    of this run alone (``--omni-update-baselines`` starts one)."""
     if not history:
         return "-"
     values = [p["value"] for p in history.get("points") or [] if p.get("value") is not None]
@@ -57,6 +59,9 @@ def marker(history: Mapping[str, Any] | None) -> str:
     if runs <= {history.get("run_id")}:
         # A level made of this run alone: "+0% vs level" read as a comparison on a fresh clone.
         text += " first run, no level yet"
+    elif (history.get("level") or {}).get("this_run_only"):
+        # A refresh starts a level of this run alone: "+0% vs level" compared it to itself.
+        text += " new level from this run"
     elif level and current:
         text += f" {(current[-1] / level - 1) * 100:+.0f}% vs level"
     if history.get("changes"):
