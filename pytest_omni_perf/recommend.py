@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pytest_omni_perf.support import Measured, measured_of, model_of
+from pytest_omni_perf.support import Measured, measured_of, model_of, ran_on_gpu
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,8 +150,7 @@ def recommend(results: Sequence[Mapping[str, Any]], facts: Callable[[str], Profi
         key = (model_of(result), str(result.get("label") or ""))
         groups.setdefault(key, []).append(
             (str(result["profile"]), str(base.get("profile", "?")), measured_of(result)))
-        measurement = result.get("measurement")
-        if isinstance(measurement, Mapping) and measurement.get("devices"):
+        if ran_on_gpu(result):
             on_gpu.add(key)
     out: list[Recommendation] = []
     for (model, label), pool in groups.items():

@@ -122,20 +122,27 @@ class SessionState:
         zygote_host.stop_all()
 
     @property
-    def run_spread(self) -> float:
-        """--omni-run-spread, else the measured default of this hardware's kind."""
+    def run_spread_and_origin(self) -> tuple[float, str]:
+        """The run-to-run spread and where it came from, in the words intervals print
+        beside it: --omni-run-spread, else the measured default of this hardware's kind.
+        One test decides both, so the number and its words cannot disagree."""
         if self.perf.run_spread is not None:
-            return self.perf.run_spread
+            return self.perf.run_spread, "--omni-run-spread"
         from pytest_omni_perf.measure.stats import RUN_SPREAD_CPU, RUN_SPREAD_GPU
 
-        return RUN_SPREAD_GPU if self.hardware.gpus else RUN_SPREAD_CPU
+        if self.hardware.gpus:
+            return RUN_SPREAD_GPU, "the built-in GPU default, not measured here"
+        return RUN_SPREAD_CPU, "the built-in CPU default, not measured here"
+
+    @property
+    def run_spread(self) -> float:
+        """The number of ``run_spread_and_origin``."""
+        return self.run_spread_and_origin[0]
 
     @property
     def run_spread_origin(self) -> str:
-        """Where ``run_spread`` came from, in the words intervals print beside it."""
-        if self.perf.run_spread is not None:
-            return "--omni-run-spread"
-        return f"the built-in {'GPU' if self.hardware.gpus else 'CPU'} default, not measured here"
+        """The words of ``run_spread_and_origin``."""
+        return self.run_spread_and_origin[1]
 
     def refresh_command(self, nodeid: str, profile: str, model: str,
                         pyargs: bool = False) -> str:

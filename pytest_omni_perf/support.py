@@ -140,6 +140,13 @@ def measured_of(result: Mapping[str, Any]) -> Measured:
         busy_host=str(result.get("busy_host") or ""))
 
 
+def ran_on_gpu(result: Mapping[str, Any]) -> bool:
+    """Whether a serialized result was measured on a GPU: its measurement names devices
+    (a CPU run names none), so CPU runs are not described as "1 GPU"."""
+    measurement = result.get("measurement")
+    return isinstance(measurement, Mapping) and bool(measurement.get("devices"))
+
+
 def model_of(result: Mapping[str, Any]) -> str:
     """The model a serialized result measured."""
     return str((result.get("measurement") or {}).get("model", "?"))

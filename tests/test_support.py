@@ -12,7 +12,8 @@ from pytest_omni_perf.recommend import ProfileFacts, recommend
 from pytest_omni_perf.report.markdown import marks_table, support_markdown
 from pytest_omni_perf.suite_requests import parse_overrides, suite_requests
 from pytest_omni_perf.support import (
-    NOT_MEASURED, NOT_RUNNABLE, SUPPORTED, UNSUPPORTED, classify_skip, support_row,
+    NOT_MEASURED, NOT_RUNNABLE, SUPPORTED, UNSUPPORTED, classify_skip, ran_on_gpu,
+    support_row,
 )
 
 
@@ -93,6 +94,16 @@ def test_a_cpu_run_names_its_branches_for_the_cpu() -> None:
     results = [result("cache_dit", 1.1, 1.3, 1.2, memory_kind="rss", devices=())]
     assert [r.branch for r in recommend(results, FACTS.get, 0.98)][:2] == [
         "fastest lossless, CPU", "fastest with SSIM >= 0.98, CPU"]
+
+
+def test_a_result_ran_on_a_gpu_when_its_measurement_names_devices() -> None:
+    """The one answer the recommendations (per model) and the terminal table (per run)
+    share; a result without a measurement, or a malformed one, is not a GPU run."""
+    assert ran_on_gpu(result("compile", 1.1, 1.3, 1.2, devices=(0, 1)))
+    assert not ran_on_gpu(result("compile", 1.1, 1.3, 1.2, devices=()))
+    assert not ran_on_gpu({"measurement": {"devices": None}})
+    assert not ran_on_gpu({"measurement": None})
+    assert not ran_on_gpu({})
 
 
 def test_a_speedup_measured_on_a_busy_host_is_not_recommended() -> None:

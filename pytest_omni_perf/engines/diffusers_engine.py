@@ -104,16 +104,16 @@ def create(spec: EngineSpec, hw: HardwareInfo) -> IsolatedEngine | InProcessEngi
     env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     # A persistent inductor cache makes the second run's compile cold start cheap.
     env.update(compile_cache_env(spec))
-    if ranks == 1 and spec.launch == "zygote":
-        # One zygote serves every GPU of the run: it may answer device queries with a
-        # capability only when they all share it.
-        sm = uniform_sm([g.sm for g in hw.gpus]) if device == "cuda" else None
-        if sm is not None:
-            env[SM_VARIABLE] = format_sm(sm)
-        return IsolatedEngine(spec, FACTORY, kwargs, env=env, device=device,
-                              preload=preload_for(spec.model, spec.cache_dir, device, sm))
     if ranks == 1:
-        return IsolatedEngine(spec, FACTORY, kwargs, env=env, device=device)
+        preload: tuple[str, ...] | None = None  # exec: the worker imports everything itself
+        if spec.launch == "zygote":
+            # One zygote serves every GPU of the run: it may answer device queries with a
+            # capability only when they all share it.
+            sm = uniform_sm([g.sm for g in hw.gpus]) if device == "cuda" else None
+            if sm is not None:
+                env[SM_VARIABLE] = format_sm(sm)
+            preload = preload_for(spec.model, spec.cache_dir, device, sm)
+        return IsolatedEngine(spec, FACTORY, kwargs, env=env, device=device, preload=preload)
     port = free_port()
     return RankGroupEngine(
         spec, FACTORY, ranks, device=device,

@@ -175,8 +175,10 @@ def _child(control: socket.socket, zygote: int, message: dict[str, object],
         os._exit(code)
 
 
-def serve(control: socket.socket) -> None:
-    """Answer fork and status requests until the parent closes the socket."""
+def serve(control: socket.socket, sm: tuple[int, int] | None = None) -> None:
+    """Answer fork and status requests until the parent closes the socket; ``sm``: the
+    capability preloads see from torch's device queries (``device_answers.answered``),
+    None to let them ask the CUDA runtime."""
     signal.signal(signal.SIGCHLD, _reap)
     while True:
         try:
@@ -194,7 +196,6 @@ def serve(control: socket.socket) -> None:
         # The worker's own time begins before the preload it asked for, which counts as
         # its imports (the first worker of a zygote pays them, later ones inherit them).
         message["began"] = time.perf_counter()
-        sm = parse_sm(os.environ.get(SM_VARIABLE))
         with answered(sm) if sm is not None else nullcontext():
             spoiler = preload(message.get("preload") or [])
         message["preloaded_s"] = time.perf_counter() - message["began"]
@@ -221,7 +222,9 @@ def main(argv: list[str]) -> int:
     control = socket.socket(fileno=int(argv[1]))
     control.send(json.dumps({"ready": True}).encode())
     try:
-        serve(control)
+        # Set once when the engine starts the zygote (one for every GPU of the run), so it
+        # is read here once rather than on every fork request.
+        serve(control, parse_sm(os.environ.get(SM_VARIABLE)))
     finally:
         control.close()
     return 0

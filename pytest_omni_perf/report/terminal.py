@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pytest_omni_perf.escape import terminal_text
+from pytest_omni_perf.support import ran_on_gpu
 
 Result = Mapping[str, Any]
 
@@ -19,7 +20,9 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
 
 
 def _on_gpus(results: Sequence[Result]) -> bool:
-    return any(r["measurement"].get("devices") for r in results)
+    """Whether any result of the run was measured on a GPU (the table then shows a GPU
+    column)."""
+    return any(ran_on_gpu(r) for r in results)
 
 
 def _devices(measurement: Mapping[str, Any]) -> str:
