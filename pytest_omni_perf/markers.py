@@ -47,7 +47,12 @@ CARDS_DOC = "cards_{n}: set on tests that need {n} GPUs (requires_gpus or a prof
 
 
 class MarkerArgumentError(ValueError):
-    """A marker was given arguments it cannot take."""
+    """A marker was given arguments it cannot take; ``problems``: each mistake, one a line
+    (an omni_bounds mark's bad bounds are all reported, as ``Bounds.from_mapping`` finds)."""
+
+    def __init__(self, problem: str, *more: str) -> None:
+        self.problems = (problem, *more)
+        super().__init__("\n".join(self.problems))
 
 
 _MAX_GPUS = 1024  # more than any one host has: a larger n is a typo, not a requirement
@@ -212,7 +217,7 @@ def bounds_from_marks(marks: Iterable[pytest.Mark], base: Bounds, profile: str |
                                             ProfileError, machine)
             scoped = parse_bounds(values, "@pytest.mark.omni_bounds", bounds)
         except ProfileError as exc:
-            raise MarkerArgumentError(str(exc)) from None
+            raise MarkerArgumentError(*exc.problems) from None
         if names is None or profile in names:
             bounds = scoped
             if notes is not None:
@@ -284,7 +289,7 @@ _CHECKS: dict[str, Callable[[pytest.Mark, Mapping[str, object]], object]] = {
 
 def marker_problems(marks: Iterable[pytest.Mark], known: Mapping[str, object]) -> list[str]:
     """Every problem of every pytest-omni-perf mark of one test (not only the first)."""
-    problems = []
+    problems: list[str] = []
     for mark in marks:
         check = _CHECKS.get(mark.name)
         if check is None:
@@ -292,7 +297,7 @@ def marker_problems(marks: Iterable[pytest.Mark], known: Mapping[str, object]) -
         try:
             check(mark, known)
         except MarkerArgumentError as exc:
-            problems.append(str(exc))
+            problems += exc.problems
     return problems
 
 

@@ -23,6 +23,8 @@ SKIP_PROPERTY = "omni_perf_skip"
 OUTCOME_PROPERTY = "omni_perf_outcome"
 """user_properties entry ('omni_perf_outcome', 'inconclusive') that marks an undecided test;
 it travels with the report through xdist and into JUnit XML as a property."""
+INCONCLUSIVE_LETTER = "?"
+"""An inconclusive test's mark in pytest's progress line (the summary says what it means)."""
 UNDECIDED_PROPERTY = "omni_perf_undecided"
 """user_properties entry of a test left inconclusive under ``--omni-inconclusive=warn``:
 which gates were undecided and why, shown in the terminal summary (and JUnit XML)."""
@@ -106,7 +108,7 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
     final line counts it (``3 passed, 1 inconclusive``); it does not fail the run."""
     if report.when == "call" and report.passed \
             and (OUTCOME_PROPERTY, "inconclusive") in report.user_properties:
-        return "inconclusive", "?", ("INCONCLUSIVE", {"yellow": True})
+        return "inconclusive", INCONCLUSIVE_LETTER, ("INCONCLUSIVE", {"yellow": True})
     return None
 
 
@@ -227,14 +229,22 @@ class ResultCollector:
             write_inconclusive(terminalreporter, self.inconclusive)
 
 
-def write_inconclusive(terminalreporter: pytest.TerminalReporter, found: list[tuple[str, str]]) -> None:
+def write_inconclusive(terminalreporter: pytest.TerminalReporter,
+                       found: list[tuple[str, str]]) -> None:
     """One entry per INCONCLUSIVE test, last before pytest's own short summary: its node id
     and every undecided gate with why (``INCONCLUSIVE t.py::test_x[fp8]: gate(s)
-    inconclusive at the round budget:`` then the gates, indented)."""
+    inconclusive at the round budget:`` then the gates, indented). Without ``-v`` the
+    section starts with what the ``?`` these tests got in the progress line means."""
     from pytest_omni_perf.escape import terminal_text
 
     terminalreporter.write_sep("-", "omni-perf inconclusive (not failed: "
                                "--omni-inconclusive=warn)")
+    if terminalreporter.config.get_verbosity() <= 0:
+        # pytest has no legend for a plugin's letter, and a newcomer could not tell what
+        # "..?.." meant; -v writes the word INCONCLUSIVE instead, which needs none.
+        terminalreporter.write_line(f"{INCONCLUSIVE_LETTER} in the progress line = "
+                                    "INCONCLUSIVE: a gate's interval still straddled its "
+                                    "bound when measuring stopped")
     for nodeid, why in found:
         first, *rest = why.splitlines() or [""]
         terminalreporter.write_line(terminal_text(f"INCONCLUSIVE {nodeid}: {first}"))

@@ -30,7 +30,14 @@ BUILTIN_SOURCE = "<built-in profiles.toml>"
 
 
 class ProfileError(ValueError):
-    """A profile file or entry is malformed; the message names file, profile and field."""
+    """A profile file or entry is malformed; each of its ``problems`` names file, profile and
+    field. A file's bad bounds come in one error, so one run shows every fix: one per line
+    under their count (pytest prints a usage error's newlines as they are)."""
+
+    def __init__(self, problem: str, *more: str) -> None:
+        self.problems = (problem, *more)
+        super().__init__(problem if not more else f"{len(self.problems)} problems:\n"
+                         + "\n".join(f"  {p}" for p in self.problems))
 
 
 def parse_sm(value: object) -> tuple[int, int]:
@@ -120,18 +127,30 @@ class Bounds:
 
         ``where`` names the source for messages (``"mine.toml: profile 'x'.bounds"``,
         ``"test_a.py::test_b: @pytest.mark.omni_bounds"``); each field is reported as
-        ``{where}.{field}``. None in ``raw`` turns a gate off. Raises ProfileError for an
-        unknown field or a value outside ``BOUND_RANGES``.
+        ``{where}.{field}``. None in ``raw`` turns a gate off. Raises one ProfileError
+        listing every unknown field and every value outside ``BOUND_RANGES``.
         """
-        _unknown(raw, BOUND_FIELDS, where)
-        values: dict[str, Any] = {
-            key: None if value is None else _backend_name(value, f"{where}.{key}")
-            if key == "parity"
-            else float(BOUND_RANGES[key].check(value, f"{where}.{key}", ProfileError))
-            for key, value in raw.items()}
+        problems: list[str] = []
+        try:
+            _unknown(raw, BOUND_FIELDS, where)
+        except ProfileError as exc:
+            problems += exc.problems
+        values: dict[str, Any] = {}
+        for key, value in raw.items():  # every field, so one run lists every mistake
+            try:
+                if key in BOUND_FIELDS:
+                    values[key] = _bound_value(key, value, f"{where}.{key}")
+            except ProfileError as exc:
+                problems += exc.problems
         base = base if base is not None else cls()
-        _check_parity(values.get("parity", base.parity),
-                      values.get("max_latency_ratio", base.max_latency_ratio), where)
+        if not (set(raw) - set(values)) & {"parity", "max_latency_ratio"}:  # none was bad
+            try:
+                _check_parity(values.get("parity", base.parity),
+                              values.get("max_latency_ratio", base.max_latency_ratio), where)
+            except ProfileError as exc:
+                problems += exc.problems
+        if problems:
+            raise ProfileError(*problems)
         return dataclasses.replace(base, **values)
 
     def merged(self, overrides: Mapping[str, Any]) -> Bounds:
@@ -162,6 +181,14 @@ BOUND_RANGES: Mapping[str, Range] = {
 BOUND_FIELDS = tuple(f.name for f in dataclasses.fields(Bounds))
 # Backend names as --omni-backend takes them and plugins add them (lower case, - and _).
 _BACKEND = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+
+
+def _bound_value(key: str, value: object, where: str) -> str | float | None:
+    if value is None:  # turns the gate off
+        return None
+    if key == "parity":
+        return _backend_name(value, where)
+    return float(BOUND_RANGES[key].check(value, where, ProfileError))
 
 
 def _backend_name(value: object, where: str) -> str:
@@ -315,18 +342,28 @@ def parse_profile(name: str, raw: Mapping[str, Any], defaults: Bounds, source: s
 
 def parse_document(doc: Mapping[str, Any], source: str, defaults: Bounds = Bounds()
                    ) -> dict[str, Profile]:
-    """Profiles of one parsed TOML document; its ``[defaults.bounds]`` apply to its profiles."""
+    """Profiles of one parsed TOML document; its ``[defaults.bounds]`` apply to its profiles.
+    One ProfileError lists every profile's mistakes: all its bad bounds, or its first other."""
     _unknown(doc, ("profiles", "defaults"), source)
     raw_defaults = _table(doc.get("defaults", {}), f"{source}: defaults")
     _unknown(raw_defaults, ("bounds",), f"{source}: defaults")
+    problems: list[str] = []
     if "bounds" in raw_defaults:
-        defaults = parse_bounds(_table(raw_defaults["bounds"], f"{source}: defaults.bounds"),
-                                f"{source}: defaults.bounds", defaults)
-    profiles = _table(doc.get("profiles", {}), f"{source}: profiles")
-    return {
-        name: parse_profile(name, _table(raw, f"{source}: profile {name!r}"), defaults, source)
-        for name, raw in profiles.items()
-    }
+        where = f"{source}: defaults.bounds"
+        try:
+            defaults = parse_bounds(_table(raw_defaults["bounds"], where), where, defaults)
+        except ProfileError as exc:  # profiles are still checked, on the outer defaults
+            problems += exc.problems
+    parsed: dict[str, Profile] = {}
+    for name, raw in _table(doc.get("profiles", {}), f"{source}: profiles").items():
+        try:
+            parsed[name] = parse_profile(name, _table(raw, f"{source}: profile {name!r}"),
+                                         defaults, source)
+        except ProfileError as exc:
+            problems += exc.problems
+    if problems:
+        raise ProfileError(*problems)
+    return parsed
 
 
 def load_file(path: Path) -> dict[str, Profile]:

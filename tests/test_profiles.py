@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from pytest_omni_perf import canonical
-from pytest_omni_perf.profiles import ProfileError, load_all, load_builtin, load_file, parse_sm
+from pytest_omni_perf.profiles import (
+    BOUND_FIELDS, Bounds, ProfileError, load_all, load_builtin, load_file, parse_sm,
+)
 
 # Every method of the seed guide, its recipes A-G, and the pairs users ask for.
 GUIDE_PROFILES = {
@@ -128,6 +131,72 @@ def test_user_file_errors_name_file_profile_field(tmp_path: Path, body: str, mes
     with pytest.raises(ProfileError, match=message) as info:
         load_all([path])
     assert str(path) in str(info.value)
+
+
+# Three mistakes in two profiles: one run must show them all, each worded as when alone.
+THREE_BAD_BOUNDS = ('[profiles.slow_nan]\nbounds = { min_speedup = nan, min_ssim = 0.9 }\n'
+                    '[profiles.slow_inf]\nbounds = { max_regression = inf, min_sped = 2 }\n')
+
+
+def test_every_bad_bound_of_a_file_in_one_error(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(THREE_BAD_BOUNDS)
+    with pytest.raises(ProfileError) as info:
+        load_all([path])
+    problems = (
+        f"{path}: profile 'slow_nan'.bounds.min_speedup: expected a finite number > 0, got nan",
+        f"{path}: profile 'slow_inf'.bounds: unknown field(s) min_sped (allowed: "
+        f"{', '.join(BOUND_FIELDS)})",
+        f"{path}: profile 'slow_inf'.bounds.max_regression: expected a finite number >= 0, "
+        "got inf")
+    assert str(info.value) == "3 problems:\n" + "\n".join(f"  {p}" for p in problems)
+    assert info.value.problems == problems
+
+
+def test_every_bad_bound_of_a_mapping_in_one_error() -> None:
+    """Markers go through ``Bounds.from_mapping`` too; a bad ratio is not also "unpaired"."""
+    with pytest.raises(ProfileError) as info:
+        Bounds.from_mapping({"min_ssim": 2, "max_latency_ratio": 0, "min_psnr": math.nan},
+                            "@pytest.mark.omni_bounds")
+    assert info.value.problems == (
+        "@pytest.mark.omni_bounds.min_ssim: expected a finite number in [0, 1], got 2",
+        "@pytest.mark.omni_bounds.max_latency_ratio: expected a finite number > 0, got 0",
+        "@pytest.mark.omni_bounds.min_psnr: expected a finite number > 0, got nan")
+
+
+def test_every_bad_bound_is_a_usage_error_naming_both_profiles(pytester: pytest.Pytester
+                                                               ) -> None:
+    pytester.makefile(".toml", mine=THREE_BAD_BOUNDS)
+    pytester.makeini("[pytest]\nomni_profile_files = mine.toml\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "ERROR: omni_profile_files: 3 problems:",
+        "  *mine.toml: profile 'slow_nan'.bounds.min_speedup: expected a finite number > 0, "
+        "got nan",
+        "  *mine.toml: profile 'slow_inf'.bounds: unknown field(s) min_sped (allowed: *)",
+        "  *mine.toml: profile 'slow_inf'.bounds.max_regression: expected a finite number >= 0, "
+        "got inf",
+    ])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_every_bad_bound_of_a_marker_is_listed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+import pytest
+
+@pytest.mark.omni_bounds(min_speedup=float("nan"), min_ssim=2)
+def test_a(omni_profile): pass
+""")
+    result = pytester.runpytest("--omni-profile=eager")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "pytest-omni-perf: 2 bad marker argument(s) in 1 test(s):",
+        "  *::test_a: @pytest.mark.omni_bounds.min_speedup: expected a finite number > 0, "
+        "got nan",
+        "  *::test_a: @pytest.mark.omni_bounds.min_ssim: expected a finite number in [[]0, 1[]], "
+        "got 2",
+    ])
 
 
 def test_user_file_adds_profiles(tmp_path: Path) -> None:
