@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 import numpy  # noqa: F401
+import numpy.fft  # noqa: F401  (numpy 2 imports these submodules on first use)
+import numpy.linalg  # noqa: F401
+import numpy.ma  # noqa: F401
+import numpy.polynomial  # noqa: F401
+import numpy.random  # noqa: F401
 import pytest
 
 import standin
@@ -13,7 +18,9 @@ import standin
 # pytester's inline runs drop modules first imported during the run from sys.modules; a C
 # extension such as numpy cannot be imported twice in one process, so a later test's
 # `import numpy` then fails ("cannot load module more than once per process"). Importing it
-# here, before any inline run, keeps it loaded for the whole worker.
+# here, before any inline run, keeps it loaded for the whole worker. numpy 2 loads its
+# submodules lazily: numpy.fft, first imported by diffusers' scheduler inside an inline
+# run, failed the next tiny-model build of that worker (5 errors in a -n 2 subset run).
 
 
 @pytest.fixture
