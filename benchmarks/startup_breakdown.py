@@ -50,7 +50,7 @@ ROWS = (("interpreter_s", "(a) interpreter start"), ("imports_s", "(b) heavy imp
 def one_start(spec: EngineSpec, request: GenerationRequest) -> dict[str, Any]:
     """Start ``spec`` through the engine pool, time its first request, stop it."""
     hardware = probe()
-    pool = EnginePool(lambda s: diffusers_engine.create(s, hardware))
+    pool = EnginePool(lambda s: (diffusers_engine.create(s, hardware), True))
     load_1m = os.getloadavg()[0]
     try:
         live = pool.get(spec)

@@ -17,6 +17,7 @@
 #          cache that the later ones share, so its time is reported, not compared).
 #   sweep  the 15-profile single-GPU image sweep of docs/gpu-runs.md, once, with CODE.
 #   one-call  fork check and breakdown of the new code, five profiles new then old.
+#   again  after one-call on the same warm machine: both breakdowns, five profiles old, new.
 # Everything lands in $OUT/startup (default results/h100/startup).
 set -u
 out=${OUT:-results/h100}/startup
@@ -96,8 +97,20 @@ case ${STEP:-check} in
     timed "startup breakdown (new code)" 150 breakdown new
     tail -n 12 "$out/breakdown-new.txt"
     grep -h " in [0-9.]*s " "$out"/five-*.log;;
+  again)  # on the same warm machine after one-call (compile cache filled): both codes'
+    # breakdowns, then five profiles old then new, each start judged with the caches warm
+    for code in new old; do
+      timed "startup breakdown ($code code)" 150 breakdown $code
+    done
+    n=2
+    for code in old new; do
+      n=$((n + 1))
+      timed "five profiles, run $n ($code code)" 130 five $code $n
+    done
+    tail -n 12 "$out/breakdown-new.txt" "$out/breakdown-old.txt"
+    grep -h " in [0-9.]*s " "$out"/five-*.log;;
   sweep)
-    timed "15-profile sweep (${CODE:-new} code)" 560 sweep "${CODE:-new}"
+    timed "15-profile sweep (${CODE:-new} code)" "${SWEEP_LIMIT:-560}" sweep "${CODE:-new}"
     tail -n 30 "$out/sweep-${CODE:-new}.log";;
 esac
 nvidia-smi --query-gpu=memory.used --format=csv >> "$out/gpu.txt" 2>&1
