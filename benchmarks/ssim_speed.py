@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pytest_omni_perf import quality  # noqa: E402
+from pytest_omni_perf.ssim_torch import torch_ssim_frames  # noqa: E402
 
 
 def pair(frames: int, height: int, width: int) -> tuple[Any, Any]:
@@ -46,7 +47,7 @@ def implementations() -> dict[str, Callable[[Any, Any], list[float]]]:
         return [float(quality._skimage_ssim(o, r, 255)) for o, r in zip(out, ref)]
 
     def on(device: str) -> Callable[[Any, Any], list[float]]:
-        return lambda out, ref: quality._torch_ssim_frames(out, ref, 255, device)[0]
+        return lambda out, ref: torch_ssim_frames(out, ref, 255, device)[0]
 
     found = {"scikit-image": skimage, "torch cpu": on("cpu")}
     if torch.cuda.is_available():
