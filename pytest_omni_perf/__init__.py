@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pytest_omni_perf.version import __version__
+
 if TYPE_CHECKING:
     from pytest_omni_perf.load_runs import LoadLevel, LoadReport
     from pytest_omni_perf.omni_perf import OmniPerf
     from pytest_omni_perf.results import PerfResult
 
-__version__ = "0.1.0"
 __all__ = ["LoadLevel", "LoadReport", "OmniPerf", "PerfResult", "__version__"]
 
 

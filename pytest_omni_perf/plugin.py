@@ -103,7 +103,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(outcomes, "omni-perf-outcomes")
     config.pluginmanager.register(outcomes.ResultCollector(state), "omni-perf-results")
     if perf.cases:
-        from pytest_omni_perf.cases.items import add_case_paths
+        from pytest_omni_perf.case_items import add_case_paths
 
         add_case_paths(config, perf.cases)
     sigterm.interrupt_on_sigterm(config)
@@ -137,7 +137,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
              f"{perf.inconclusive})",
              f"omni-perf: {state.hardware.summary()}"]
     if perf.cases:
-        from pytest_omni_perf.cases.items import header_lines
+        from pytest_omni_perf.case_items import header_lines
 
         lines += header_lines(perf.cases, perf.cases_model)
     return lines

@@ -202,7 +202,7 @@ def test_i2v_entries_the_load_client_cannot_send_skip(pytester: pytest.Pytester,
 
 
 def test_i2v_requests_carry_the_random_datasets_image() -> None:
-    from pytest_omni_perf.cases.items import request_of
+    from pytest_omni_perf.case_items import request_of
     from pytest_omni_perf.cases.reader import read_case_file
 
     [one, two] = read_case_file(CASES / "test_wan22_i2v_vllm_omni.json")

@@ -4,5 +4,6 @@
 row's ``mark`` entries into pytest marks, ``load`` drives a server with N prompts at a
 concurrency or a request rate, ``bounds`` applies a row's baseline as absolute bounds for
 this hardware, ``load_verdict`` judges load bounds (a row's and ``omni_bounds``') on
-confidence intervals, and ``items`` makes each row's entry a pytest item.
+confidence intervals. ``pytest_omni_perf.case_items`` makes each row's entry a pytest item:
+it stands above the engines, ``omni_perf`` and the outcomes it uses, which use this package.
 """

@@ -235,7 +235,7 @@ def shipped_server_reason(keys: list[str]) -> str | None:
     """Why the shipped server cannot take these pass-through serve options (flags as the
     keys spell them, or their dashed form), or None. It is the diffusers engine behind an
     HTTP API: vLLM-Omni's other options mean nothing to it."""
-    from pytest_omni_perf.serve import build_parser
+    from pytest_omni_perf.serve_flags import build_parser
 
     known = build_parser()._option_string_actions
     missing = [k for k in keys if f"--{k.lstrip('-')}" not in known

@@ -71,7 +71,7 @@ def as_result(metrics: Mapping[str, Any], profile_folder: str) -> dict[str, Any]
 
 def import_baselines(store: HistoryStore, baseline_dir: Path) -> ImportReport:
     """Import every ``metrics.json`` under ``baseline_dir`` (see the module docstring)."""
-    from pytest_omni_perf import __version__
+    from pytest_omni_perf.version import __version__
 
     report = ImportReport()
     for path in sorted(baseline_dir.glob(f"*/**/{METRICS}")):

@@ -132,7 +132,7 @@ def record(config: pytest.Config, state: SessionState) -> list[str]:
     ``state.reported`` (key ``history``), and return the terminal lines: where the run
     went, and each level change detected at this run ([] when nothing was recorded). A history that cannot be written is reported, not raised: the
     test outcomes stand and the reports are still written."""
-    from pytest_omni_perf import __version__
+    from pytest_omni_perf.version import __version__
     from pytest_omni_perf.history import rows
     from pytest_omni_perf.history.store import HistoryStore
 

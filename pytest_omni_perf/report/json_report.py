@@ -94,7 +94,7 @@ of two identical images, are written as ``null``. Schema, version 1::
     cases             [{nodeid, file, row, entry, concurrency, model, outcome, verdict,
                       measured (the metrics of loads' levels), bounds [field], verdicts
                       [BOUND], notes, host (as a load level's)}]: one per --omni-cases
-                      item (cases/items.py)
+                      item (case_items.py)
     support           {model: [{method (the table column), profile, guide (its section),
                       status ("supported" | "unsupported by the model" | "not runnable
                       here" | "not measured"), reason, measured [{label, nodeid, speedup,
@@ -174,7 +174,7 @@ def build_document(results: Sequence[Mapping[str, Any]], *, hardware: Mapping[st
                    cases: Sequence[Mapping[str, Any]] = (),
                    ) -> dict[str, Any]:
     """The whole report as a JSON-ready dict (see the module docstring for the schema)."""
-    from pytest_omni_perf import __version__
+    from pytest_omni_perf.version import __version__
     from pytest_omni_perf.support import support_document
 
     when = created or datetime.datetime.now(datetime.timezone.utc)

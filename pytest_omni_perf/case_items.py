@@ -26,7 +26,7 @@ from pytest_omni_perf.cases.reader import (
     NEGATIVE_PROMPT, CaseEntry, CaseError, model_for, passthrough_argv, read_case_file,
 )
 from pytest_omni_perf.engines.server_command import SHIPPED_SERVER
-from pytest_omni_perf.load_runs import CASE_PROPERTY as CASE_PROPERTY
+from pytest_omni_perf.load_runs import CASE_PROPERTY
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle
