@@ -242,9 +242,12 @@ def write_inconclusive(terminalreporter: pytest.TerminalReporter,
     if terminalreporter.config.get_verbosity() <= 0:
         # pytest has no legend for a plugin's letter, and a newcomer could not tell what
         # "..?.." meant; -v writes the word INCONCLUSIVE instead, which needs none.
+        # Not only "straddled": a newcomer's busy run held back passes and failures for the
+        # load, and a refresh on a busy host kept the stored baseline; each says why below.
         terminalreporter.write_line(f"{INCONCLUSIVE_LETTER} in the progress line = "
-                                    "INCONCLUSIVE: a gate's interval still straddled its "
-                                    "bound when measuring stopped")
+                                    "INCONCLUSIVE: a gate was left undecided (its interval "
+                                    "still straddled its bound when measuring stopped, or "
+                                    "the host was busy); why, test by test, below")
     for nodeid, why in found:
         first, *rest = why.splitlines() or [""]
         terminalreporter.write_line(terminal_text(f"INCONCLUSIVE {nodeid}: {first}"))

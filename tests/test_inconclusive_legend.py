@@ -14,8 +14,9 @@ def test_image(omni_perf):
 def test_plain():
     pass
 """
-LEGEND = ("? in the progress line = INCONCLUSIVE: a gate's interval still straddled its bound "
-          "when measuring stopped")
+LEGEND = ("? in the progress line = INCONCLUSIVE: a gate was left undecided (its interval still "
+          "straddled its bound when measuring stopped, or the host was busy); why, test by "
+          "test, below")
 
 
 def run(pytester: pytest.Pytester, *args: str, profile: str = "cache_dit") -> pytest.RunResult:
